@@ -1,0 +1,140 @@
+//! Command-line interface of `finwait-agent`: flags, environment variables and the
+//! commands they run.
+
+use std::io::{BufWriter, Write};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::AgentError;
+use crate::sampler::{SamplerConfig, SourceMode, TableSource};
+use crate::snapshot::{self, Filter};
+use crate::telemetry::LogFormat;
+
+/// finwait host agent: every TCP socket, every state, with its owning processes.
+#[derive(Debug, Parser)]
+#[command(name = "finwait-agent", version, about)]
+pub struct Cli {
+    /// Log format on stderr (filter with RUST_LOG, default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "FINWAIT_LOG_FORMAT", global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Agent commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the local TCP table once, like `ss -tanp` with timers, owners and namespaces.
+    Snapshot(SnapshotArgs),
+}
+
+/// How to read the table (shared by every command that reads it).
+#[derive(Debug, Clone, Args)]
+pub struct ReadArgs {
+    /// Read every network namespace in use (containers), not only the agent's own.
+    #[arg(long, env = "FINWAIT_ALL_NETNS")]
+    pub all_netns: bool,
+    /// Table source: netlink sock_diag with /proc fallback (auto), or one of them only.
+    #[arg(long, value_enum, default_value_t = SourceMode::Auto, env = "FINWAIT_SOURCE")]
+    pub source: SourceMode,
+    /// Do not look for owning processes (faster; the Owners column stays empty).
+    #[arg(long)]
+    pub no_owners: bool,
+    /// Threads for the owner scan (0 = one per core).
+    #[arg(long, default_value_t = 0, env = "FINWAIT_OWNER_THREADS")]
+    pub owner_threads: usize,
+}
+
+impl ReadArgs {
+    /// The sampler configuration these flags describe.
+    pub fn sampler_config(&self) -> SamplerConfig {
+        SamplerConfig {
+            source: self.source,
+            all_netns: self.all_netns,
+            owners: !self.no_owners,
+            owner_threads: self.owner_threads,
+        }
+    }
+}
+
+/// `finwait-agent snapshot` flags.
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// How to read.
+    #[command(flatten)]
+    pub read: ReadArgs,
+    /// Only these states, comma-separated ss words: close-wait,fin-wait-2,...
+    #[arg(long, value_name = "STATES")]
+    pub state: Option<String>,
+    /// Only sockets whose local or remote port is N.
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// Only sockets held by process N.
+    #[arg(long, value_name = "N")]
+    pub pid: Option<u32>,
+    /// JSON Lines: one object per socket (fields in the README).
+    #[arg(long)]
+    pub json: bool,
+    /// Print the cycle's own account (timings, counts, what was skipped) as JSON on stderr.
+    #[arg(long)]
+    pub stats: bool,
+    /// Read N times back to back (owner cache warm after the first) and print the last;
+    /// with --stats, each cycle's account is printed. Measures the steady state.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub repeat: u32,
+}
+
+/// Runs `snapshot`.
+pub fn snapshot(args: &SnapshotArgs) -> Result<(), AgentError> {
+    let filter = Filter {
+        states: match &args.state {
+            Some(list) => snapshot::parse_states(list).map_err(AgentError::InvalidArgument)?,
+            None => Vec::new(),
+        },
+        port: args.port,
+        pid: args.pid,
+    };
+    if args.repeat == 0 {
+        return Err(AgentError::InvalidArgument(
+            "--repeat must be at least 1".into(),
+        ));
+    }
+    let mut source = new_source(&args.read)?;
+    let mut sample = None;
+    for _ in 0..args.repeat {
+        let s = source.sample()?;
+        if args.stats {
+            let line = serde_json::to_string(&s.stats).map_err(std::io::Error::other)?;
+            eprintln!("{line}");
+        }
+        sample = Some(s);
+    }
+    let Some(sample) = sample else {
+        return Ok(());
+    };
+    let stdout = std::io::stdout().lock();
+    let mut out = BufWriter::with_capacity(256 * 1024, stdout);
+    let res = if args.json {
+        snapshot::write_json(&mut out, &sample, &filter)
+    } else {
+        snapshot::write_table(&mut out, &sample, &filter)
+    };
+    match res.and_then(|()| out.flush()) {
+        // `finwait-agent snapshot | head` is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn new_source(read: &ReadArgs) -> Result<Box<dyn TableSource>, AgentError> {
+    Ok(Box::new(crate::kernel::KernelSampler::new(
+        read.sampler_config(),
+    )?))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn new_source(_read: &ReadArgs) -> Result<Box<dyn TableSource>, AgentError> {
+    Err(crate::sampler::SampleError::Unsupported.into())
+}

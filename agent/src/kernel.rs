@@ -1,0 +1,201 @@
+//! The kernel-backed [`TableSource`]: netlink sock_diag per namespace (or /proc as the
+//! fallback), then the owner scan. Linux only.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::{Instant, SystemTime};
+
+use crate::netlink::{DiagSocket, Family, NetlinkError};
+use crate::netns;
+use crate::owners::{OwnerScanStats, OwnerScanner};
+use crate::procnet::{self, ProcNetError};
+use crate::sampler::{
+    CycleStats, Namespace, OwnerScanCounts, Sample, SampleError, SamplerConfig, SourceMode,
+    TableReader, TableSource,
+};
+use crate::socket::Socket;
+
+impl From<OwnerScanStats> for OwnerScanCounts {
+    fn from(s: OwnerScanStats) -> Self {
+        OwnerScanCounts {
+            processes_scanned: s.processes_scanned,
+            processes_unreadable: s.processes_unreadable,
+            processes_vanished: s.processes_vanished,
+            fd_links_read: s.links_read,
+            full_rescan: s.full_rescan,
+        }
+    }
+}
+
+/// The real thing: reads the kernel every cycle, keeping caches between cycles.
+#[derive(Debug)]
+pub struct KernelSampler {
+    /// How to read.
+    config: SamplerConfig,
+    /// The /proc mount.
+    proc_root: String,
+    /// The agent's own namespace inode.
+    own_ns: u64,
+    /// Resolved reader (Auto becomes Proc for good once netlink is refused).
+    reader: TableReader,
+    /// One sock_diag socket per namespace, opened once.
+    diag: HashMap<u64, DiagSocket>,
+    /// Owner cache.
+    owners: OwnerScanner,
+}
+
+impl KernelSampler {
+    /// Prepares a sampler; fails only when the own namespace cannot be identified.
+    pub fn new(config: SamplerConfig) -> Result<KernelSampler, SampleError> {
+        let proc_root = "/proc".to_owned();
+        let own_ns = netns::ns_inode(&proc_root, "self").map_err(SampleError::OwnNamespace)?;
+        let reader = match config.source {
+            SourceMode::Proc => TableReader::Proc,
+            _ => TableReader::Netlink,
+        };
+        Ok(KernelSampler {
+            owners: OwnerScanner::new(config.owner_threads),
+            config,
+            proc_root,
+            own_ns,
+            reader,
+            diag: HashMap::new(),
+        })
+    }
+
+    /// The agent's own namespace inode.
+    pub fn own_namespace(&self) -> u64 {
+        self.own_ns
+    }
+
+    fn read_netlink(&mut self, ns: &Namespace, out: &mut Vec<Socket>) -> Result<(), String> {
+        if !self.diag.contains_key(&ns.inode) {
+            let sock = if ns.is_host {
+                DiagSocket::open().map_err(|e| e.to_string())?
+            } else {
+                netns::open_diag_in(&self.proc_root, ns.pid)?
+            };
+            self.diag.insert(ns.inode, sock);
+        }
+        let Some(sock) = self.diag.get_mut(&ns.inode) else {
+            return Err("netlink socket missing".to_owned());
+        };
+        let inode = ns.inode;
+        for fam in [Family::V4, Family::V6] {
+            let res = sock.dump(fam, &mut |m| {
+                if let Some(s) = m.to_socket(inode) {
+                    out.push(s);
+                }
+            });
+            match res {
+                Ok(()) => {}
+                // A kernel without IPv6 answers the AF_INET6 dump with an error.
+                Err(NetlinkError::Kernel(_)) if fam == Family::V6 => {}
+                Err(e) => {
+                    self.diag.remove(&inode);
+                    return Err(e.to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read_proc(&self, ns: &Namespace, out: &mut Vec<Socket>) -> Result<(), ProcNetError> {
+        let dir = if ns.is_host {
+            format!("{}/self/net", self.proc_root)
+        } else {
+            format!("{}/{}/net", self.proc_root, ns.pid)
+        };
+        procnet::read_dir_tables(Path::new(&dir), ns.inode, out)
+    }
+}
+
+impl TableSource for KernelSampler {
+    #[tracing::instrument(level = "debug", skip_all, err)]
+    fn sample(&mut self) -> Result<Sample, SampleError> {
+        let taken_at = SystemTime::now();
+        let mut stats = CycleStats::default();
+        let t0 = Instant::now();
+        let namespaces = if self.config.all_netns {
+            let (list, unreadable) = netns::discover(&self.proc_root, self.own_ns);
+            stats.namespace_links_unreadable = unreadable;
+            list
+        } else {
+            vec![Namespace {
+                inode: self.own_ns,
+                pid: std::process::id(),
+                container_hint: String::new(),
+                is_host: true,
+            }]
+        };
+        let live: HashSet<u64> = namespaces.iter().map(|n| n.inode).collect();
+        self.diag.retain(|ns, _| live.contains(ns));
+
+        let mut sockets = Vec::new();
+        for ns in &namespaces {
+            let before = sockets.len();
+            let res = match self.reader {
+                TableReader::Netlink => match self.read_netlink(ns, &mut sockets) {
+                    Ok(()) => Ok(()),
+                    Err(why) if ns.is_host && self.config.source == SourceMode::Auto => {
+                        tracing::warn!(error = %why, "netlink sock_diag refused; falling back to /proc/net/tcp");
+                        self.reader = TableReader::Proc;
+                        sockets.truncate(before);
+                        self.read_proc(ns, &mut sockets).map_err(|e| e.to_string())
+                    }
+                    Err(why) if ns.is_host => {
+                        return Err(SampleError::Netlink(why));
+                    }
+                    Err(why) => Err(why),
+                },
+                TableReader::Proc => match self.read_proc(ns, &mut sockets) {
+                    Ok(()) => Ok(()),
+                    Err(e) if ns.is_host => return Err(SampleError::ProcNet(e.to_string())),
+                    Err(e) => Err(e.to_string()),
+                },
+            };
+            match res {
+                Ok(()) => stats.namespaces_read += 1,
+                Err(why) => {
+                    sockets.truncate(before);
+                    tracing::debug!(netns = ns.inode, reason = %why, "namespace skipped");
+                    stats.namespaces_skipped.push((ns.inode, why));
+                }
+            }
+        }
+        stats.reader = Some(self.reader);
+        stats.dump_us = t0.elapsed().as_micros() as u64;
+        stats.sockets = sockets.len() as u64;
+
+        if self.config.owners {
+            let t1 = Instant::now();
+            let inodes: HashSet<u64> = sockets
+                .iter()
+                .map(|s| s.inode)
+                .filter(|&i| i != 0)
+                .collect();
+            let (mut map, scan) = self.owners.scan(&inodes);
+            for s in sockets.iter_mut().filter(|s| s.inode != 0) {
+                match map.remove(&s.inode) {
+                    Some(owners) => s.owners = owners,
+                    None => stats.sockets_without_owner += 1,
+                }
+            }
+            stats.owner_scan = scan.into();
+            stats.owner_scan_us = t1.elapsed().as_micros() as u64;
+        }
+        tracing::debug!(
+            sockets = stats.sockets,
+            dump_us = stats.dump_us,
+            owner_scan_us = stats.owner_scan_us,
+            links = stats.owner_scan.fd_links_read,
+            "cycle sampled"
+        );
+        Ok(Sample {
+            taken_at,
+            sockets,
+            namespaces,
+            stats,
+        })
+    }
+}

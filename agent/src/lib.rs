@@ -1,0 +1,40 @@
+//! finwait-agent: reads every TCP socket on a Linux host (all states, IPv4 and IPv6,
+//! optionally every network namespace) with the processes that hold it, and turns
+//! successive tables into deltas for the collector.
+//!
+//! Flow of one cycle: [`kernel::KernelSampler`] dumps each namespace's table through
+//! netlink sock_diag ([`netlink`]) or /proc ([`procnet`]), attributes sockets to
+//! processes ([`owners`]), and returns a [`sampler::Sample`]; [`delta`] compares it with
+//! the previous table; [`snapshot`] prints one sample for people and scripts.
+
+pub mod cli;
+pub mod delta;
+pub mod sampler;
+pub mod snapshot;
+pub mod socket;
+pub mod telemetry;
+
+#[cfg(target_os = "linux")]
+pub mod kernel;
+#[cfg(target_os = "linux")]
+pub mod netlink;
+#[cfg(target_os = "linux")]
+pub mod netns;
+#[cfg(target_os = "linux")]
+pub mod owners;
+#[cfg(target_os = "linux")]
+pub mod procnet;
+
+/// Errors at the agent's boundary (its commands).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Reading the socket table failed.
+    #[error(transparent)]
+    Sample(#[from] sampler::SampleError),
+    /// A flag value is invalid.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Writing output failed.
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}

@@ -1,0 +1,465 @@
+//! Attributes sockets to processes by reading `/proc/PID/fd/*` links
+//! (`socket:[INODE]`), as `ss -p` and `lsof` do, with a cache across cycles.
+//!
+//! Cost model: listing a process's descriptors (getdents) is cheap; reading each link
+//! costs a few microseconds of kernel time and dominates at scale. So the cache keeps
+//! each process's fd → inode map (keyed by pid and start time, so a reused pid starts
+//! afresh) and a steady-state cycle reads only links it has not seen: new descriptors,
+//! and descriptors whose cached socket left the table (their number may have been
+//! reused). If a socket that is new this cycle is still unowned after that, the cache
+//! may be stale in a way it cannot see (a descriptor number reused by another file
+//! between cycles), so every link is read again once; inodes still unowned after a
+//! full read are remembered and do not trigger another.
+//!
+//! Link reads are spread over worker threads (one per core by default): the kernel
+//! work per link is the floor, and it parallelises.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{ErrorKind, Read};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rustix::fs::{Mode, OFlags};
+
+use crate::socket::{CMDLINE_MAX, Owner, Process};
+
+/// Work below this many links is done on the calling thread.
+const PARALLEL_MIN_LINKS: usize = 2048;
+/// Links per work item handed to a thread.
+const CHUNK: usize = 512;
+
+/// One cycle's account of the owner scan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnerScanStats {
+    /// Processes whose descriptors were listed.
+    pub processes_scanned: u32,
+    /// Processes whose descriptors could not be read (permission).
+    pub processes_unreadable: u32,
+    /// Processes that exited mid-scan.
+    pub processes_vanished: u32,
+    /// Descriptor links read (the cache avoids most in steady state).
+    pub links_read: u64,
+    /// Whether a full re-read was needed to find a new socket's owner.
+    pub full_rescan: bool,
+}
+
+/// Everything the cache knows about one live process.
+#[derive(Debug)]
+struct ProcEntry {
+    /// Shared with every [`Owner`] of this process.
+    process: Arc<Process>,
+    /// fd → socket inode, 0 for descriptors that are not sockets.
+    fds: HashMap<u32, u64>,
+    /// Cycle number in which the process was last seen, to evict dead ones.
+    seen: u64,
+}
+
+/// The owner map of one cycle: inode → holders, each list sorted by (pid, fd).
+pub type OwnerMap = HashMap<u64, Vec<Owner>>;
+
+/// Finds the processes holding socket inodes; keeps its cache between calls.
+#[derive(Debug)]
+pub struct OwnerScanner {
+    /// The /proc mount to read (tests may point elsewhere).
+    proc_root: String,
+    /// Worker threads for link reads.
+    threads: usize,
+    /// Per-pid cache.
+    procs: HashMap<u32, ProcEntry>,
+    /// Socket inodes of the previous cycle's table: descriptors pointing at one that
+    /// left the table are read again.
+    prev_inodes: HashSet<u64>,
+    /// Inodes left unowned after a full read; they do not trigger another.
+    known_unowned: HashSet<u64>,
+    /// Cycle counter.
+    cycle: u64,
+}
+
+/// A batch of links to read for one process.
+struct Work {
+    pid: u32,
+    fds: Vec<u32>,
+}
+
+impl OwnerScanner {
+    /// A scanner over `/proc` using `threads` workers (0 = one per core).
+    pub fn new(threads: usize) -> OwnerScanner {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
+        OwnerScanner {
+            proc_root: "/proc".to_owned(),
+            threads,
+            procs: HashMap::new(),
+            prev_inodes: HashSet::new(),
+            known_unowned: HashSet::new(),
+            cycle: 0,
+        }
+    }
+
+    /// Finds the holders of every inode in `inodes` (the table's non-zero inodes).
+    pub fn scan(&mut self, inodes: &HashSet<u64>) -> (OwnerMap, OwnerScanStats) {
+        self.cycle += 1;
+        let mut stats = OwnerScanStats::default();
+        let gone: HashSet<u64> = self.prev_inodes.difference(inodes).copied().collect();
+
+        let mut work = self.refresh_processes(&gone, &mut stats);
+        self.read_links(&mut work, &mut stats);
+        let mut owners = self.owner_map(inodes);
+
+        let new_unowned = inodes
+            .iter()
+            .any(|i| !owners.contains_key(i) && !self.known_unowned.contains(i));
+        if new_unowned {
+            stats.full_rescan = true;
+            let mut all: Vec<Work> = self
+                .procs
+                .iter()
+                .map(|(&pid, e)| Work {
+                    pid,
+                    fds: e.fds.keys().copied().collect(),
+                })
+                .collect();
+            self.read_links(&mut all, &mut stats);
+            owners = self.owner_map(inodes);
+            self.known_unowned = inodes
+                .iter()
+                .filter(|i| !owners.contains_key(i))
+                .copied()
+                .collect();
+        } else {
+            self.known_unowned.retain(|i| inodes.contains(i));
+        }
+        self.prev_inodes = inodes.clone();
+        (owners, stats)
+    }
+
+    /// Lists processes and their descriptors, updates the cache, and returns the
+    /// links that must be read.
+    fn refresh_processes(&mut self, gone: &HashSet<u64>, stats: &mut OwnerScanStats) -> Vec<Work> {
+        let mut work = Vec::new();
+        let Ok(dir) = std::fs::read_dir(&self.proc_root) else {
+            return work;
+        };
+        for ent in dir.flatten() {
+            let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Some((start_ticks, comm)) = read_stat(&self.proc_root, pid) else {
+                stats.processes_vanished += 1;
+                continue;
+            };
+            let fd_dir = format!("{}/{pid}/fd", self.proc_root);
+            let listing = match std::fs::read_dir(&fd_dir) {
+                Ok(l) => l,
+                Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                    stats.processes_unreadable += 1;
+                    continue;
+                }
+                Err(_) => {
+                    stats.processes_vanished += 1;
+                    continue;
+                }
+            };
+            stats.processes_scanned += 1;
+            let fresh = self
+                .procs
+                .get(&pid)
+                .is_none_or(|e| e.process.start_ticks != start_ticks);
+            if fresh {
+                let cmdline = read_cmdline(&self.proc_root, pid);
+                self.procs.insert(
+                    pid,
+                    ProcEntry {
+                        process: Arc::new(Process {
+                            pid,
+                            start_ticks,
+                            comm,
+                            cmdline,
+                        }),
+                        fds: HashMap::new(),
+                        seen: 0,
+                    },
+                );
+            }
+            let Some(entry) = self.procs.get_mut(&pid) else {
+                continue;
+            };
+            entry.seen = self.cycle;
+            let mut listed = Vec::new();
+            let mut todo = Vec::new();
+            for fd in listing.flatten() {
+                let Some(fd) = fd.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                    continue;
+                };
+                listed.push(fd);
+                match entry.fds.get(&fd) {
+                    Some(inode) if !gone.contains(inode) => {}
+                    _ => todo.push(fd),
+                }
+            }
+            if listed.len() != entry.fds.len() || !todo.is_empty() {
+                let keep: HashSet<u32> = listed.into_iter().collect();
+                entry.fds.retain(|fd, _| keep.contains(fd));
+            }
+            if !todo.is_empty() {
+                work.push(Work { pid, fds: todo });
+            }
+        }
+        let cycle = self.cycle;
+        self.procs.retain(|_, e| e.seen == cycle);
+        work
+    }
+
+    /// Reads the links in `work` (in parallel when there are many) into the cache.
+    fn read_links(&mut self, work: &mut Vec<Work>, stats: &mut OwnerScanStats) {
+        // Split big processes into chunks so threads share them evenly.
+        let mut items: Vec<(u32, &[u32])> = Vec::new();
+        for w in work.iter() {
+            for c in w.fds.chunks(CHUNK) {
+                items.push((w.pid, c));
+            }
+        }
+        let total: usize = items.iter().map(|(_, c)| c.len()).sum();
+        stats.links_read += total as u64;
+        let root = self.proc_root.as_str();
+        let results: Vec<(u32, Vec<(u32, Option<u64>)>)> =
+            if total < PARALLEL_MIN_LINKS || self.threads <= 1 {
+                items
+                    .iter()
+                    .map(|&(pid, fds)| (pid, read_chunk(root, pid, fds)))
+                    .collect()
+            } else {
+                let next = AtomicUsize::new(0);
+                let items = &items;
+                std::thread::scope(|s| {
+                    let handles: Vec<_> = (0..self.threads.min(items.len()))
+                        .map(|_| {
+                            s.spawn(|| {
+                                let mut out = Vec::new();
+                                loop {
+                                    let i = next.fetch_add(1, Ordering::Relaxed);
+                                    let Some(&(pid, fds)) = items.get(i) else {
+                                        break;
+                                    };
+                                    out.push((pid, read_chunk(root, pid, fds)));
+                                }
+                                out
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .flat_map(|h| h.join().unwrap_or_default())
+                        .collect()
+                })
+            };
+        for (pid, links) in results {
+            if let Some(entry) = self.procs.get_mut(&pid) {
+                for (fd, inode) in links {
+                    match inode {
+                        Some(inode) => {
+                            entry.fds.insert(fd, inode);
+                        }
+                        None => {
+                            entry.fds.remove(&fd);
+                        }
+                    }
+                }
+            }
+        }
+        work.clear();
+    }
+
+    /// Builds inode → owners for the wanted inodes from the cache.
+    fn owner_map(&self, inodes: &HashSet<u64>) -> OwnerMap {
+        let mut map: OwnerMap = HashMap::with_capacity(inodes.len());
+        for entry in self.procs.values() {
+            for (&fd, &inode) in &entry.fds {
+                if inode != 0 && inodes.contains(&inode) {
+                    map.entry(inode).or_default().push(Owner {
+                        process: Arc::clone(&entry.process),
+                        fd,
+                    });
+                }
+            }
+        }
+        for owners in map.values_mut() {
+            owners.sort_unstable_by_key(|o| (o.process.pid, o.fd));
+        }
+        map
+    }
+}
+
+/// Reads the links of `fds` in `/proc/PID/fd`: `Some(inode)` for a socket, `Some(0)`
+/// for another file, `None` when the descriptor is gone.
+fn read_chunk(root: &str, pid: u32, fds: &[u32]) -> Vec<(u32, Option<u64>)> {
+    let dir: Option<OwnedFd> = rustix::fs::open(
+        format!("{root}/{pid}/fd").as_str(),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok();
+    let Some(dir) = dir else {
+        return fds.iter().map(|&fd| (fd, None)).collect();
+    };
+    let mut buf = Vec::with_capacity(64);
+    let mut name = itoa_buf();
+    fds.iter()
+        .map(|&fd| {
+            let fd_name = fmt_u32(&mut name, fd);
+            buf.clear();
+            match rustix::fs::readlinkat(&dir, fd_name, std::mem::take(&mut buf)) {
+                Ok(target) => {
+                    let bytes = target.as_bytes();
+                    let inode = parse_socket_link(bytes).unwrap_or(0);
+                    buf = target.into_bytes();
+                    (fd, Some(inode))
+                }
+                Err(_) => (fd, None),
+            }
+        })
+        .collect()
+}
+
+fn itoa_buf() -> [u8; 10] {
+    [0u8; 10]
+}
+
+/// Formats `n` in decimal into `buf`, returning the text.
+fn fmt_u32(buf: &mut [u8; 10], mut n: u32) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
+/// Parses a `socket:[12345]` link target.
+pub fn parse_socket_link(target: &[u8]) -> Option<u64> {
+    let rest = target.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
+    std::str::from_utf8(rest).ok()?.parse().ok()
+}
+
+/// Reads `/proc/PID/stat`: (start time in ticks, comm). `None` when the process is gone.
+fn read_stat(root: &str, pid: u32) -> Option<(u64, String)> {
+    let mut text = String::with_capacity(512);
+    File::open(format!("{root}/{pid}/stat"))
+        .ok()?
+        .read_to_string(&mut text)
+        .ok()?;
+    parse_stat(&text)
+}
+
+/// Parses the text of `/proc/PID/stat`; comm may itself contain spaces and `)`.
+pub fn parse_stat(text: &str) -> Option<(u64, String)> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_owned();
+    // After ") ": state is field 3; starttime is field 22.
+    let start = text.get(close + 2..)?.split(' ').nth(19)?.parse().ok()?;
+    Some((start, comm))
+}
+
+/// Reads `/proc/PID/cmdline`, joined by spaces and shortened to [`CMDLINE_MAX`] bytes.
+fn read_cmdline(root: &str, pid: u32) -> String {
+    let mut raw = Vec::with_capacity(CMDLINE_MAX + 1);
+    if let Ok(f) = File::open(format!("{root}/{pid}/cmdline")) {
+        // Read one byte more than kept, to know whether to mark it shortened.
+        let _ = f.take(4096).read_to_end(&mut raw);
+    }
+    shorten_cmdline(&raw)
+}
+
+/// Joins NUL-separated arguments with spaces, replaces control characters, and
+/// shortens to at most [`CMDLINE_MAX`] bytes on a character boundary (ending `...`).
+pub fn shorten_cmdline(raw: &[u8]) -> String {
+    let trimmed = raw.strip_suffix(&[0]).unwrap_or(raw);
+    let text = String::from_utf8_lossy(trimmed);
+    let mut out: String = text
+        .chars()
+        .map(|c| if c == '\0' || c.is_control() { ' ' } else { c })
+        .collect();
+    if out.len() > CMDLINE_MAX {
+        let mut cut = CMDLINE_MAX - 3;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push_str("...");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_links_parse_and_others_do_not() {
+        assert_eq!(parse_socket_link(b"socket:[123456]"), Some(123_456));
+        assert_eq!(parse_socket_link(b"pipe:[12]"), None);
+        assert_eq!(parse_socket_link(b"/dev/null"), None);
+        assert_eq!(parse_socket_link(b"socket:[]"), None);
+    }
+
+    #[test]
+    fn stat_with_tricky_comm_parses() {
+        let text = "4242 (we ird) (x) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 0";
+        assert_eq!(parse_stat(text), Some((987_654, "we ird) (x".to_owned())));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn cmdline_is_joined_and_shortened_on_a_char_boundary() {
+        assert_eq!(
+            shorten_cmdline(b"nginx\0-g\0daemon off;\0"),
+            "nginx -g daemon off;"
+        );
+        let long = "é".repeat(300);
+        let s = shorten_cmdline(long.as_bytes());
+        assert!(s.len() <= CMDLINE_MAX && s.ends_with("..."));
+        assert_eq!(shorten_cmdline(b"a\x1bb"), "a b");
+    }
+
+    #[test]
+    fn decimal_formatting_matches_std() {
+        let mut b = itoa_buf();
+        for n in [0u32, 7, 10, 99, 1000, u32::MAX] {
+            assert_eq!(fmt_u32(&mut b, n), n.to_string());
+        }
+    }
+
+    #[test]
+    fn own_sockets_are_found_with_pid_and_fd() {
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd()))
+            .expect("read own fd link");
+        let inode = parse_socket_link(link.to_string_lossy().as_bytes()).expect("a socket link");
+        let mut scanner = OwnerScanner::new(2);
+        let wanted: HashSet<u64> = [inode].into();
+        let (map, stats) = scanner.scan(&wanted);
+        let owners = map.get(&inode).expect("own listener has an owner");
+        assert_eq!(owners[0].pid(), std::process::id());
+        assert_eq!(owners[0].fd, listener.as_raw_fd() as u32);
+        assert!(stats.links_read > 0);
+        // Second cycle: nothing changed, so no link of this process is read again.
+        let (map2, stats2) = scanner.scan(&wanted);
+        assert_eq!(map2.get(&inode), map.get(&inode));
+        assert!(!stats2.full_rescan);
+        assert!(
+            stats2.links_read < stats.links_read,
+            "{stats2:?} vs {stats:?}"
+        );
+    }
+}
