@@ -1,0 +1,51 @@
+//! `--all-netns`: sockets of several namespaces in one snapshot, labelled right.
+
+use std::collections::BTreeSet;
+
+use finwait_testkit::{NetNs, Privilege, require_root};
+
+use crate::support::{Population, agent_json, ss};
+
+#[test]
+fn all_netns_snapshot_sees_two_namespaces_with_their_labels() {
+    if require_root("all_netns_snapshot_sees_two_namespaces") == Privilege::OptedOut {
+        return;
+    }
+    let a = NetNs::create("nsa").expect("namespace a");
+    let b = NetNs::create("nsb").expect("namespace b");
+    let pop_a = Population::start(&a, &["states", "127.0.0.1"]).expect("population a");
+    let pop_b = Population::start(&b, &["states", "::1"]).expect("population b");
+    let (ia, ib) = (a.inode().expect("inode a"), b.inode().expect("inode b"));
+    assert_ne!(ia, ib);
+
+    // Run from the test's own namespace: only --all-netns can see a and b.
+    let plain = agent_json(None, &[]).expect("plain snapshot");
+    assert!(
+        plain.iter().all(|s| s.netns != ia && s.netns != ib),
+        "default reads only its own namespace"
+    );
+    let all = agent_json(None, &["--all-netns"]).expect("all-netns snapshot");
+
+    for (ns, inode, pop, family) in [(&a, ia, &pop_a, "ipv4"), (&b, ib, &pop_b, "ipv6")] {
+        let mine: Vec<_> = all.iter().filter(|s| s.netns == inode).collect();
+        let want: BTreeSet<u64> = ss(ns).expect("ss").iter().map(|s| s.cookie).collect();
+        let got: BTreeSet<u64> = mine.iter().filter_map(|s| s.cookie).collect();
+        assert_eq!(
+            got, want,
+            "namespace {inode}: agent and ss see the same sockets"
+        );
+        assert!(
+            mine.iter().all(|s| s.family == family),
+            "namespace {inode} holds only {family}"
+        );
+        assert!(
+            mine.iter()
+                .any(|s| s.state == "CLOSE_WAIT" && s.owners.iter().any(|o| o.pid == pop.pid())),
+            "namespace {inode}: CLOSE_WAIT attributed to its population"
+        );
+        assert!(
+            mine.iter().all(|s| s.container.is_some()),
+            "namespace {inode} carries a container hint"
+        );
+    }
+}
