@@ -6,7 +6,7 @@ use std::io::{BufWriter, Write};
 use clap::{Args, Parser, Subcommand};
 
 use crate::AgentError;
-use crate::sampler::{SamplerConfig, SourceMode, TableSource};
+use crate::sampler::{Sample, SamplerConfig, SourceMode, TableSource};
 use crate::snapshot::{self, Filter};
 use crate::telemetry::LogFormat;
 
@@ -76,7 +76,8 @@ pub struct SnapshotArgs {
     /// JSON Lines: one object per socket (fields in the README).
     #[arg(long)]
     pub json: bool,
-    /// Print the cycle's own account (timings, counts, what was skipped) as JSON on stderr.
+    /// Print each cycle's own account (timings, counts, what was skipped) as JSON on
+    /// stderr, then the process's peak RSS and CPU time.
     #[arg(long)]
     pub stats: bool,
     /// Read N times back to back (owner cache warm after the first) and print the last;
@@ -85,8 +86,9 @@ pub struct SnapshotArgs {
     pub repeat: u32,
 }
 
-/// Runs `snapshot`.
-pub fn snapshot(args: &SnapshotArgs) -> Result<(), AgentError> {
+/// Runs `snapshot`. The table is handed back so that the caller decides when to pay
+/// for freeing it (a process about to exit need not).
+pub fn snapshot(args: &SnapshotArgs) -> Result<Option<Sample>, AgentError> {
     let filter = Filter {
         states: match &args.state {
             Some(list) => snapshot::parse_states(list).map_err(AgentError::InvalidArgument)?,
@@ -103,6 +105,8 @@ pub fn snapshot(args: &SnapshotArgs) -> Result<(), AgentError> {
     let mut source = new_source(&args.read)?;
     let mut sample = None;
     for _ in 0..args.repeat {
+        // Drop the previous table first: only one is needed at a time.
+        drop(sample.take());
         let s = source.sample()?;
         if args.stats {
             let line = serde_json::to_string(&s.stats).map_err(std::io::Error::other)?;
@@ -111,7 +115,7 @@ pub fn snapshot(args: &SnapshotArgs) -> Result<(), AgentError> {
         sample = Some(s);
     }
     let Some(sample) = sample else {
-        return Ok(());
+        return Ok(None);
     };
     let stdout = std::io::stdout().lock();
     let mut out = BufWriter::with_capacity(256 * 1024, stdout);
@@ -120,11 +124,17 @@ pub fn snapshot(args: &SnapshotArgs) -> Result<(), AgentError> {
     } else {
         snapshot::write_table(&mut out, &sample, &filter)
     };
-    match res.and_then(|()| out.flush()) {
+    let res = match res.and_then(|()| out.flush()) {
         // `finwait-agent snapshot | head` is not an error.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
+        other => other,
+    };
+    if args.stats {
+        let usage = serde_json::json!({ "process": crate::usage::ProcessUsage::current() });
+        eprintln!("{usage}");
     }
+    res?;
+    Ok(Some(sample))
 }
 
 #[cfg(target_os = "linux")]

@@ -1,10 +1,10 @@
 //! The kernel-backed [`TableSource`]: netlink sock_diag per namespace (or /proc as the
 //! fallback), then the owner scan. Linux only.
 
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{Instant, SystemTime};
 
+use crate::fasthash::{IntMap, IntSet};
 use crate::netlink::{DiagSocket, Family, NetlinkError};
 use crate::netns;
 use crate::owners::{OwnerScanStats, OwnerScanner};
@@ -32,16 +32,27 @@ impl From<OwnerScanStats> for OwnerScanCounts {
 pub struct KernelSampler {
     /// How to read.
     config: SamplerConfig,
+    /// Table reading state.
+    tables: Tables,
+    /// Owner cache.
+    owners: OwnerScanner,
+    /// Sockets seen last cycle, to size this cycle's vector once.
+    last_len: usize,
+}
+
+/// Reads socket tables; separate from the owner scan so both can run at once.
+#[derive(Debug)]
+struct Tables {
     /// The /proc mount.
     proc_root: String,
+    /// The configured source.
+    source: SourceMode,
     /// The agent's own namespace inode.
     own_ns: u64,
     /// Resolved reader (Auto becomes Proc for good once netlink is refused).
     reader: TableReader,
     /// One sock_diag socket per namespace, opened once.
-    diag: HashMap<u64, DiagSocket>,
-    /// Owner cache.
-    owners: OwnerScanner,
+    diag: IntMap<u64, DiagSocket>,
 }
 
 impl KernelSampler {
@@ -55,19 +66,25 @@ impl KernelSampler {
         };
         Ok(KernelSampler {
             owners: OwnerScanner::new(config.owner_threads),
+            tables: Tables {
+                proc_root,
+                source: config.source,
+                own_ns,
+                reader,
+                diag: IntMap::default(),
+            },
             config,
-            proc_root,
-            own_ns,
-            reader,
-            diag: HashMap::new(),
+            last_len: 0,
         })
     }
 
     /// The agent's own namespace inode.
     pub fn own_namespace(&self) -> u64 {
-        self.own_ns
+        self.tables.own_ns
     }
+}
 
+impl Tables {
     fn read_netlink(&mut self, ns: &Namespace, out: &mut Vec<Socket>) -> Result<(), String> {
         if !self.diag.contains_key(&ns.inode) {
             let sock = if ns.is_host {
@@ -108,47 +125,31 @@ impl KernelSampler {
         };
         procnet::read_dir_tables(Path::new(&dir), ns.inode, out)
     }
-}
 
-impl TableSource for KernelSampler {
-    #[tracing::instrument(level = "debug", skip_all, err)]
-    fn sample(&mut self) -> Result<Sample, SampleError> {
-        let taken_at = SystemTime::now();
-        let mut stats = CycleStats::default();
-        let t0 = Instant::now();
-        let namespaces = if self.config.all_netns {
-            let (list, unreadable) = netns::discover(&self.proc_root, self.own_ns);
-            stats.namespace_links_unreadable = unreadable;
-            list
-        } else {
-            vec![Namespace {
-                inode: self.own_ns,
-                pid: std::process::id(),
-                container_hint: String::new(),
-                is_host: true,
-            }]
-        };
-        let live: HashSet<u64> = namespaces.iter().map(|n| n.inode).collect();
+    /// Reads every namespace's table into `sockets`, recording skips in `stats`.
+    fn read_all(
+        &mut self,
+        namespaces: &[Namespace],
+        sockets: &mut Vec<Socket>,
+        stats: &mut CycleStats,
+    ) -> Result<(), SampleError> {
+        let live: IntSet<u64> = namespaces.iter().map(|n| n.inode).collect();
         self.diag.retain(|ns, _| live.contains(ns));
-
-        let mut sockets = Vec::new();
-        for ns in &namespaces {
+        for ns in namespaces {
             let before = sockets.len();
             let res = match self.reader {
-                TableReader::Netlink => match self.read_netlink(ns, &mut sockets) {
+                TableReader::Netlink => match self.read_netlink(ns, sockets) {
                     Ok(()) => Ok(()),
-                    Err(why) if ns.is_host && self.config.source == SourceMode::Auto => {
+                    Err(why) if ns.is_host && self.source == SourceMode::Auto => {
                         tracing::warn!(error = %why, "netlink sock_diag refused; falling back to /proc/net/tcp");
                         self.reader = TableReader::Proc;
                         sockets.truncate(before);
-                        self.read_proc(ns, &mut sockets).map_err(|e| e.to_string())
+                        self.read_proc(ns, sockets).map_err(|e| e.to_string())
                     }
-                    Err(why) if ns.is_host => {
-                        return Err(SampleError::Netlink(why));
-                    }
+                    Err(why) if ns.is_host => return Err(SampleError::Netlink(why)),
                     Err(why) => Err(why),
                 },
-                TableReader::Proc => match self.read_proc(ns, &mut sockets) {
+                TableReader::Proc => match self.read_proc(ns, sockets) {
                     Ok(()) => Ok(()),
                     Err(e) if ns.is_host => return Err(SampleError::ProcNet(e.to_string())),
                     Err(e) => Err(e.to_string()),
@@ -164,17 +165,59 @@ impl TableSource for KernelSampler {
             }
         }
         stats.reader = Some(self.reader);
+        Ok(())
+    }
+}
+
+impl TableSource for KernelSampler {
+    #[tracing::instrument(level = "debug", skip_all, err)]
+    fn sample(&mut self) -> Result<Sample, SampleError> {
+        let taken_at = SystemTime::now();
+        let mut stats = CycleStats::default();
+        let t0 = Instant::now();
+        let own_ns = self.tables.own_ns;
+        let namespaces = if self.config.all_netns {
+            let (list, unreadable) = netns::discover(&self.tables.proc_root, own_ns);
+            stats.namespace_links_unreadable = unreadable;
+            list
+        } else {
+            vec![Namespace {
+                inode: own_ns,
+                pid: std::process::id(),
+                container_hint: String::new(),
+                is_host: true,
+            }]
+        };
+
+        let mut sockets = Vec::with_capacity(self.last_len + self.last_len / 8);
+        let (tables, owners) = (&mut self.tables, &self.owners);
+        // The table dump and the listing of every process's descriptors are
+        // independent kernel work: do them at once.
+        let (read, listing) = if self.config.owners {
+            std::thread::scope(|s| {
+                let lister = s.spawn(|| {
+                    let t = Instant::now();
+                    (owners.list(), t.elapsed())
+                });
+                let read = tables.read_all(&namespaces, &mut sockets, &mut stats);
+                (read, lister.join().ok())
+            })
+        } else {
+            (tables.read_all(&namespaces, &mut sockets, &mut stats), None)
+        };
+        read?;
         stats.dump_us = t0.elapsed().as_micros() as u64;
         stats.sockets = sockets.len() as u64;
+        self.last_len = sockets.len();
 
-        if self.config.owners {
+        if let Some((listing, list_time)) = listing {
             let t1 = Instant::now();
-            let inodes: HashSet<u64> = sockets
+            let inodes: IntSet<u64> = sockets
                 .iter()
                 .map(|s| s.inode)
                 .filter(|&i| i != 0)
                 .collect();
-            let (mut map, scan) = self.owners.scan(&inodes);
+            let (mut map, scan) = self.owners.resolve(listing, &inodes);
             for s in sockets.iter_mut().filter(|s| s.inode != 0) {
                 match map.remove(&s.inode) {
                     Some(owners) => s.owners = owners,
@@ -182,10 +225,13 @@ impl TableSource for KernelSampler {
                 }
             }
             stats.owner_scan = scan.into();
-            stats.owner_scan_us = t1.elapsed().as_micros() as u64;
+            // Listing overlapped the dump; count it once, plus the resolution.
+            stats.owner_scan_us = (list_time + t1.elapsed()).as_micros() as u64;
         }
+        stats.cycle_us = t0.elapsed().as_micros() as u64;
         tracing::debug!(
             sockets = stats.sockets,
+            cycle_us = stats.cycle_us,
             dump_us = stats.dump_us,
             owner_scan_us = stats.owner_scan_us,
             links = stats.owner_scan.fd_links_read,

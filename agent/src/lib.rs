@@ -13,7 +13,9 @@ pub mod sampler;
 pub mod snapshot;
 pub mod socket;
 pub mod telemetry;
+pub mod usage;
 
+pub mod fasthash;
 #[cfg(target_os = "linux")]
 pub mod kernel;
 #[cfg(target_os = "linux")]

@@ -14,15 +14,17 @@
 //! Link reads are spread over worker threads (one per core by default): the kernel
 //! work per link is the floor, and it parallelises.
 
-use std::collections::{HashMap, HashSet};
+use std::ffi::CStr;
 use std::fs::File;
 use std::io::{ErrorKind, Read};
+use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{Mode, OFlags, RawDir};
 
+use crate::fasthash::{IntMap, IntSet};
 use crate::socket::{CMDLINE_MAX, Owner, Process};
 
 /// Work below this many links is done on the calling thread.
@@ -51,28 +53,56 @@ struct ProcEntry {
     /// Shared with every [`Owner`] of this process.
     process: Arc<Process>,
     /// fd → socket inode, 0 for descriptors that are not sockets.
-    fds: HashMap<u32, u64>,
+    fds: IntMap<u32, u64>,
     /// Cycle number in which the process was last seen, to evict dead ones.
     seen: u64,
+    /// Its links cannot be read (ptrace access denied): counted, not retried until
+    /// the pid belongs to another process.
+    denied: bool,
 }
 
 /// The owner map of one cycle: inode → holders, each list sorted by (pid, fd).
-pub type OwnerMap = HashMap<u64, Vec<Owner>>;
+pub type OwnerMap = IntMap<u64, Vec<Owner>>;
+
+/// What listing one process gave (phase one of a scan).
+#[derive(Debug)]
+enum Listed {
+    /// Its open descriptor numbers.
+    Fds {
+        /// Start time, to tell a reused pid apart.
+        start_ticks: u64,
+        /// Command name.
+        comm: String,
+        /// Descriptor numbers.
+        fds: Vec<u32>,
+    },
+    /// Known to be unreadable (same process as before).
+    Denied,
+    /// Listing refused.
+    Unreadable,
+    /// Gone mid-scan.
+    Vanished,
+}
+
+/// Phase one of a scan: every process and its descriptor numbers. Taking it needs only
+/// shared access, so it can run while the socket tables are dumped.
+#[derive(Debug)]
+pub struct Listing(Vec<(u32, Listed)>);
 
 /// Finds the processes holding socket inodes; keeps its cache between calls.
 #[derive(Debug)]
 pub struct OwnerScanner {
-    /// The /proc mount to read (tests may point elsewhere).
+    /// The /proc mount to read.
     proc_root: String,
-    /// Worker threads for link reads.
+    /// Worker threads for listing and link reads.
     threads: usize,
     /// Per-pid cache.
-    procs: HashMap<u32, ProcEntry>,
+    procs: IntMap<u32, ProcEntry>,
     /// Socket inodes of the previous cycle's table: descriptors pointing at one that
     /// left the table are read again.
-    prev_inodes: HashSet<u64>,
+    prev_inodes: IntSet<u64>,
     /// Inodes left unowned after a full read; they do not trigger another.
-    known_unowned: HashSet<u64>,
+    known_unowned: IntSet<u64>,
     /// Cycle counter.
     cycle: u64,
 }
@@ -81,6 +111,34 @@ pub struct OwnerScanner {
 struct Work {
     pid: u32,
     fds: Vec<u32>,
+}
+
+/// Runs `f` over `items` on up to `threads` scoped threads, largest-first order kept,
+/// and returns the results in no particular order.
+fn parallel<T: Sync, R: Send>(threads: usize, items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if threads <= 1 || items.len() <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.min(items.len()))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        out.push(f(item));
+                    }
+                    out
+                })
+            })
+            .collect();
+        // A worker can only panic on a bug; its share is then missing, which the
+        // unowned-socket count shows.
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
 }
 
 impl OwnerScanner {
@@ -94,20 +152,77 @@ impl OwnerScanner {
         OwnerScanner {
             proc_root: "/proc".to_owned(),
             threads,
-            procs: HashMap::new(),
-            prev_inodes: HashSet::new(),
-            known_unowned: HashSet::new(),
+            procs: IntMap::default(),
+            prev_inodes: IntSet::default(),
+            known_unowned: IntSet::default(),
             cycle: 0,
         }
     }
 
-    /// Finds the holders of every inode in `inodes` (the table's non-zero inodes).
-    pub fn scan(&mut self, inodes: &HashSet<u64>) -> (OwnerMap, OwnerScanStats) {
+    /// Lists and resolves in one go: the holders of every inode in `inodes`.
+    pub fn scan(&mut self, inodes: &IntSet<u64>) -> (OwnerMap, OwnerScanStats) {
+        let listing = self.list();
+        self.resolve(listing, inodes)
+    }
+
+    /// Phase one: every process's descriptor numbers, listed in parallel.
+    pub fn list(&self) -> Listing {
+        let mut pids: Vec<u32> = match std::fs::read_dir(&self.proc_root) {
+            Ok(dir) => dir
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        // Largest first, so that no thread is left with a big process at the end.
+        pids.sort_unstable_by_key(|p| {
+            std::cmp::Reverse(self.procs.get(p).map_or(0, |e| e.fds.len()))
+        });
+        let root = self.proc_root.as_str();
+        Listing(parallel(self.threads, &pids, |&pid| {
+            (pid, self.list_one(root, pid))
+        }))
+    }
+
+    fn list_one(&self, root: &str, pid: u32) -> Listed {
+        let Some((start_ticks, comm)) = read_stat(root, pid) else {
+            return Listed::Vanished;
+        };
+        if self
+            .procs
+            .get(&pid)
+            .is_some_and(|e| e.denied && e.process.start_ticks == start_ticks)
+        {
+            return Listed::Denied;
+        }
+        match list_fds(root, pid) {
+            Ok(fds) => Listed::Fds {
+                start_ticks,
+                comm,
+                fds,
+            },
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => Listed::Unreadable,
+            Err(_) => Listed::Vanished,
+        }
+    }
+
+    /// Phase two: updates the cache from `listing`, reads the links it must, and
+    /// returns the holders of every inode in `inodes` (the table's non-zero inodes).
+    pub fn resolve(
+        &mut self,
+        listing: Listing,
+        inodes: &IntSet<u64>,
+    ) -> (OwnerMap, OwnerScanStats) {
         self.cycle += 1;
         let mut stats = OwnerScanStats::default();
-        let gone: HashSet<u64> = self.prev_inodes.difference(inodes).copied().collect();
+        let gone: IntSet<u64> = self
+            .prev_inodes
+            .iter()
+            .filter(|i| !inodes.contains(i))
+            .copied()
+            .collect();
 
-        let mut work = self.refresh_processes(&gone, &mut stats);
+        let mut work = self.merge_listing(listing, &gone, &mut stats);
         self.read_links(&mut work, &mut stats);
         let mut owners = self.owner_map(inodes);
 
@@ -134,33 +249,37 @@ impl OwnerScanner {
         } else {
             self.known_unowned.retain(|i| inodes.contains(i));
         }
-        self.prev_inodes = inodes.clone();
+        self.prev_inodes.clone_from(inodes);
         (owners, stats)
     }
 
-    /// Lists processes and their descriptors, updates the cache, and returns the
-    /// links that must be read.
-    fn refresh_processes(&mut self, gone: &HashSet<u64>, stats: &mut OwnerScanStats) -> Vec<Work> {
+    /// Brings the cache up to date with a listing and returns the links to read.
+    fn merge_listing(
+        &mut self,
+        listing: Listing,
+        gone: &IntSet<u64>,
+        stats: &mut OwnerScanStats,
+    ) -> Vec<Work> {
         let mut work = Vec::new();
-        let Ok(dir) = std::fs::read_dir(&self.proc_root) else {
-            return work;
-        };
-        for ent in dir.flatten() {
-            let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let Some((start_ticks, comm)) = read_stat(&self.proc_root, pid) else {
-                stats.processes_vanished += 1;
-                continue;
-            };
-            let fd_dir = format!("{}/{pid}/fd", self.proc_root);
-            let listing = match std::fs::read_dir(&fd_dir) {
-                Ok(l) => l,
-                Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+        for (pid, listed) in listing.0 {
+            let (start_ticks, comm, fds) = match listed {
+                Listed::Fds {
+                    start_ticks,
+                    comm,
+                    fds,
+                } => (start_ticks, comm, fds),
+                Listed::Denied => {
+                    if let Some(e) = self.procs.get_mut(&pid) {
+                        e.seen = self.cycle;
+                    }
                     stats.processes_unreadable += 1;
                     continue;
                 }
-                Err(_) => {
+                Listed::Unreadable => {
+                    stats.processes_unreadable += 1;
+                    continue;
+                }
+                Listed::Vanished => {
                     stats.processes_vanished += 1;
                     continue;
                 }
@@ -181,8 +300,9 @@ impl OwnerScanner {
                             comm,
                             cmdline,
                         }),
-                        fds: HashMap::new(),
+                        fds: IntMap::default(),
                         seen: 0,
+                        denied: false,
                     },
                 );
             }
@@ -190,20 +310,23 @@ impl OwnerScanner {
                 continue;
             };
             entry.seen = self.cycle;
-            let mut listed = Vec::new();
+            // Listed descriptors already cached are kept unless their socket left the
+            // table; cached ones no longer listed are dropped.
+            let mut cached_listed = 0;
             let mut todo = Vec::new();
-            for fd in listing.flatten() {
-                let Some(fd) = fd.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                    continue;
-                };
-                listed.push(fd);
+            for &fd in &fds {
                 match entry.fds.get(&fd) {
-                    Some(inode) if !gone.contains(inode) => {}
-                    _ => todo.push(fd),
+                    Some(inode) => {
+                        cached_listed += 1;
+                        if gone.contains(inode) {
+                            todo.push(fd);
+                        }
+                    }
+                    None => todo.push(fd),
                 }
             }
-            if listed.len() != entry.fds.len() || !todo.is_empty() {
-                let keep: HashSet<u32> = listed.into_iter().collect();
+            if cached_listed != entry.fds.len() {
+                let keep: IntSet<u32> = fds.iter().copied().collect();
                 entry.fds.retain(|fd, _| keep.contains(fd));
             }
             if !todo.is_empty() {
@@ -227,39 +350,24 @@ impl OwnerScanner {
         let total: usize = items.iter().map(|(_, c)| c.len()).sum();
         stats.links_read += total as u64;
         let root = self.proc_root.as_str();
-        let results: Vec<(u32, Vec<(u32, Option<u64>)>)> =
-            if total < PARALLEL_MIN_LINKS || self.threads <= 1 {
-                items
-                    .iter()
-                    .map(|&(pid, fds)| (pid, read_chunk(root, pid, fds)))
-                    .collect()
-            } else {
-                let next = AtomicUsize::new(0);
-                let items = &items;
-                std::thread::scope(|s| {
-                    let handles: Vec<_> = (0..self.threads.min(items.len()))
-                        .map(|_| {
-                            s.spawn(|| {
-                                let mut out = Vec::new();
-                                loop {
-                                    let i = next.fetch_add(1, Ordering::Relaxed);
-                                    let Some(&(pid, fds)) = items.get(i) else {
-                                        break;
-                                    };
-                                    out.push((pid, read_chunk(root, pid, fds)));
-                                }
-                                out
-                            })
-                        })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .flat_map(|h| h.join().unwrap_or_default())
-                        .collect()
-                })
-            };
+        let threads = if total < PARALLEL_MIN_LINKS {
+            1
+        } else {
+            self.threads
+        };
+        let results = parallel(threads, &items, |&(pid, fds)| {
+            (pid, read_chunk(root, pid, fds))
+        });
         for (pid, links) in results {
             if let Some(entry) = self.procs.get_mut(&pid) {
+                let Links::Read(links) = links else {
+                    if !entry.denied {
+                        entry.denied = true;
+                        entry.fds.clear();
+                        stats.processes_unreadable += 1;
+                    }
+                    continue;
+                };
                 for (fd, inode) in links {
                     match inode {
                         Some(inode) => {
@@ -276,8 +384,8 @@ impl OwnerScanner {
     }
 
     /// Builds inode → owners for the wanted inodes from the cache.
-    fn owner_map(&self, inodes: &HashSet<u64>) -> OwnerMap {
-        let mut map: OwnerMap = HashMap::with_capacity(inodes.len());
+    fn owner_map(&self, inodes: &IntSet<u64>) -> OwnerMap {
+        let mut map: OwnerMap = IntMap::with_capacity_and_hasher(inodes.len(), Default::default());
         for entry in self.procs.values() {
             for (&fd, &inode) in &entry.fds {
                 if inode != 0 && inodes.contains(&inode) {
@@ -288,16 +396,59 @@ impl OwnerScanner {
                 }
             }
         }
-        for owners in map.values_mut() {
+        for owners in map.values_mut().filter(|o| o.len() > 1) {
             owners.sort_unstable_by_key(|o| (o.process.pid, o.fd));
         }
         map
     }
 }
 
-/// Reads the links of `fds` in `/proc/PID/fd`: `Some(inode)` for a socket, `Some(0)`
-/// for another file, `None` when the descriptor is gone.
-fn read_chunk(root: &str, pid: u32, fds: &[u32]) -> Vec<(u32, Option<u64>)> {
+/// Lists the descriptor numbers in `/proc/PID/fd` with raw getdents (no allocation
+/// per entry).
+fn list_fds(root: &str, pid: u32) -> std::io::Result<Vec<u32>> {
+    let dir = rustix::fs::open(
+        format!("{root}/{pid}/fd").as_str(),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut buf = [MaybeUninit::<u8>::uninit(); 32 * 1024];
+    let mut raw = RawDir::new(&dir, &mut buf);
+    let mut fds = Vec::new();
+    while let Some(ent) = raw.next() {
+        let ent = ent?;
+        if let Some(fd) = parse_fd_name(ent.file_name()) {
+            fds.push(fd);
+        }
+    }
+    Ok(fds)
+}
+
+/// Parses a descriptor file name; `.` and `..` give `None`.
+fn parse_fd_name(name: &CStr) -> Option<u32> {
+    let b = name.to_bytes();
+    if b.is_empty() || b.len() > 10 {
+        return None;
+    }
+    b.iter().try_fold(0u32, |n, &c| {
+        if c.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u32::from(c - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+/// What reading one chunk of links gave.
+enum Links {
+    /// Per fd: `Some(inode)` for a socket, `Some(0)` for another file, `None` when the
+    /// descriptor is gone.
+    Read(Vec<(u32, Option<u64>)>),
+    /// The kernel refused (ptrace access check): the process cannot be attributed.
+    Denied,
+}
+
+/// Reads the links of `fds` in `/proc/PID/fd`.
+fn read_chunk(root: &str, pid: u32, fds: &[u32]) -> Links {
     let dir: Option<OwnedFd> = rustix::fs::open(
         format!("{root}/{pid}/fd").as_str(),
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -305,25 +456,25 @@ fn read_chunk(root: &str, pid: u32, fds: &[u32]) -> Vec<(u32, Option<u64>)> {
     )
     .ok();
     let Some(dir) = dir else {
-        return fds.iter().map(|&fd| (fd, None)).collect();
+        return Links::Read(fds.iter().map(|&fd| (fd, None)).collect());
     };
     let mut buf = Vec::with_capacity(64);
     let mut name = itoa_buf();
-    fds.iter()
-        .map(|&fd| {
-            let fd_name = fmt_u32(&mut name, fd);
-            buf.clear();
-            match rustix::fs::readlinkat(&dir, fd_name, std::mem::take(&mut buf)) {
-                Ok(target) => {
-                    let bytes = target.as_bytes();
-                    let inode = parse_socket_link(bytes).unwrap_or(0);
-                    buf = target.into_bytes();
-                    (fd, Some(inode))
-                }
-                Err(_) => (fd, None),
+    let mut out = Vec::with_capacity(fds.len());
+    for &fd in fds {
+        let fd_name = fmt_u32(&mut name, fd);
+        buf.clear();
+        match rustix::fs::readlinkat(&dir, fd_name, std::mem::take(&mut buf)) {
+            Ok(target) => {
+                let inode = parse_socket_link(target.as_bytes()).unwrap_or(0);
+                buf = target.into_bytes();
+                out.push((fd, Some(inode)));
             }
-        })
-        .collect()
+            Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM) => return Links::Denied,
+            Err(_) => out.push((fd, None)),
+        }
+    }
+    Links::Read(out)
 }
 
 fn itoa_buf() -> [u8; 10] {
@@ -432,6 +583,14 @@ mod tests {
     }
 
     #[test]
+    fn fd_names_parse() {
+        assert_eq!(parse_fd_name(c"17"), Some(17));
+        assert_eq!(parse_fd_name(c"."), None);
+        assert_eq!(parse_fd_name(c".."), None);
+        assert_eq!(parse_fd_name(c"99999999999"), None);
+    }
+
+    #[test]
     fn decimal_formatting_matches_std() {
         let mut b = itoa_buf();
         for n in [0u32, 7, 10, 99, 1000, u32::MAX] {
@@ -447,7 +606,7 @@ mod tests {
             .expect("read own fd link");
         let inode = parse_socket_link(link.to_string_lossy().as_bytes()).expect("a socket link");
         let mut scanner = OwnerScanner::new(2);
-        let wanted: HashSet<u64> = [inode].into();
+        let wanted: IntSet<u64> = [inode].into_iter().collect();
         let (map, stats) = scanner.scan(&wanted);
         let owners = map.get(&inode).expect("own listener has an owner");
         assert_eq!(owners[0].pid(), std::process::id());

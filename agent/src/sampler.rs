@@ -75,9 +75,12 @@ impl Default for SamplerConfig {
 pub struct CycleStats {
     /// Reader used (`None` only before the first read).
     pub reader: Option<TableReader>,
+    /// Wall-clock microseconds of the whole cycle.
+    pub cycle_us: u64,
     /// Microseconds spent reading tables.
     pub dump_us: u64,
-    /// Microseconds spent finding owners.
+    /// Microseconds spent finding owners (the descriptor listing overlaps the table
+    /// dump, so `dump_us + owner_scan_us` can exceed `cycle_us`).
     pub owner_scan_us: u64,
     /// Sockets read, every state.
     pub sockets: u64,

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Write};
+use std::net::SocketAddr;
 
 use serde::Serialize;
 
@@ -133,32 +134,65 @@ const HEADERS: [&str; 8] = [
     "Netns",
 ];
 
-/// Formats the variable-width cells of one row into `cells` (reused buffers).
+/// Appends `n` in decimal without going through `core::fmt` (this runs 100,000
+/// times per table).
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(buf[i..].iter().map(|&d| char::from(d)));
+}
+
+/// Appends `addr:port` as `ss -n` prints it (`[v6]:port`, `*` for port 0 on request).
+fn push_addr(out: &mut String, addr: SocketAddr, star_port: bool) {
+    match addr {
+        SocketAddr::V4(a) => {
+            for (i, o) in a.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u64(out, u64::from(*o));
+            }
+        }
+        SocketAddr::V6(a) => {
+            let _ = write!(out, "[{}]", a.ip());
+        }
+    }
+    out.push(':');
+    if star_port && addr.port() == 0 {
+        out.push('*');
+    } else {
+        push_u64(out, u64::from(addr.port()));
+    }
+}
+
+/// Formats the cells of one row into `cells` (reused buffers).
 fn cells(s: &Socket, cells: &mut [String; 8]) {
     for c in cells.iter_mut() {
         c.clear();
     }
-    let _ = write!(cells[0], "{}", s.rx_queue);
-    let _ = write!(cells[1], "{}", s.tx_queue);
-    let _ = write!(cells[2], "{}", s.local);
-    if s.remote.port() == 0 && s.remote.ip().is_unspecified() {
-        let _ = match s.remote {
-            std::net::SocketAddr::V4(_) => write!(cells[3], "0.0.0.0:*"),
-            std::net::SocketAddr::V6(_) => write!(cells[3], "[::]:*"),
-        };
-    } else {
-        let _ = write!(cells[3], "{}", s.remote);
-    }
+    push_u64(&mut cells[0], u64::from(s.rx_queue));
+    push_u64(&mut cells[1], u64::from(s.tx_queue));
+    push_addr(&mut cells[2], s.local, false);
+    push_addr(&mut cells[3], s.remote, s.remote.ip().is_unspecified());
     cells[4].push_str(s.state.name());
     match s.timer {
         Some(t) => {
-            let _ = write!(
-                cells[5],
-                "{},{:.1}s,{}",
-                t.kind.ss_word(),
-                f64::from(t.expires_ms) / 1000.0,
-                t.retransmits
-            );
+            let c = &mut cells[5];
+            c.push_str(t.kind.ss_word());
+            c.push(',');
+            push_u64(c, u64::from(t.expires_ms / 1000));
+            c.push('.');
+            push_u64(c, u64::from(t.expires_ms % 1000 / 100));
+            c.push_str("s,");
+            push_u64(c, u64::from(t.retransmits));
         }
         None => cells[5].push('-'),
     }
@@ -166,12 +200,27 @@ fn cells(s: &Socket, cells: &mut [String; 8]) {
         cells[6].push('-');
     }
     for (i, o) in s.owners.iter().enumerate() {
+        let c = &mut cells[6];
         if i > 0 {
-            cells[6].push(',');
+            c.push(',');
         }
-        let _ = write!(cells[6], "{}(pid={},fd={})", o.process.comm, o.pid(), o.fd);
+        c.push_str(&o.process.comm);
+        c.push_str("(pid=");
+        push_u64(c, u64::from(o.pid()));
+        c.push_str(",fd=");
+        push_u64(c, u64::from(o.fd));
+        c.push(')');
     }
-    let _ = write!(cells[7], "{}", s.netns);
+    push_u64(&mut cells[7], s.netns);
+}
+
+/// Display width of a cell (bytes for ASCII, characters otherwise).
+fn width_of(c: &str) -> usize {
+    if c.is_ascii() {
+        c.len()
+    } else {
+        c.chars().count()
+    }
 }
 
 /// Writes the matching sockets as an aligned table with a header line.
@@ -186,19 +235,23 @@ pub fn write_table(out: &mut impl Write, sample: &Sample, filter: &Filter) -> io
     for s in &rows {
         cells(s, &mut buf);
         for (w, c) in width.iter_mut().zip(&buf) {
-            *w = (*w).max(c.chars().count());
+            *w = (*w).max(width_of(c));
         }
     }
     let mut line = String::with_capacity(256);
     let emit = |line: &mut String, cols: &[&str; 8], out: &mut dyn Write| -> io::Result<()> {
         line.clear();
         for (i, (c, w)) in cols.iter().zip(width).enumerate() {
-            if i == cols.len() - 1 {
+            let pad = w.saturating_sub(width_of(c));
+            if i < 2 {
+                line.extend(std::iter::repeat_n(' ', pad));
                 line.push_str(c);
-            } else if i < 2 {
-                let _ = write!(line, "{c:>w$} ");
+                line.push(' ');
+            } else if i == cols.len() - 1 {
+                line.push_str(c);
             } else {
-                let _ = write!(line, "{c:<w$} ");
+                line.push_str(c);
+                line.extend(std::iter::repeat_n(' ', pad + 1));
             }
         }
         line.push('\n');
@@ -216,6 +269,19 @@ pub fn write_table(out: &mut impl Write, sample: &Sample, filter: &Filter) -> io
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_and_numbers_print_like_ss() {
+        let mut s = String::new();
+        push_addr(&mut s, "10.1.200.3:8080".parse().expect("addr"), false);
+        s.push(' ');
+        push_addr(&mut s, "[::1]:0".parse().expect("addr"), true);
+        s.push(' ');
+        push_u64(&mut s, 0);
+        s.push(' ');
+        push_u64(&mut s, u64::MAX);
+        assert_eq!(s, format!("10.1.200.3:8080 [::1]:* 0 {}", u64::MAX));
+    }
 
     #[test]
     fn ss_state_words_parse_and_bad_ones_are_named() {
