@@ -5,16 +5,19 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// FxHash-style hasher: rotate, xor, multiply.
+/// Combines words with rotate-xor and finishes with murmur3's 64-bit mixer, so that
+/// near-sequential inodes spread over hashbrown's low-bit bucket index.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct IntHasher(u64);
 
-const K: u64 = 0xf135_7aea_2e62_a9c5;
-
 impl Hasher for IntHasher {
     fn finish(&self) -> u64 {
-        // Fold the high bits down: hashbrown takes its bucket index from the low bits.
-        self.0.rotate_left(26)
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^ (x >> 33)
     }
 
     fn write(&mut self, bytes: &[u8]) {
@@ -26,7 +29,7 @@ impl Hasher for IntHasher {
     }
 
     fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(K);
+        self.0 = self.0.rotate_left(29) ^ n;
     }
 
     fn write_u32(&mut self, n: u32) {
@@ -49,7 +52,8 @@ mod tests {
 
     #[test]
     fn sequential_keys_spread_over_buckets() {
-        // Inodes are near-sequential; they must not collide in the low bits.
+        // Inodes are near-sequential; they must not collide in the low bits more than
+        // random keys would (4096 random keys fill ~2589 of 4096 buckets).
         let low: IntSet<u64> = (0..4096u64)
             .map(|i| {
                 let mut h = IntHasher::default();

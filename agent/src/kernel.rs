@@ -53,6 +53,9 @@ struct Tables {
     reader: TableReader,
     /// One sock_diag socket per namespace, opened once.
     diag: IntMap<u64, DiagSocket>,
+    /// Opens a sock_diag socket in the agent's own namespace. A field so that a test
+    /// can make the kernel's refusal happen, which it cannot cause for real.
+    open_own: fn() -> Result<DiagSocket, NetlinkError>,
 }
 
 impl KernelSampler {
@@ -72,6 +75,7 @@ impl KernelSampler {
                 own_ns,
                 reader,
                 diag: IntMap::default(),
+                open_own: DiagSocket::open,
             },
             config,
             last_len: 0,
@@ -88,7 +92,7 @@ impl Tables {
     fn read_netlink(&mut self, ns: &Namespace, out: &mut Vec<Socket>) -> Result<(), String> {
         if !self.diag.contains_key(&ns.inode) {
             let sock = if ns.is_host {
-                DiagSocket::open().map_err(|e| e.to_string())?
+                (self.open_own)().map_err(|e| e.to_string())?
             } else {
                 netns::open_diag_in(&self.proc_root, ns.pid)?
             };
@@ -228,6 +232,9 @@ impl TableSource for KernelSampler {
             // Listing overlapped the dump; count it once, plus the resolution.
             stats.owner_scan_us = (list_time + t1.elapsed()).as_micros() as u64;
         }
+        for s in &sockets {
+            stats.per_state[s.state.index()] += 1;
+        }
         stats.cycle_us = t0.elapsed().as_micros() as u64;
         tracing::debug!(
             sockets = stats.sockets,
@@ -243,5 +250,68 @@ impl TableSource for KernelSampler {
             namespaces,
             stats,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused() -> Result<DiagSocket, NetlinkError> {
+        Err(NetlinkError::Unavailable(
+            std::io::Error::from_raw_os_error(1),
+        ))
+    }
+
+    fn own_listener_seen(sample: &Sample, port: u16) -> bool {
+        sample
+            .sockets
+            .iter()
+            .any(|s| s.local.port() == port && s.state == crate::socket::TcpState::Listen)
+    }
+
+    #[test]
+    fn auto_falls_back_to_proc_when_netlink_is_refused_and_stays_there() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = l.local_addr().expect("local addr").port();
+        let mut sampler = KernelSampler::new(SamplerConfig::default()).expect("sampler");
+        sampler.tables.open_own = refused;
+        let first = sampler.sample().expect("fallback sample");
+        assert_eq!(first.stats.reader, Some(TableReader::Proc));
+        assert!(
+            own_listener_seen(&first, port),
+            "the /proc path still sees our listener"
+        );
+        assert!(first.sockets.iter().all(|s| s.cookie.is_none()));
+        let second = sampler.sample().expect("second sample");
+        assert_eq!(
+            second.stats.reader,
+            Some(TableReader::Proc),
+            "no retry storm on netlink"
+        );
+    }
+
+    #[test]
+    fn netlink_only_mode_reports_the_refusal() {
+        let config = SamplerConfig {
+            source: SourceMode::Netlink,
+            ..SamplerConfig::default()
+        };
+        let mut sampler = KernelSampler::new(config).expect("sampler");
+        sampler.tables.open_own = refused;
+        let e = sampler.sample().expect_err("netlink-only must fail");
+        assert!(matches!(e, SampleError::Netlink(_)), "{e}");
+    }
+
+    #[test]
+    fn per_state_counts_add_up_to_the_socket_count() {
+        let _l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let mut sampler = KernelSampler::new(SamplerConfig::default()).expect("sampler");
+        let s = sampler.sample().expect("sample");
+        assert_eq!(
+            s.stats.per_state.iter().map(|&n| u64::from(n)).sum::<u64>(),
+            s.stats.sockets
+        );
+        assert!(s.stats.per_state[crate::socket::TcpState::Listen.index()] >= 1);
     }
 }

@@ -84,6 +84,9 @@ pub struct CycleStats {
     pub owner_scan_us: u64,
     /// Sockets read, every state.
     pub sockets: u64,
+    /// Sockets per state, indexed by [`TcpState::index`].
+    #[serde(serialize_with = "per_state_map")]
+    pub per_state: [u32; 11],
     /// Sockets with an inode but no owner found.
     pub sockets_without_owner: u64,
     /// Owner scan details.
@@ -95,6 +98,19 @@ pub struct CycleStats {
     pub namespaces_skipped: Vec<(u64, String)>,
     /// Processes whose namespace link could not be read.
     pub namespace_links_unreadable: u32,
+}
+
+/// Serialises per-state counts as `{"LISTEN": 3, ...}`, non-zero states only.
+fn per_state_map<S: serde::Serializer>(counts: &[u32; 11], ser: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = ser.serialize_map(None)?;
+    for st in TcpState::ALL {
+        let n = counts[st.index()];
+        if n > 0 {
+            m.serialize_entry(st.name(), &n)?;
+        }
+    }
+    m.end()
 }
 
 /// What the owner scan did in one cycle.
