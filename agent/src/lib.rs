@@ -8,6 +8,7 @@
 //! the previous table; [`snapshot`] prints one sample for people and scripts.
 
 pub mod cli;
+pub mod decimal;
 pub mod delta;
 pub mod sampler;
 pub mod snapshot;

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rustix::fs::{Mode, OFlags, RawDir};
 
+use crate::decimal::{self, DecimalBuf};
 use crate::fasthash::{IntMap, IntSet};
 use crate::socket::{CMDLINE_MAX, Owner, Process};
 
@@ -459,10 +460,10 @@ fn read_chunk(root: &str, pid: u32, fds: &[u32]) -> Links {
         return Links::Read(fds.iter().map(|&fd| (fd, None)).collect());
     };
     let mut buf = Vec::with_capacity(64);
-    let mut name = itoa_buf();
+    let mut name: DecimalBuf = [0; 20];
     let mut out = Vec::with_capacity(fds.len());
     for &fd in fds {
-        let fd_name = fmt_u32(&mut name, fd);
+        let fd_name = decimal::format(&mut name, u64::from(fd));
         buf.clear();
         match rustix::fs::readlinkat(&dir, fd_name, std::mem::take(&mut buf)) {
             Ok(target) => {
@@ -475,24 +476,6 @@ fn read_chunk(root: &str, pid: u32, fds: &[u32]) -> Links {
         }
     }
     Links::Read(out)
-}
-
-fn itoa_buf() -> [u8; 10] {
-    [0u8; 10]
-}
-
-/// Formats `n` in decimal into `buf`, returning the text.
-fn fmt_u32(buf: &mut [u8; 10], mut n: u32) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
 /// Parses a `socket:[12345]` link target.
@@ -588,14 +571,6 @@ mod tests {
         assert_eq!(parse_fd_name(c"."), None);
         assert_eq!(parse_fd_name(c".."), None);
         assert_eq!(parse_fd_name(c"99999999999"), None);
-    }
-
-    #[test]
-    fn decimal_formatting_matches_std() {
-        let mut b = itoa_buf();
-        for n in [0u32, 7, 10, 99, 1000, u32::MAX] {
-            assert_eq!(fmt_u32(&mut b, n), n.to_string());
-        }
     }
 
     #[test]

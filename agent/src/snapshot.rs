@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
+use crate::decimal;
 use crate::sampler::Sample;
 use crate::socket::{Socket, TcpState, Timer};
 
@@ -134,22 +135,6 @@ const HEADERS: [&str; 8] = [
     "Netns",
 ];
 
-/// Appends `n` in decimal without going through `core::fmt` (this runs 100,000
-/// times per table).
-fn push_u64(out: &mut String, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(buf[i..].iter().map(|&d| char::from(d)));
-}
-
 /// Appends `addr:port` as `ss -n` prints it (`[v6]:port`, `*` for port 0 on request).
 fn push_addr(out: &mut String, addr: SocketAddr, star_port: bool) {
     match addr {
@@ -158,7 +143,7 @@ fn push_addr(out: &mut String, addr: SocketAddr, star_port: bool) {
                 if i > 0 {
                     out.push('.');
                 }
-                push_u64(out, u64::from(*o));
+                decimal::push(out, u64::from(*o));
             }
         }
         SocketAddr::V6(a) => {
@@ -169,7 +154,7 @@ fn push_addr(out: &mut String, addr: SocketAddr, star_port: bool) {
     if star_port && addr.port() == 0 {
         out.push('*');
     } else {
-        push_u64(out, u64::from(addr.port()));
+        decimal::push(out, u64::from(addr.port()));
     }
 }
 
@@ -178,8 +163,8 @@ fn cells(s: &Socket, cells: &mut [String; 8]) {
     for c in cells.iter_mut() {
         c.clear();
     }
-    push_u64(&mut cells[0], u64::from(s.rx_queue));
-    push_u64(&mut cells[1], u64::from(s.tx_queue));
+    decimal::push(&mut cells[0], u64::from(s.rx_queue));
+    decimal::push(&mut cells[1], u64::from(s.tx_queue));
     push_addr(&mut cells[2], s.local, false);
     push_addr(&mut cells[3], s.remote, s.remote.ip().is_unspecified());
     cells[4].push_str(s.state.name());
@@ -188,11 +173,11 @@ fn cells(s: &Socket, cells: &mut [String; 8]) {
             let c = &mut cells[5];
             c.push_str(t.kind.ss_word());
             c.push(',');
-            push_u64(c, u64::from(t.expires_ms / 1000));
+            decimal::push(c, u64::from(t.expires_ms / 1000));
             c.push('.');
-            push_u64(c, u64::from(t.expires_ms % 1000 / 100));
+            decimal::push(c, u64::from(t.expires_ms % 1000 / 100));
             c.push_str("s,");
-            push_u64(c, u64::from(t.retransmits));
+            decimal::push(c, u64::from(t.retransmits));
         }
         None => cells[5].push('-'),
     }
@@ -206,12 +191,12 @@ fn cells(s: &Socket, cells: &mut [String; 8]) {
         }
         c.push_str(&o.process.comm);
         c.push_str("(pid=");
-        push_u64(c, u64::from(o.pid()));
+        decimal::push(c, u64::from(o.pid()));
         c.push_str(",fd=");
-        push_u64(c, u64::from(o.fd));
+        decimal::push(c, u64::from(o.fd));
         c.push(')');
     }
-    push_u64(&mut cells[7], s.netns);
+    decimal::push(&mut cells[7], s.netns);
 }
 
 /// Display width of a cell (bytes for ASCII, characters otherwise).
@@ -277,9 +262,9 @@ mod tests {
         s.push(' ');
         push_addr(&mut s, "[::1]:0".parse().expect("addr"), true);
         s.push(' ');
-        push_u64(&mut s, 0);
+        decimal::push(&mut s, 0);
         s.push(' ');
-        push_u64(&mut s, u64::MAX);
+        decimal::push(&mut s, u64::MAX);
         assert_eq!(s, format!("10.1.200.3:8080 [::1]:* 0 {}", u64::MAX));
     }
 
