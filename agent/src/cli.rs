@@ -6,6 +6,7 @@ use std::io::{BufWriter, Write};
 use clap::{Args, Parser, Subcommand};
 
 use crate::AgentError;
+use crate::delta::TimeWaitMode;
 use crate::sampler::{Sample, SamplerConfig, SourceMode, TableSource};
 use crate::snapshot::{self, Filter};
 use crate::telemetry::LogFormat;
@@ -27,6 +28,110 @@ pub struct Cli {
 pub enum Command {
     /// Print the local TCP table once, like `ss -tanp` with timers, owners and namespaces.
     Snapshot(SnapshotArgs),
+    /// Sample every interval and stream the table to a collector.
+    Run(RunArgs),
+}
+
+/// `finwait-agent run` flags.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// How to read.
+    #[command(flatten)]
+    pub read: ReadArgs,
+    /// Collector URL: https://HOST:PORT, or http://127.0.0.1:PORT with --insecure-loopback.
+    #[arg(long, env = "FINWAIT_COLLECTOR")]
+    pub collector: String,
+    /// Sampling interval in seconds (jittered by ±10 %); keep it well inside
+    /// tcp_fin_timeout (60 s) so orphaned FIN_WAIT2 peers are seen.
+    #[arg(long, env = "FINWAIT_INTERVAL", default_value_t = 10.0)]
+    pub interval: f64,
+    /// File holding the bearer token the collector accepts.
+    #[arg(long, env = "FINWAIT_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// CA certificate (PEM) that signed the collector's certificate (https only).
+    #[arg(long, env = "FINWAIT_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Allow plaintext without a token, to a loopback collector only.
+    #[arg(long, env = "FINWAIT_INSECURE_LOOPBACK")]
+    pub insecure_loopback: bool,
+    /// Bound of the buffer of unacknowledged batches, in MiB; when full the oldest are
+    /// dropped (counted) and a full table follows.
+    #[arg(long, env = "FINWAIT_BUFFER_MIB", default_value_t = 64)]
+    pub buffer_mib: usize,
+    /// TIME_WAIT sockets: summarised per (namespace, local, remote address, remote port),
+    /// or sent individually.
+    #[arg(long, value_enum, env = "FINWAIT_TIME_WAIT", default_value_t = TimeWaitMode::Summarise)]
+    pub time_wait: TimeWaitMode,
+    /// Report this hostname instead of the kernel's.
+    #[arg(long, env = "FINWAIT_HOSTNAME")]
+    pub hostname: Option<String>,
+    /// Report this machine id instead of /etc/machine-id (hosts cloned from one image
+    /// share one).
+    #[arg(long, env = "FINWAIT_MACHINE_ID")]
+    pub machine_id: Option<String>,
+    /// A label key=value for this host (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = crate::identity::parse_label)]
+    pub labels: Vec<(String, String)>,
+}
+
+/// Runs `run` until SIGINT or SIGTERM.
+pub fn run(args: &RunArgs) -> Result<(), AgentError> {
+    if !(args.interval.is_finite() && args.interval >= 0.1) {
+        return Err(AgentError::InvalidArgument(
+            "--interval must be at least 0.1 s".into(),
+        ));
+    }
+    let interval = std::time::Duration::from_secs_f64(args.interval);
+    let read_file = |p: &std::path::Path| {
+        std::fs::read(p)
+            .map_err(|e| AgentError::InvalidArgument(format!("cannot read {}: {e}", p.display())))
+    };
+    let token = match &args.token_file {
+        Some(p) => Some(String::from_utf8_lossy(&read_file(p)?).trim().to_owned()),
+        None => None,
+    };
+    let overrides = crate::identity::IdentityOverrides {
+        hostname: args.hostname.clone(),
+        machine_id: args.machine_id.clone(),
+        labels: args.labels.clone(),
+    };
+    let cfg = crate::run::RunConfig {
+        collector: args.collector.clone(),
+        interval,
+        token,
+        ca_pem: args.ca_file.as_deref().map(read_file).transpose()?,
+        insecure_loopback: args.insecure_loopback,
+        buffer_bytes: args.buffer_mib.max(1) * 1024 * 1024,
+        time_wait: args.time_wait,
+        identity: crate::identity::host_identity(&overrides, interval.as_millis() as u32)
+            .map_err(AgentError::InvalidArgument)?,
+        instance_id: crate::identity::instance_id(),
+    };
+    cfg.validate().map_err(AgentError::InvalidArgument)?;
+    let source = new_source(&args.read)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let signal_stop = stop.clone();
+        tokio::spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(_) => return,
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("stopping");
+            signal_stop.cancel();
+        });
+        crate::run::run(cfg, source, stop).await
+    })
 }
 
 /// How to read the table (shared by every command that reads it).

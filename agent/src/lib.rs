@@ -10,11 +10,15 @@
 pub mod cli;
 pub mod decimal;
 pub mod delta;
+pub mod identity;
+pub mod outbox;
+pub mod run;
 pub mod sampler;
 pub mod snapshot;
 pub mod socket;
 pub mod telemetry;
 pub mod usage;
+pub mod wire;
 
 pub mod fasthash;
 #[cfg(target_os = "linux")]

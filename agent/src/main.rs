@@ -13,6 +13,7 @@ fn main() -> std::process::ExitCode {
             // kernel reclaim the memory.
             std::mem::forget(table);
         }),
+        Command::Run(args) => cli::run(args),
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,

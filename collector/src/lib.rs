@@ -1,1 +1,13 @@
-//! finwait-collector
+//! finwait-collector: receives agents' socket tables over gRPC (finwait.v1.Ingest),
+//! validates them at the edge, and stores socket lifetimes in PostgreSQL: open ones in
+//! `current_sockets`, ended ones in the time-partitioned `socket_lifetimes`.
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod ingest;
+pub mod model;
+pub mod postgres;
+pub mod store;
+pub mod telemetry;
+pub mod validate;

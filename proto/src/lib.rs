@@ -8,4 +8,8 @@
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("finwait.v1");
+
+    /// Encoded `FileDescriptorSet` of every finwait .proto file, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/finwait_descriptor.bin"));
 }

@@ -1,0 +1,250 @@
+//! The collector as a library: [`App::build`] checks the configuration, starts or
+//! connects to PostgreSQL, applies migrations and binds the listener (port 0 allowed,
+//! the bound address exposed); [`App::run_until_stopped`] serves until the shutdown
+//! future resolves, then stops in one shape: health NOT_SERVING, streams cancelled,
+//! tasks given a grace period, the embedded PostgreSQL stopped.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use finwait_proto::v1 as pb;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use crate::config::Config;
+use crate::ingest::{IngestService, Tokens};
+use crate::postgres::{EmbeddedOptions, EmbeddedPostgres};
+use crate::store::Store;
+use crate::validate::Limits;
+
+/// How long tasks get to finish after shutdown starts.
+const GRACE: Duration = Duration::from_secs(10);
+/// How often silent hosts are swept and partitions maintained.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
+
+/// A built collector, listening but not yet serving.
+pub struct App {
+    config: Config,
+    listener: TcpListener,
+    addr: SocketAddr,
+    store: Store,
+    embedded: Option<EmbeddedPostgres>,
+    database_url: String,
+    tokens: Option<Arc<Tokens>>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the database comes from: a URL file, DATABASE_URL, or the embedded server.
+async fn database(config: &Config) -> anyhow::Result<(String, Option<EmbeddedPostgres>)> {
+    if let Some(path) = &config.database_url_file {
+        let url =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return Ok((url.trim().to_owned(), None));
+    }
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        return Ok((url, None));
+    }
+    let opts = EmbeddedOptions {
+        data_dir: config.data_dir.join("postgres"),
+        bin_dir: config.pg_bin_dir.clone(),
+        run_as: None,
+        port: 0,
+        listen_tcp: false,
+    };
+    let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(opts))
+        .await
+        .context("embedded postgresql start-up task")??;
+    // The collector's own database inside the embedded cluster.
+    let admin = Store::connect(&pg.url("postgres"), 1, Duration::from_secs(1)).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'finwait')")
+            .fetch_one(admin.pool())
+            .await?;
+    if !exists {
+        sqlx::raw_sql("CREATE DATABASE finwait")
+            .execute(admin.pool())
+            .await?;
+    }
+    admin.pool().close().await;
+    Ok((pg.url("finwait"), Some(pg)))
+}
+
+impl App {
+    /// Validates `config`, prepares storage and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        if let Err(problems) = config.validate() {
+            bail!("invalid configuration:\n  {}", problems.join("\n  "));
+        }
+        let tokens = match &config.tokens_file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading tokens file {}", p.display()))?;
+                let t = Tokens::parse(&text);
+                if t.is_empty() {
+                    bail!("tokens file {} holds no token", p.display());
+                }
+                Some(Arc::new(t))
+            }
+            None => None,
+        };
+        let (database_url, embedded) = database(&config).await?;
+        let store = Store::connect(&database_url, config.db_connections, config.lease())
+            .await
+            .context("connecting to PostgreSQL")?;
+        store.migrate().await.context("applying migrations")?;
+        store
+            .maintain_partitions(2, i64::from(config.retention_days))
+            .await
+            .context("creating partitions")?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        Ok(App {
+            config,
+            listener,
+            addr,
+            store,
+            embedded,
+            database_url,
+            tokens,
+        })
+    }
+
+    /// The bound gRPC address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The database URL in use (tests open their own connections with it).
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
+    /// Serves until `shutdown` resolves, then stops gracefully.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_serving::<pb::ingest_server::IngestServer<IngestService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building reflection service")?;
+        let limits = Limits {
+            max_sockets_per_batch: self.config.max_batch_sockets,
+        };
+        let ingest = IngestService::new(
+            self.store.clone(),
+            limits,
+            self.tokens.clone(),
+            self.config.max_streams,
+            stop.clone(),
+            tracker.clone(),
+        );
+        let ingest = pb::ingest_server::IngestServer::new(ingest)
+            .max_decoding_message_size(self.config.max_message_bytes)
+            .max_encoding_message_size(self.config.max_message_bytes);
+
+        let maintenance = {
+            let (store, stop, lease, retention) = (
+                self.store.clone(),
+                stop.clone(),
+                self.config.lease(),
+                i64::from(self.config.retention_days),
+            );
+            tracker.spawn(async move {
+                let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tick.tick() => {
+                            match store.close_silent(lease).await {
+                                Ok(0) => {}
+                                Ok(n) => tracing::info!(lifetimes = n, "ended lifetimes of silent agents at their last report"),
+                                Err(e) => tracing::warn!(error = %e, "silent-agent sweep failed"),
+                            }
+                            if let Err(e) = store.maintain_partitions(2, retention).await {
+                                tracing::warn!(error = %e, "partition maintenance failed");
+                            }
+                        }
+                    }
+                }
+            })
+        };
+
+        let mut server = Server::builder();
+        if let (Some(cert), Some(key)) = (&self.config.tls_cert, &self.config.tls_key) {
+            let cert =
+                std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+            let key = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+            server = server
+                .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+                .context("TLS configuration")?;
+        }
+        tracing::info!(addr = %self.addr, tls = self.config.tls_cert.is_some(), "collector serving");
+        let signal_stop = stop.clone();
+        let serve = server
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(ingest)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
+                shutdown.await;
+                tracing::info!("shutting down");
+                reporter
+                    .set_not_serving::<pb::ingest_server::IngestServer<IngestService>>()
+                    .await;
+                signal_stop.cancel();
+            });
+        let served = serve.await;
+        stop.cancel();
+        tracker.close();
+        if tokio::time::timeout(GRACE, tracker.wait()).await.is_err() {
+            tracing::warn!("tasks still running after the grace period");
+        }
+        drop(maintenance);
+        self.store.pool().close().await;
+        if let Some(pg) = self.embedded {
+            tokio::task::spawn_blocking(move || pg.stop())
+                .await
+                .context("embedded postgresql stop task")??;
+        }
+        served.context("gRPC server")?;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,73 @@
+//! One error-code enum for everything a client can be told, mapped to both gRPC codes
+//! and HTTP statuses. Clients never see SQL or driver text: storage failures become
+//! `Unavailable` with a generic message, and the detail goes to the log.
+
+use crate::store::StoreError;
+
+/// What went wrong, as a client may learn it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The request is malformed; the message names the field.
+    InvalidArgument,
+    /// No or a wrong token.
+    Unauthenticated,
+    /// The identity is held by another live agent.
+    AlreadyExists,
+    /// Too many streams or too large.
+    ResourceExhausted,
+    /// Storage is down or the collector is stopping; retry later.
+    Unavailable,
+    /// A bug.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The gRPC status code.
+    pub fn grpc(self) -> tonic::Code {
+        match self {
+            ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
+            ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
+            ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+            ErrorCode::Unavailable => tonic::Code::Unavailable,
+            ErrorCode::Internal => tonic::Code::Internal,
+        }
+    }
+
+    /// The HTTP status.
+    pub fn http(self) -> u16 {
+        match self {
+            ErrorCode::InvalidArgument => 400,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::AlreadyExists => 409,
+            ErrorCode::ResourceExhausted => 429,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    /// A gRPC status with this code.
+    pub fn status(self, message: impl Into<String>) -> tonic::Status {
+        tonic::Status::new(self.grpc(), message)
+    }
+}
+
+impl From<&StoreError> for ErrorCode {
+    fn from(e: &StoreError) -> Self {
+        match e {
+            StoreError::IdentityConflict { .. } => ErrorCode::AlreadyExists,
+            StoreError::UnknownHost(_) => ErrorCode::InvalidArgument,
+            StoreError::Database(_) => ErrorCode::Unavailable,
+            StoreError::Migrate(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// The status a client sees for a store error (no driver text).
+pub fn store_status(e: &StoreError) -> tonic::Status {
+    let code = ErrorCode::from(e);
+    match e {
+        StoreError::IdentityConflict { .. } => code.status(e.to_string()),
+        _ => code.status("storage unavailable; retry later"),
+    }
+}

@@ -1,0 +1,505 @@
+//! The only module that writes SQL. Batches are applied in one transaction each: the
+//! host row is locked, the batch enters the idempotency ledger (a resent batch hits
+//! its primary key and is acknowledged without a second write), delta continuity is
+//! checked, and lifetimes are ended, opened or rewritten with set-based statements
+//! (UNNEST of column arrays), never row by row.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Postgres, Row, Transaction};
+
+use crate::model::{Batch, HostHello, Payload, SocketId, SocketRecord};
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed or is unreachable.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Another live agent holds this host identity.
+    #[error(
+        "host {hostname} (machine-id {machine_id}) already has a live agent; refusing a second one"
+    )]
+    IdentityConflict {
+        /// The contested hostname.
+        hostname: String,
+        /// The contested machine id.
+        machine_id: String,
+    },
+    /// The host does not exist (a batch without hello).
+    #[error("unknown host {0}")]
+    UnknownHost(i64),
+}
+
+/// Outcome of applying a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Written and committed.
+    Committed,
+    /// Committed before; nothing written.
+    Duplicate,
+    /// Not applicable (delta out of sequence): the agent must send a full table.
+    Resync(String),
+}
+
+/// What a hello returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Welcome {
+    /// The host's id.
+    pub host_id: i64,
+    /// Last committed epoch.
+    pub last_epoch: i64,
+    /// Last committed sequence number.
+    pub last_seq: i64,
+}
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+    /// How long a host's lease lasts past its last batch.
+    lease: Duration,
+}
+
+fn interval(d: Duration) -> String {
+    format!("{} milliseconds", d.as_millis())
+}
+
+/// Column arrays for UNNEST.
+#[derive(Default)]
+struct Columns {
+    netns: Vec<i64>,
+    key: Vec<i64>,
+    cookie: Vec<Option<i64>>,
+    state: Vec<i16>,
+    la: Vec<String>,
+    lp: Vec<i32>,
+    ra: Vec<String>,
+    rp: Vec<i32>,
+    inode: Vec<i64>,
+    uid: Vec<i64>,
+    rq: Vec<i64>,
+    tq: Vec<i64>,
+    timer: Vec<i16>,
+    owners: Vec<String>,
+}
+
+impl Columns {
+    fn of(records: &[&SocketRecord]) -> Columns {
+        let mut c = Columns::default();
+        for r in records {
+            c.netns.push(r.netns);
+            c.key.push(r.sock_key);
+            c.cookie.push(r.cookie);
+            c.state.push(r.state);
+            c.la.push(r.local_addr.to_string());
+            c.lp.push(i32::from(r.local_port));
+            c.ra.push(r.remote_addr.to_string());
+            c.rp.push(i32::from(r.remote_port));
+            c.inode.push(r.inode);
+            c.uid.push(r.uid);
+            c.rq.push(r.rx_queue);
+            c.tq.push(r.tx_queue);
+            c.timer.push(r.timer);
+            c.owners
+                .push(serde_json::to_string(&r.owners).unwrap_or_else(|_| "[]".to_owned()));
+        }
+        c
+    }
+}
+
+/// Keeps the last record per identity: one statement must not touch a row twice.
+fn dedup<'a>(records: impl Iterator<Item = &'a SocketRecord>) -> Vec<&'a SocketRecord> {
+    let mut seen = std::collections::HashMap::new();
+    let mut out: Vec<&SocketRecord> = Vec::new();
+    for r in records {
+        match seen.get(&(r.netns, r.sock_key)) {
+            Some(&i) => out[i] = r,
+            None => {
+                seen.insert((r.netns, r.sock_key), out.len());
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
+impl Store {
+    /// Connects with a pool of `max_connections`.
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        lease: Duration,
+    ) -> Result<Store, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        Ok(Store { pool, lease })
+    }
+
+    /// Applies the migrations in migrations/.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("../migrations").run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The pool, for the query side.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Creates daily partitions from yesterday to `days_ahead` days ahead, and drops
+    /// partitions that ended more than `retention_days` ago.
+    pub async fn maintain_partitions(
+        &self,
+        days_ahead: i64,
+        retention_days: i64,
+    ) -> Result<(), StoreError> {
+        let today = Utc::now().date_naive();
+        for table in ["socket_lifetimes", "state_counts", "time_wait_counts"] {
+            for d in -1..=days_ahead {
+                let day = today + chrono::Duration::days(d);
+                let next = day + chrono::Duration::days(1);
+                let name = format!("{table}_p{}", day.format("%Y%m%d"));
+                let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                    .bind(&name)
+                    .fetch_one(&self.pool)
+                    .await?;
+                if !exists {
+                    // Identifiers come from a fixed list and a formatted date, never input.
+                    let ddl = format!(
+                        "CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} FOR VALUES FROM ('{day}') TO ('{next}')"
+                    );
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+                        .execute(&self.pool)
+                        .await?;
+                }
+            }
+            let cutoff = today - chrono::Duration::days(retention_days);
+            let old: Vec<String> = sqlx::query_scalar(
+                "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                 JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1 AND c.relname ~ '_p[0-9]{8}$'",
+            )
+            .bind(table)
+            .fetch_all(&self.pool)
+            .await?;
+            for name in old {
+                let Some(day) = name
+                    .rsplit("_p")
+                    .next()
+                    .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y%m%d").ok())
+                else {
+                    continue;
+                };
+                if day < cutoff {
+                    tracing::info!(partition = %name, "dropping partition past retention");
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {name}")))
+                        .execute(&self.pool)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a host and takes its lease for this agent instance.
+    #[tracing::instrument(skip_all, fields(host = %h.hostname), err)]
+    pub async fn hello(&self, h: &HostHello) -> Result<Welcome, StoreError> {
+        let labels: serde_json::Map<String, serde_json::Value> = h
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        let host_id: i64 = sqlx::query_scalar(include_str!("sql/hello.sql"))
+            .bind(&h.machine_id)
+            .bind(&h.hostname)
+            .bind(&h.boot_id)
+            .bind(serde_json::Value::Object(labels).to_string())
+            .bind(&h.agent_version)
+            .bind(i32::from(h.ephemeral.0))
+            .bind(i32::from(h.ephemeral.1))
+            .bind(h.fin_timeout_s as i32)
+            .bind(h.sample_interval_ms as i32)
+            .fetch_one(&self.pool)
+            .await?;
+        let row = sqlx::query(include_str!("sql/take_lease.sql"))
+            .bind(host_id)
+            .bind(&h.instance_id)
+            .bind(interval(self.lease))
+            .bind(&h.boot_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::IdentityConflict {
+                hostname: h.hostname.clone(),
+                machine_id: h.machine_id.clone(),
+            });
+        };
+        Ok(Welcome {
+            host_id,
+            last_epoch: row.try_get(0)?,
+            last_seq: row.try_get(1)?,
+        })
+    }
+
+    /// Gives up the lease when a stream ends.
+    pub async fn release(&self, host_id: i64, instance: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE hosts SET live_instance = NULL WHERE host_id = $1 AND live_instance = $2",
+        )
+        .bind(host_id)
+        .bind(instance)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends the open lifetimes of hosts silent for longer than `grace` past their lease.
+    pub async fn close_silent(&self, grace: Duration) -> Result<u64, StoreError> {
+        let r = sqlx::query(include_str!("sql/close_silent.sql"))
+            .bind(interval(grace))
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Applies one batch in one transaction.
+    #[tracing::instrument(skip_all, fields(host_id, epoch = b.epoch, seq = b.seq, sockets = b.socket_count()), err)]
+    pub async fn apply(
+        &self,
+        host_id: i64,
+        instance: &str,
+        b: &Batch,
+    ) -> Result<Applied, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let host = sqlx::query(
+            "SELECT last_epoch, last_seq, last_report, live_instance FROM hosts WHERE host_id = $1 FOR UPDATE",
+        )
+        .bind(host_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::UnknownHost(host_id))?;
+        let last_epoch: i64 = host.try_get(0)?;
+        let last_seq: i64 = host.try_get(1)?;
+        let last_report: Option<DateTime<Utc>> = host.try_get(2)?;
+        let holder: Option<String> = host.try_get(3)?;
+
+        let fresh = sqlx::query(
+            "INSERT INTO ingest_batches (host_id, epoch, seq, full_table, taken_at, sockets) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(host_id)
+        .bind(b.epoch)
+        .bind(b.seq)
+        .bind(matches!(b.payload, Payload::Full(_)))
+        .bind(b.taken_at)
+        .bind(b.socket_count() as i32)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            tx.rollback().await?;
+            return Ok(Applied::Duplicate);
+        }
+        if holder.as_deref().is_some_and(|h| h != instance) {
+            tx.rollback().await?;
+            return Ok(Applied::Resync(
+                "another agent instance took this host's lease".into(),
+            ));
+        }
+        let newer = (b.epoch, b.seq) > (last_epoch, last_seq);
+        let follows = b.epoch == last_epoch && b.seq == last_seq + 1;
+        match &b.payload {
+            Payload::Delta { .. } if !follows => {
+                tx.rollback().await?;
+                return Ok(Applied::Resync(format!(
+                    "delta {}:{} does not follow the last committed batch {last_epoch}:{last_seq}",
+                    b.epoch, b.seq
+                )));
+            }
+            Payload::Full(_) if !newer => {
+                tx.rollback().await?;
+                return Ok(Applied::Resync(format!(
+                    "full table {}:{} is older than the last committed batch {last_epoch}:{last_seq}",
+                    b.epoch, b.seq
+                )));
+            }
+            _ => {}
+        }
+        // Sockets that vanish were last seen in the previous report.
+        let prev = last_report.unwrap_or(b.taken_at).min(b.taken_at);
+        match &b.payload {
+            Payload::Full(records) => {
+                let records = dedup(records.iter());
+                let ids: (Vec<i64>, Vec<i64>) =
+                    records.iter().map(|r| (r.netns, r.sock_key)).unzip();
+                sqlx::query(include_str!("sql/close_unlisted.sql"))
+                    .bind(host_id)
+                    .bind(&ids.0)
+                    .bind(&ids.1)
+                    .bind(prev)
+                    .execute(&mut *tx)
+                    .await?;
+                close_listed(&mut tx, host_id, &records, &[], prev).await?;
+                upsert(&mut tx, host_id, &records, b.taken_at).await?;
+            }
+            Payload::Delta {
+                added,
+                removed,
+                changed,
+            } => {
+                let records = dedup(added.iter().chain(changed.iter()));
+                close_listed(&mut tx, host_id, &records, removed, prev).await?;
+                upsert(&mut tx, host_id, &records, b.taken_at).await?;
+            }
+        }
+        insert_counts(&mut tx, host_id, b).await?;
+        sqlx::query(
+            "UPDATE hosts SET last_epoch = $2, last_seq = $3, last_report = GREATEST(last_report, $4), \
+             live_until = now() + $5::interval WHERE host_id = $1",
+        )
+        .bind(host_id)
+        .bind(b.epoch)
+        .bind(b.seq)
+        .bind(b.taken_at)
+        .bind(interval(self.lease))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Applied::Committed)
+    }
+}
+
+/// Ends lifetimes of `removed` sockets and of `records` whose state changed.
+async fn close_listed(
+    tx: &mut Transaction<'_, Postgres>,
+    host_id: i64,
+    records: &[&SocketRecord],
+    removed: &[SocketId],
+    prev: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if records.is_empty() && removed.is_empty() {
+        return Ok(());
+    }
+    let mut netns = Vec::with_capacity(records.len() + removed.len());
+    let mut key = Vec::with_capacity(netns.capacity());
+    let mut state = Vec::with_capacity(netns.capacity());
+    for &(n, k) in removed {
+        netns.push(n);
+        key.push(k);
+        state.push(0i16);
+    }
+    for r in records {
+        netns.push(r.netns);
+        key.push(r.sock_key);
+        state.push(r.state);
+    }
+    sqlx::query(include_str!("sql/close_listed.sql"))
+        .bind(host_id)
+        .bind(&netns)
+        .bind(&key)
+        .bind(&state)
+        .bind(prev)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Opens new lifetimes and rewrites changed open ones.
+async fn upsert(
+    tx: &mut Transaction<'_, Postgres>,
+    host_id: i64,
+    records: &[&SocketRecord],
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let c = Columns::of(records);
+    sqlx::query(include_str!("sql/upsert_current.sql"))
+        .bind(host_id)
+        .bind(at)
+        .bind(&c.netns)
+        .bind(&c.key)
+        .bind(&c.cookie)
+        .bind(&c.state)
+        .bind(&c.la)
+        .bind(&c.lp)
+        .bind(&c.ra)
+        .bind(&c.rp)
+        .bind(&c.inode)
+        .bind(&c.uid)
+        .bind(&c.rq)
+        .bind(&c.tq)
+        .bind(&c.timer)
+        .bind(&c.owners)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Stores the cycle's per-state counts and TIME_WAIT summaries.
+async fn insert_counts(
+    tx: &mut Transaction<'_, Postgres>,
+    host_id: i64,
+    b: &Batch,
+) -> Result<(), StoreError> {
+    if !b.counts.is_empty() {
+        let netns: Vec<i64> = b.counts.iter().map(|c| c.netns).collect();
+        let state: Vec<i16> = b.counts.iter().map(|c| c.state).collect();
+        let count: Vec<i32> = b.counts.iter().map(|c| c.count).collect();
+        sqlx::query(
+            "INSERT INTO state_counts (host_id, ts, netns, state, count) \
+             SELECT $1, $2, * FROM UNNEST($3::bigint[], $4::smallint[], $5::int[])",
+        )
+        .bind(host_id)
+        .bind(b.taken_at)
+        .bind(&netns)
+        .bind(&state)
+        .bind(&count)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !b.time_wait.is_empty() {
+        let netns: Vec<i64> = b.time_wait.iter().map(|g| g.netns).collect();
+        let la: Vec<String> = b
+            .time_wait
+            .iter()
+            .map(|g| g.local_addr.to_string())
+            .collect();
+        let ra: Vec<String> = b
+            .time_wait
+            .iter()
+            .map(|g| g.remote_addr.to_string())
+            .collect();
+        let rp: Vec<i32> = b
+            .time_wait
+            .iter()
+            .map(|g| i32::from(g.remote_port))
+            .collect();
+        let count: Vec<i32> = b.time_wait.iter().map(|g| g.count).collect();
+        sqlx::query(
+            "INSERT INTO time_wait_counts (host_id, ts, netns, local_addr, remote_addr, remote_port, count) \
+             SELECT $1, $2, u.n, u.la::inet, u.ra::inet, u.rp, u.c \
+             FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::int[], $7::int[]) AS u(n, la, ra, rp, c)",
+        )
+        .bind(host_id)
+        .bind(b.taken_at)
+        .bind(&netns)
+        .bind(&la)
+        .bind(&ra)
+        .bind(&rp)
+        .bind(&count)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
