@@ -25,8 +25,6 @@ use crate::validate::Limits;
 
 /// How long tasks get to finish after shutdown starts.
 const GRACE: Duration = Duration::from_secs(10);
-/// How often silent hosts are swept and partitions maintained.
-const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
 
 /// A built collector, listening but not yet serving.
 pub struct App {
@@ -166,14 +164,15 @@ impl App {
             .max_encoding_message_size(self.config.max_message_bytes);
 
         let maintenance = {
-            let (store, stop, lease, retention) = (
+            let (store, stop, lease, retention, every) = (
                 self.store.clone(),
                 stop.clone(),
                 self.config.lease(),
                 i64::from(self.config.retention_days),
+                Duration::from_secs(self.config.maintenance_seconds),
             );
             tracker.spawn(async move {
-                let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+                let mut tick = tokio::time::interval(every);
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => break,

@@ -53,6 +53,10 @@ pub struct Config {
     /// long again) a silent agent's open lifetimes are ended at its last report.
     #[arg(long, env = "FINWAIT_LEASE_SECONDS", default_value_t = 60)]
     pub lease_seconds: u64,
+    /// Seconds between maintenance passes (ending silent agents' lifetimes, creating
+    /// and dropping partitions).
+    #[arg(long, env = "FINWAIT_MAINTENANCE_SECONDS", default_value_t = 30)]
+    pub maintenance_seconds: u64,
     /// Database connections.
     #[arg(long, env = "FINWAIT_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
@@ -85,6 +89,9 @@ impl Config {
         }
         if self.lease_seconds == 0 {
             problems.push("--lease-seconds must be at least 1".into());
+        }
+        if self.maintenance_seconds == 0 {
+            problems.push("--maintenance-seconds must be at least 1".into());
         }
         if self.retention_days == 0 {
             problems.push("--retention-days must be at least 1".into());

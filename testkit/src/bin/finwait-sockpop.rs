@@ -2,11 +2,12 @@
 //! network namespace it runs in, prints a JSON manifest line, and holds everything
 //! until its standard input closes (or `--max-seconds` pass).
 //!
-//! `states ADDR...`: on each loopback address, one socket in every state the agent
-//! must get right: LISTEN, ESTABLISHED, CLOSE_WAIT, FIN_WAIT2 orphaned (after close)
-//! and half-closed (after shutdown), TIME_WAIT, SYN_SENT, LAST_ACK (brings the
-//! namespace's `lo` down at the end so the last FIN is never acknowledged), and an
-//! established socket shared with a child process.
+//! `states [--no-last-ack] ADDR...`: on each loopback address, one socket in every
+//! state the agent must get right: LISTEN, ESTABLISHED, CLOSE_WAIT, FIN_WAIT2 orphaned
+//! (after close) and half-closed (after shutdown), TIME_WAIT, SYN_SENT, LAST_ACK
+//! (brings the namespace's `lo` down at the end so the last FIN is never acknowledged;
+//! `--no-last-ack` skips it and keeps loopback usable), and an established socket
+//! shared with a child process.
 //!
 //! `bulk --sockets N`: about N sockets spread over worker processes (the per-process
 //! descriptor limit is 20,000 here): mostly ESTABLISHED pairs, 5 % CLOSE_WAIT with
@@ -44,7 +45,17 @@ fn main() -> Result<()> {
         }
     }
     match rest.first().map(String::as_str) {
-        Some("states") => states(&rest[1..], max_seconds),
+        Some("states") => {
+            // --no-last-ack keeps lo up (LAST_ACK needs it down), for tests that also
+            // talk over loopback in the same namespace.
+            let last_ack = !rest.iter().any(|a| a == "--no-last-ack");
+            let addrs: Vec<String> = rest[1..]
+                .iter()
+                .filter(|a| *a != "--no-last-ack")
+                .cloned()
+                .collect();
+            states(&addrs, max_seconds, last_ack)
+        }
         Some("bulk") => bulk(&rest[1..], max_seconds),
         Some("hold") => hold(max_seconds),
         Some("worker") => worker(&rest[1..], max_seconds),
@@ -73,7 +84,7 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(100));
 }
 
-fn states(addrs: &[String], max_seconds: u64) -> Result<()> {
+fn states(addrs: &[String], max_seconds: u64, last_ack_wanted: bool) -> Result<()> {
     if addrs.is_empty() {
         bail!("states needs at least one address (127.0.0.1, ::1)");
     }
@@ -149,14 +160,16 @@ fn states(addrs: &[String], max_seconds: u64) -> Result<()> {
         settle();
         drop(s);
 
-        let (c, s) = pair(&l)?;
-        made.push(Made {
-            what: "last_ack",
-            local: la,
-            remote: Some(c.local_addr()?),
-        });
-        drop(c);
-        last_ack.push(s);
+        if last_ack_wanted {
+            let (c, s) = pair(&l)?;
+            made.push(Made {
+                what: "last_ack",
+                local: la,
+                remote: Some(c.local_addr()?),
+            });
+            drop(c);
+            last_ack.push(s);
+        }
 
         // A listener whose accept queue is full drops new SYNs: the client stays in
         // SYN_SENT, retransmitting.
@@ -190,15 +203,17 @@ fn states(addrs: &[String], max_seconds: u64) -> Result<()> {
         keep.push(Box::new(l));
     }
     settle();
-    // LAST_ACK: with lo down our FIN is never acknowledged.
-    let st = Command::new("ip")
-        .args(["link", "set", "lo", "down"])
-        .status()?;
-    if !st.success() {
-        bail!("ip link set lo down failed");
+    if last_ack_wanted {
+        // LAST_ACK: with lo down our FIN is never acknowledged.
+        let st = Command::new("ip")
+            .args(["link", "set", "lo", "down"])
+            .status()?;
+        if !st.success() {
+            bail!("ip link set lo down failed");
+        }
+        drop(last_ack);
+        settle();
     }
-    drop(last_ack);
-    settle();
     let manifest = serde_json::json!({ "pid": std::process::id(), "child_pid": child.as_ref().map(|c| c.id()), "made": made });
     let mut out = std::io::stdout().lock();
     writeln!(out, "{manifest}")?;

@@ -1,0 +1,9 @@
+//! Integration tests of finwait-collector against a real PostgreSQL (one cluster per
+//! test, copied from a template made once per binary) and real gRPC clients; the
+//! end-to-end tests run the real binaries in a private network namespace.
+//! They need root (PostgreSQL runs as an unprivileged user, namespaces); without it
+//! they fail saying so, unless FINWAIT_SKIP_ROOT_TESTS opts out (never under CI).
+
+mod e2e;
+mod ingest;
+mod support;
