@@ -36,6 +36,8 @@ const HALT_TIMEOUT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(50);
 /// `sizeof(sun_path)` on Linux, including the terminating NUL.
 const SUN_PATH_MAX: usize = 108;
+/// File in the data directory naming the process that started the server.
+const OWNER_FILE: &str = "owner.pid";
 /// Lines of server log quoted in errors.
 const LOG_TAIL_LINES: usize = 20;
 
@@ -223,7 +225,7 @@ impl EmbeddedPostgres {
             initdb(&bin_dir, &pgdata, &data_dir, &user)?;
         } else {
             debug!(pgdata = %pgdata.display(), "reusing embedded postgresql cluster");
-            check_lock_file(&pgdata)?;
+            check_lock_file(&pgdata, &data_dir)?;
         }
 
         let mut attempt = 1;
@@ -248,6 +250,11 @@ impl EmbeddedPostgres {
                 result => break result?,
             }
         };
+        // Who owns the server: a later start uses it to tell an orphan (its collector
+        // was killed) from a server another live process runs.
+        let owner_file = data_dir.join(OWNER_FILE);
+        fs::write(&owner_file, std::process::id().to_string())
+            .map_err(io_err("write", &owner_file))?;
         info!(
             data_dir = %data_dir.display(),
             port = server.port,
@@ -706,11 +713,14 @@ fn initdb(
     })
 }
 
-/// Refuses to start when a live postmaster holds the cluster. A pid file naming a dead
+/// Refuses to start when a live postmaster that another live process runs holds the
+/// cluster. An orphaned postmaster (the process that started it, recorded in
+/// `owner.pid`, is gone, as after a SIGKILL of the collector) is shut down so that this
+/// start can take over. A pid file naming a dead
 /// process is left for postgres, which removes it itself; one naming a live process that
 /// is not postgres (pid reuse, typically in a restarted container) is removed here,
 /// since postgres would refuse it. Postgres's shared-memory interlock remains a backstop.
-fn check_lock_file(pgdata: &Path) -> Result<(), EmbeddedError> {
+fn check_lock_file(pgdata: &Path, data_dir: &Path) -> Result<(), EmbeddedError> {
     let path = pgdata.join("postmaster.pid");
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
@@ -747,9 +757,69 @@ fn check_lock_file(pgdata: &Path) -> Result<(), EmbeddedError> {
         );
         return fs::remove_file(&path).map_err(io_err("remove", &path));
     }
+    if is_orphan(pid, data_dir) {
+        warn!(
+            pid = raw,
+            "postgresql left running by a collector that died; shutting it down to take over"
+        );
+        stop_orphan(pid, pgdata)?;
+        return Ok(());
+    }
     Err(EmbeddedError::AlreadyRunning {
         pgdata: pgdata.to_path_buf(),
         pid: raw,
+    })
+}
+
+/// True when the postmaster's recorded owner is dead or is not its parent.
+fn is_orphan(postmaster: Pid, data_dir: &Path) -> bool {
+    let owner = fs::read_to_string(data_dir.join(OWNER_FILE))
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+        .and_then(Pid::from_raw);
+    let Some(owner) = owner else {
+        return false;
+    };
+    if rustix::process::test_kill_process(owner) == Err(Errno::SRCH) {
+        return true;
+    }
+    let ppid = fs::read_to_string(format!("/proc/{}/stat", postmaster.as_raw_pid()))
+        .ok()
+        .and_then(|s| s.rfind(')').and_then(|i| s.get(i + 2..)).map(str::to_owned))
+        .and_then(|rest| rest.split(' ').nth(1).and_then(|p| p.parse::<i32>().ok()));
+    ppid.is_some_and(|p| p != owner.as_raw_pid())
+}
+
+/// True while `pid` runs (a zombie waiting for its reaper counts as gone).
+fn running(pid: Pid) -> bool {
+    if rustix::process::test_kill_process(pid) == Err(Errno::SRCH) {
+        return false;
+    }
+    let state = fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_pid()))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .and_then(|i| s.get(i + 2..i + 3))
+                .map(str::to_owned)
+        });
+    state.as_deref() != Some("Z")
+}
+
+/// Fast shutdown of an orphaned postmaster, escalating to immediate.
+fn stop_orphan(pid: Pid, pgdata: &Path) -> Result<(), EmbeddedError> {
+    for (sig, wait) in [(Signal::INT, STOP_TIMEOUT), (Signal::QUIT, HALT_TIMEOUT)] {
+        let _ = rustix::process::kill_process(pid, sig);
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if !running(pid) {
+                return Ok(());
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+    Err(EmbeddedError::AlreadyRunning {
+        pgdata: pgdata.to_path_buf(),
+        pid: pid.as_raw_pid(),
     })
 }
 
