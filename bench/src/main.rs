@@ -8,6 +8,9 @@
 //! ratios, the agent's peak RSS, and the median cost of a steady-state cycle (second and
 //! later cycles, owner cache warm) from the agent's own `--stats`.
 //!
+//! `finwait-bench ingest` plays many agents against the release collector and raw
+//! COPY of the same rows; `finwait-bench wire` compares delta and full-table bytes.
+//!
 //! Needs root (namespaces) and a release build: `cargo build --release --workspace`.
 //! Timings on shared machines are noisy: read the medians and ratios, not one run.
 
@@ -207,10 +210,23 @@ fn agent_bench(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+mod agent_cpu;
+mod ingest;
+mod service;
+mod wire;
+
+const USAGE: &str = "usage: finwait-bench agent [--sockets N] [--runs R]\n\
+       finwait-bench ingest [--agents N] [--sockets M] [--deltas D] [--churn F]\n\
+       finwait-bench wire [--sockets N] [--churn F]\n\
+       finwait-bench agent-cpu [--sockets N] [--seconds S] [--interval I]";
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("agent") => agent_bench(&args[1..]),
-        _ => bail!("usage: finwait-bench agent [--sockets N] [--runs R]"),
+        Some("ingest") => ingest::run(&args[1..]),
+        Some("wire") => wire::run(&args[1..]),
+        Some("agent-cpu") => agent_cpu::run(&args[1..]),
+        _ => bail!("{USAGE}"),
     }
 }
