@@ -60,7 +60,7 @@ fn socket(agent: usize, i: usize) -> pb::Socket {
         state: STATES[i % STATES.len()] as i32,
         local: Some(pb::Endpoint {
             addr: host.to_vec(),
-            port: if i % 2 == 0 { 443 } else { 5432 },
+            port: if i.is_multiple_of(2) { 443 } else { 5432 },
         }),
         remote: Some(pb::Endpoint {
             addr: peer.to_vec(),

@@ -23,7 +23,7 @@ fn socket(i: usize, procs: &[Arc<Process>]) -> Socket {
         netns: 4_026_531_840,
         cookie: Some(i as u64 + 1),
         state,
-        local: SocketAddr::from(([10, 0, 0, 1], if i % 2 == 0 { 443 } else { 5432 })),
+        local: SocketAddr::from(([10, 0, 0, 1], if i.is_multiple_of(2) { 443 } else { 5432 })),
         remote: SocketAddr::from((
             [10, 200, (i >> 8) as u8, i as u8],
             1024 + (i % 60_000) as u16,
