@@ -109,7 +109,8 @@ impl Collector {
             "--data-dir".into(),
             data.display().to_string(),
         ];
-        if !extra.contains(&"--tokens-file") {
+        // Plaintext on loopback unless the test brings TLS or says so itself.
+        if !extra.contains(&"--tls-cert") && !extra.contains(&"--insecure-loopback") {
             args.push("--insecure-loopback".into());
         }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
