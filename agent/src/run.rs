@@ -379,7 +379,8 @@ async fn stream_once(
                 }
                 Ok(Some(_)) => return StreamEnd::Retry("unexpected message from the collector".into()),
                 Ok(None) => return StreamEnd::Retry("collector closed the stream".into()),
-                Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                // Invalid or too large: resending it would fail forever.
+                Err(s) if matches!(s.code(), tonic::Code::InvalidArgument | tonic::Code::OutOfRange) => {
                     let n = lock(&shared.outbox).drop_unacked_sent();
                     tracing::error!(status = %s.message(), dropped = n, "collector refused a batch as invalid; dropped it and will send a full table");
                     return StreamEnd::Retry("invalid batch".into());

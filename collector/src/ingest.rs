@@ -233,7 +233,18 @@ impl IngestService {
                 }
                 Ok(None) => return,
                 Err(status) => {
-                    tracing::debug!(%status, "stream ended by the agent or transport");
+                    // A message over the size limit or undecodable: tell the agent why
+                    // (if it is still there); a closed transport just ends the stream.
+                    tracing::warn!(%status, "stream ended by the agent, the transport or a bad message");
+                    if matches!(
+                        status.code(),
+                        tonic::Code::OutOfRange
+                            | tonic::Code::Internal
+                            | tonic::Code::InvalidArgument
+                    ) {
+                        reject("undecodable");
+                        let _ = out.send(Err(status)).await;
+                    }
                     return;
                 }
             };

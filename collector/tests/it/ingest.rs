@@ -399,3 +399,82 @@ async fn a_silent_agents_open_lifetimes_end_at_its_last_report() {
     assert_eq!(count(&db, "SELECT count(*) FROM current_sockets").await, 0);
     c.stop().await;
 }
+
+#[tokio::test]
+async fn health_and_reflection_answer_like_grpcurl_expects() {
+    if !root("health_and_reflection_answer_like_grpcurl_expects") {
+        return;
+    }
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let c = Collector::start(&[]).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let status = HealthClient::new(channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "finwait.v1.Ingest".into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let reply = replies
+        .message()
+        .await
+        .expect("reflection reply")
+        .expect("one reply");
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("expected a service list, got {reply:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"finwait.v1.Ingest".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn stream_and_message_size_limits_are_enforced() {
+    if !root("stream_and_message_size_limits_are_enforced") {
+        return;
+    }
+    let c = Collector::start(&["--max-streams", "1", "--max-message-bytes", "4096"]).await;
+    let mut first = AgentStream::open(c.addr, identity("lim1"), 1, "l1", None)
+        .await
+        .expect("first stream");
+    let second = AgentStream::open(c.addr, identity("lim2"), 1, "l2", None)
+        .await
+        .err()
+        .expect("second refused");
+    assert_eq!(second.code(), tonic::Code::ResourceExhausted, "{second:?}");
+    let big: Vec<pb::Socket> = (0..200)
+        .map(|i| sock(i, Established, 80, i as u32 + 1, None))
+        .collect();
+    let status = first
+        .send(full(1, 1, now_ms(), big))
+        .await
+        .expect_err("too large");
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("too large"), "{status:?}");
+    c.stop().await;
+}
