@@ -175,6 +175,25 @@ async fn ledger_is_contiguous(db: &sqlx::PgPool) {
     );
 }
 
+/// After an outage: the lifetime that ended during it is closed, ingest goes on, the
+/// ledger has no gap and no duplicate, and the stored table is the real one.
+async fn recovered(db: &sqlx::PgPool, ns: &NetNs, pop_pid: i64) {
+    wait_for(
+        db,
+        "the CLOSE_WAIT that ended during the outage to be closed",
+        ENDED_CLOSE_WAIT,
+        pop_pid,
+    )
+    .await;
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM ingest_batches")
+        .fetch_one(db)
+        .await
+        .expect("count");
+    wait_for(db, "three more batches", BATCHES_AT_LEAST, before + 3).await;
+    ledger_is_contiguous(db).await;
+    current_matches_ss(db, ns).await;
+}
+
 /// The open lifetimes are the namespace's real table (TIME_WAIT is summarised).
 async fn current_matches_ss(db: &sqlx::PgPool, ns: &NetNs) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -194,8 +213,8 @@ async fn current_matches_ss(db: &sqlx::PgPool, ns: &NetNs) {
             .expect("current sockets")
             .into_iter()
             .collect();
-        // The collector's own sockets change every cycle; compare what both sides hold
-        // and require the population's sockets on both.
+        // The collector's and agent's own connections change between cycles: retry
+        // until a cycle has caught up with ss.
         if ss == db_keys {
             return;
         }
@@ -270,20 +289,7 @@ async fn a_collector_killed_mid_stream_and_restarted_loses_and_duplicates_nothin
     let db = sqlx::PgPool::connect(&embedded_url(&data))
         .await
         .expect("connect after restart");
-    wait_for(
-        &db,
-        "the CLOSE_WAIT that ended during the outage to be closed",
-        ENDED_CLOSE_WAIT,
-        pop_pid,
-    )
-    .await;
-    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM ingest_batches")
-        .fetch_one(&db)
-        .await
-        .expect("count");
-    wait_for(&db, "three more batches", BATCHES_AT_LEAST, before + 3).await;
-    ledger_is_contiguous(&db).await;
-    current_matches_ss(&db, &ns).await;
+    recovered(&db, &ns, pop_pid).await;
     db.close().await;
     drop(agent);
     drop(collector);
@@ -347,20 +353,7 @@ async fn postgres_stopped_and_restarted_while_the_agent_streams_loses_and_duplic
     let db = sqlx::PgPool::connect(&url)
         .await
         .expect("connect after restart");
-    wait_for(
-        &db,
-        "the CLOSE_WAIT that ended during the outage to be closed",
-        ENDED_CLOSE_WAIT,
-        pop_pid,
-    )
-    .await;
-    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM ingest_batches")
-        .fetch_one(&db)
-        .await
-        .expect("count");
-    wait_for(&db, "three more batches", BATCHES_AT_LEAST, before + 3).await;
-    ledger_is_contiguous(&db).await;
-    current_matches_ss(&db, &ns).await;
+    recovered(&db, &ns, pop_pid).await;
     db.close().await;
     drop(agent);
     drop(collector);
