@@ -183,6 +183,15 @@ impl Store {
                 }
             }
             let cutoff = today - chrono::Duration::days(retention_days);
+            if table == "socket_lifetimes" {
+                // The idempotency ledger only needs recent batches.
+                sqlx::query(
+                    "DELETE FROM ingest_batches WHERE committed_at < now() - make_interval(days => $1)",
+                )
+                .bind(retention_days as i32)
+                .execute(&self.pool)
+                .await?;
+            }
             let old: Vec<String> = sqlx::query_scalar(
                 "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
                  JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1 AND c.relname ~ '_p[0-9]{8}$'",
@@ -310,10 +319,17 @@ impl Store {
             return Ok(Applied::Duplicate);
         }
         if holder.as_deref().is_some_and(|h| h != instance) {
+            // Our lease lapsed and another instance took the host: this stream must end.
             tx.rollback().await?;
-            return Ok(Applied::Resync(
-                "another agent instance took this host's lease".into(),
-            ));
+            let who: (String, String) =
+                sqlx::query_as("SELECT hostname, machine_id FROM hosts WHERE host_id = $1")
+                    .bind(host_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+            return Err(StoreError::IdentityConflict {
+                hostname: who.0,
+                machine_id: who.1,
+            });
         }
         let newer = (b.epoch, b.seq) > (last_epoch, last_seq);
         let follows = b.epoch == last_epoch && b.seq == last_seq + 1;
@@ -364,7 +380,8 @@ impl Store {
         insert_counts(&mut tx, host_id, b).await?;
         sqlx::query(
             "UPDATE hosts SET last_epoch = $2, last_seq = $3, last_report = GREATEST(last_report, $4), \
-             live_until = now() + $5::interval WHERE host_id = $1",
+             live_until = now() + GREATEST($5::interval, sample_interval_ms * interval '3 milliseconds') \
+             WHERE host_id = $1",
         )
         .bind(host_id)
         .bind(b.epoch)

@@ -478,3 +478,31 @@ async fn stream_and_message_size_limits_are_enforced() {
     assert!(status.message().contains("too large"), "{status:?}");
     c.stop().await;
 }
+
+#[tokio::test]
+async fn an_agent_whose_lease_was_taken_over_is_stopped_not_merged() {
+    if !root("an_agent_whose_lease_was_taken_over_is_stopped_not_merged") {
+        return;
+    }
+    let c = Collector::start(&["--lease-seconds", "1"]).await;
+    let t0 = now_ms();
+    let mut old = AgentStream::open(c.addr, identity("taken"), 1, "old", None)
+        .await
+        .expect("first agent");
+    assert!(acked(
+        &old.send(full(1, 1, t0, vec![])).await.expect("answer"),
+        1,
+        false
+    ));
+    // The lease (3 sampling intervals of 1 s) lapses; another instance takes the host.
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let _new = AgentStream::open(c.addr, identity("taken"), 2, "new", None)
+        .await
+        .expect("takeover after the lease lapsed");
+    let status = old
+        .send(full(1, 2, t0 + 1000, vec![]))
+        .await
+        .expect_err("old agent refused");
+    assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
+    c.stop().await;
+}
