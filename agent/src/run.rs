@@ -404,3 +404,87 @@ fn refused(s: tonic::Status) -> StreamEnd {
     }
     StreamEnd::Retry(format!("{}: {}", s.code(), s.message()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(url: &str, insecure: bool, token: bool, ca: bool) -> RunConfig {
+        RunConfig {
+            collector: url.into(),
+            interval: Duration::from_secs(10),
+            token: token.then(|| "t".to_owned()),
+            ca_pem: ca.then(Vec::new),
+            insecure_loopback: insecure,
+            buffer_bytes: 1 << 20,
+            time_wait: TimeWaitMode::Summarise,
+            identity: pb::HostIdentity::default(),
+            instance_id: "i".into(),
+        }
+    }
+
+    #[test]
+    fn plaintext_only_to_loopback_when_asked_and_tls_needs_a_ca_and_token() {
+        assert!(
+            cfg("http://127.0.0.1:7070", true, false, false)
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            cfg("http://[::1]:7070", true, false, false)
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            cfg("http://localhost:7070", true, false, false)
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            cfg("http://10.1.2.3:7070", true, false, false)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            cfg("http://127.0.0.1:7070", false, true, false)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            cfg("https://collector:7070", false, true, false)
+                .validate()
+                .is_err(),
+            "needs a CA"
+        );
+        assert!(
+            cfg("https://collector:7070", false, false, true)
+                .validate()
+                .is_err(),
+            "needs a token"
+        );
+        assert!(
+            cfg("https://collector:7070", false, true, true)
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            cfg("ftp://collector", false, true, true)
+                .validate()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap_and_resets() {
+        let mut b = Backoff::new();
+        let mut last = Duration::ZERO;
+        for _ in 0..20 {
+            last = b.step();
+            assert!(last <= BACKOFF_MAX);
+        }
+        assert_eq!(b.next, BACKOFF_MAX);
+        b.reset();
+        assert!(b.step() <= BACKOFF_MIN);
+        let _ = last;
+    }
+}

@@ -103,3 +103,40 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut all = vec!["finwait-collector"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).expect("flags parse")
+    }
+
+    #[test]
+    fn plaintext_without_tokens_only_on_loopback_and_only_when_asked() {
+        assert!(parse(&["--insecure-loopback"]).validate().is_ok());
+        let e = parse(&["--insecure-loopback", "--listen", "0.0.0.0:7070"])
+            .validate()
+            .expect_err("not loopback");
+        assert!(e[0].contains("loopback"), "{e:?}");
+        let e = parse(&[]).validate().expect_err("no TLS, no tokens");
+        assert_eq!(e.len(), 2, "every problem reported at once: {e:?}");
+        let ok = parse(&[
+            "--listen",
+            "0.0.0.0:7070",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--tokens-file",
+            "t",
+        ]);
+        assert!(ok.validate().is_ok());
+        assert!(
+            Config::try_parse_from(["finwait-collector", "--tls-cert", "c"]).is_err(),
+            "cert needs key"
+        );
+    }
+}
