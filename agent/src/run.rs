@@ -173,18 +173,70 @@ pub async fn run(
     Ok(())
 }
 
+/// The sampler's state between cycles; moved onto a blocking thread for each cycle,
+/// since reading the kernel, diffing and encoding are all CPU or blocking work.
+struct Cycler {
+    source: Box<dyn TableSource>,
+    prev: Option<Table>,
+    time_wait: TimeWaitMode,
+}
+
+impl Cycler {
+    /// Samples, turns the sample into the next batch and queues it. Sequence numbers are
+    /// handed out only for batches that exist, so a failed read leaves no gap.
+    fn cycle(&mut self, shared: &Shared) -> Result<(), crate::sampler::SampleError> {
+        let mut sample = self.source.sample()?;
+        let time_wait = if self.time_wait == TimeWaitMode::Summarise {
+            delta::summarise_time_wait(&sample.sockets)
+        } else {
+            Vec::new()
+        };
+        // Counts need the sockets; take them before the sockets move.
+        let state_counts = sample.state_counts();
+        let table = Table::from_sockets(std::mem::take(&mut sample.sockets), self.time_wait);
+        let (epoch, seq, full) = {
+            let mut o = lock(&shared.outbox);
+            let full = o.need_full || self.prev.is_none();
+            (o.epoch, o.next_seq(full), full)
+        };
+        let _span = tracing::debug_span!("cycle", seq, full).entered();
+        let diff;
+        let payload = match (&self.prev, full) {
+            (Some(p), false) => {
+                diff = delta::diff(p, &table);
+                wire::Sockets::Delta(&diff)
+            }
+            _ => wire::Sockets::Full(table.sockets.values().collect()),
+        };
+        let batch = wire::batch(epoch, seq, &sample, payload, &time_wait, &state_counts);
+        {
+            let mut o = lock(&shared.outbox);
+            o.push(batch);
+            let (n, bytes) = o.len_bytes();
+            tracing::debug!(seq, full, queued = n, queued_bytes = bytes, "batch queued");
+        }
+        self.prev = Some(table);
+        Ok(())
+    }
+}
+
 async fn sample_loop(
     cfg: RunConfig,
-    mut source: Box<dyn TableSource>,
+    source: Box<dyn TableSource>,
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) {
-    let mut prev: Option<Table> = None;
+    let mut cycler = Cycler {
+        source,
+        prev: None,
+        time_wait: cfg.time_wait,
+    };
     let mut jitter = Jitter::new();
     loop {
+        let s = Arc::clone(&shared);
         let (res, back) = match tokio::task::spawn_blocking(move || {
-            let r = source.sample();
-            (r, source)
+            let r = cycler.cycle(&s);
+            (r, cycler)
         })
         .await
         {
@@ -195,44 +247,9 @@ async fn sample_loop(
                 return;
             }
         };
-        source = back;
+        cycler = back;
         match res {
-            Ok(mut sample) => {
-                let time_wait = if cfg.time_wait == TimeWaitMode::Summarise {
-                    delta::summarise_time_wait(&sample.sockets)
-                } else {
-                    Vec::new()
-                };
-                // Counts need the sockets; take them before the sockets move.
-                let state_counts = sample.state_counts();
-                let sockets = std::mem::take(&mut sample.sockets);
-                let table = Table::from_sockets(sockets, cfg.time_wait);
-                let (epoch, seq, full) = {
-                    let mut o = lock(&shared.outbox);
-                    let full = o.need_full || prev.is_none();
-                    (o.epoch, o.next_seq(full), full)
-                };
-                let span = tracing::debug_span!("cycle", seq, full);
-                let batch = span.in_scope(|| {
-                    let diff;
-                    let payload = match (&prev, full) {
-                        (Some(p), false) => {
-                            diff = delta::diff(p, &table);
-                            wire::Sockets::Delta(&diff)
-                        }
-                        _ => wire::Sockets::Full(table.sockets.values().collect()),
-                    };
-                    wire::batch(epoch, seq, &sample, payload, &time_wait, &state_counts)
-                });
-                {
-                    let mut o = lock(&shared.outbox);
-                    o.push(batch);
-                    let (n, bytes) = o.len_bytes();
-                    tracing::debug!(seq, full, queued = n, queued_bytes = bytes, "batch queued");
-                }
-                prev = Some(table);
-                shared.queued.notify_one();
-            }
+            Ok(()) => shared.queued.notify_one(),
             Err(e) => tracing::warn!(error = %e, "sampling failed"),
         }
         tokio::select! {
