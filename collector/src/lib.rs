@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod ingest;
+pub mod leaks;
 pub mod model;
 pub mod postgres;
 pub mod store;

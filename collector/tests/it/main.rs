@@ -6,5 +6,6 @@
 
 mod e2e;
 mod ingest;
+mod leaks;
 mod support;
 mod tls;
