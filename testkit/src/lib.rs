@@ -140,3 +140,103 @@ impl Drop for NetNs {
         let _ = run(Command::new("ip").args(["netns", "del", &self.name]));
     }
 }
+
+/// A private test LAN: a "router" namespace holding a bridge (10.77.0.1/24,
+/// fd77::1/64) and host namespaces attached to it by veth pairs, host `i` at
+/// 10.77.0.(10+i) and fd77::(10+i). Every test gets its own bridge, so the same
+/// addresses never meet across tests. Deleted on drop (hosts first).
+#[derive(Debug)]
+pub struct Lan {
+    hosts: Vec<NetNs>,
+    router: NetNs,
+}
+
+impl Lan {
+    /// Creates the router and `n` hosts.
+    pub fn create(tag: &str, n: usize) -> Result<Lan> {
+        let router = NetNs::create(&format!("{tag}-r"))?;
+        let r = router.name().to_owned();
+        run(Command::new("ip").args(["-n", &r, "link", "add", "br0", "type", "bridge"]))?;
+        run(Command::new("ip").args(["-n", &r, "link", "set", "br0", "up"]))?;
+        run(Command::new("ip").args(["-n", &r, "addr", "add", "10.77.0.1/24", "dev", "br0"]))?;
+        run(Command::new("ip").args([
+            "-n",
+            &r,
+            "addr",
+            "add",
+            "fd77::1/64",
+            "dev",
+            "br0",
+            "nodad",
+        ]))?;
+        let mut hosts = Vec::with_capacity(n);
+        for i in 0..n {
+            let h = NetNs::create(&format!("{tag}-h{i}"))?;
+            let port = format!("v{i}");
+            run(Command::new("ip").args([
+                "-n",
+                &r,
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                h.name(),
+            ]))?;
+            run(Command::new("ip").args(["-n", &r, "link", "set", &port, "master", "br0", "up"]))?;
+            let (v4, v6) = (Lan::v4(i), Lan::v6(i));
+            run(Command::new("ip").args([
+                "-n",
+                h.name(),
+                "addr",
+                "add",
+                &format!("{v4}/24"),
+                "dev",
+                "eth0",
+            ]))?;
+            run(Command::new("ip").args([
+                "-n",
+                h.name(),
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ]))?;
+            run(Command::new("ip").args(["-n", h.name(), "link", "set", "eth0", "up"]))?;
+            hosts.push(h);
+        }
+        Ok(Lan { hosts, router })
+    }
+
+    /// The router namespace (holds the bridge and 10.77.0.1 / fd77::1).
+    pub fn router(&self) -> &NetNs {
+        &self.router
+    }
+
+    /// Host `i`.
+    pub fn host(&self, i: usize) -> &NetNs {
+        &self.hosts[i]
+    }
+
+    /// Host `i`'s IPv4 address.
+    pub fn v4(i: usize) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(10, 77, 0, 10 + i as u8)
+    }
+
+    /// Host `i`'s IPv6 address.
+    pub fn v6(i: usize) -> std::net::Ipv6Addr {
+        std::net::Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 10 + i as u16)
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        self.hosts.clear();
+    }
+}

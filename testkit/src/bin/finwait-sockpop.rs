@@ -9,6 +9,13 @@
 //! `--no-last-ack` skips it and keeps loopback usable), and an established socket
 //! shared with a child process.
 //!
+//! `serve ADDR:PORT [--leak]`: a server that accepts every connection; with `--leak`
+//! it never closes them (CLOSE_WAIT once the client closes), otherwise it closes each
+//! as soon as the client does.
+//!
+//! `connect ADDR:PORT --count N [--close]`: N client connections, closed at once with
+//! `--close` (orphaned FIN_WAIT2 against a leaky server), else held open.
+//!
 //! `bulk --sockets N`: about N sockets spread over worker processes (the per-process
 //! descriptor limit is 20,000 here): mostly ESTABLISHED pairs, 5 % CLOSE_WAIT with
 //! their orphaned FIN_WAIT2 peers, 2 % TIME_WAIT.
@@ -58,8 +65,13 @@ fn main() -> Result<()> {
         }
         Some("bulk") => bulk(&rest[1..], max_seconds),
         Some("hold") => hold(max_seconds),
+        Some("serve") => serve(&rest[1..], max_seconds),
+        Some("connect") => connect(&rest[1..], max_seconds),
         Some("worker") => worker(&rest[1..], max_seconds),
-        _ => bail!("usage: finwait-sockpop [--max-seconds S] states ADDR... | bulk --sockets N"),
+        _ => bail!(
+            "usage: finwait-sockpop [--max-seconds S] states [--no-last-ack] ADDR... | bulk --sockets N \
+             | serve ADDR:PORT [--leak] | connect ADDR:PORT --count N [--close]"
+        ),
     }
 }
 
@@ -338,5 +350,66 @@ fn worker(args: &[String], max_seconds: u64) -> Result<()> {
     std::io::stdout().flush()?;
     wait_for_stdin(max_seconds);
     drop(held);
+    Ok(())
+}
+
+fn serve(args: &[String], max_seconds: u64) -> Result<()> {
+    let addr: SocketAddr = args.first().context("serve ADDR:PORT")?.parse()?;
+    let leak = args.iter().any(|a| a == "--leak");
+    let l = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
+    println!(
+        "{}",
+        serde_json::json!({ "pid": std::process::id(), "addr": l.local_addr()?, "leak": leak })
+    );
+    std::io::stdout().flush()?;
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in l.incoming().flatten() {
+            if leak {
+                held.push(conn);
+            } else {
+                // Well behaved: close our end as soon as the client closes its own.
+                std::thread::spawn(move || {
+                    let mut c = conn;
+                    let mut buf = [0u8; 1024];
+                    while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+                });
+            }
+        }
+    });
+    wait_for_stdin(max_seconds);
+    Ok(())
+}
+
+fn connect(args: &[String], max_seconds: u64) -> Result<()> {
+    let addr: SocketAddr = args.first().context("connect ADDR:PORT")?.parse()?;
+    let mut count = 1usize;
+    let mut it = args.iter().skip(1);
+    let mut close = false;
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--count" => count = it.next().context("--count N")?.parse()?,
+            "--close" => close = true,
+            other => bail!("unknown connect flag {other}"),
+        }
+    }
+    let mut conns = Vec::with_capacity(count);
+    let mut locals = Vec::with_capacity(count);
+    for _ in 0..count {
+        let c = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .with_context(|| format!("connect {addr}"))?;
+        locals.push(c.local_addr()?);
+        conns.push(c);
+    }
+    if close {
+        conns.clear();
+        settle();
+    }
+    println!(
+        "{}",
+        serde_json::json!({ "pid": std::process::id(), "locals": locals, "closed": close })
+    );
+    std::io::stdout().flush()?;
+    wait_for_stdin(max_seconds);
     Ok(())
 }
