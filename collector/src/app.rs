@@ -202,10 +202,24 @@ impl App {
         }
         tracing::info!(addr = %self.addr, tls = self.config.tls_cert.is_some(), "collector serving");
         let signal_stop = stop.clone();
-        let serve = server
+        // gRPC and the HTTP/1.1 JSON API share the port.
+        let api = crate::api::router(crate::api::ApiState {
+            pool: self.store.pool().clone(),
+            tokens: if self.addr.ip().is_loopback() {
+                None
+            } else {
+                self.tokens.clone()
+            },
+            leak_threshold_s: self.config.leak_threshold_seconds,
+            slack_s: self.config.correlation_slack_seconds,
+        });
+        let routes = tonic::service::Routes::from(api)
             .add_service(health)
             .add_service(reflection)
-            .add_service(ingest)
+            .add_service(ingest);
+        let serve = server
+            .accept_http1(true)
+            .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
                 shutdown.await;
                 tracing::info!("shutting down");

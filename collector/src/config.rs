@@ -57,6 +57,18 @@ pub struct Config {
     /// and dropping partitions).
     #[arg(long, env = "FINWAIT_MAINTENANCE_SECONDS", default_value_t = 30)]
     pub maintenance_seconds: u64,
+    /// A CLOSE_WAIT (or half-closed FIN_WAIT2, or LAST_ACK) older than this many seconds
+    /// is a leak; the API's `min_age` overrides it per query.
+    #[arg(long, env = "FINWAIT_LEAK_THRESHOLD_SECONDS", default_value_t = 60.0)]
+    pub leak_threshold_seconds: f64,
+    /// Seconds a holder's and a peer's lifetimes may miss each other by and still pair
+    /// (sampling interval plus clock skew).
+    #[arg(
+        long,
+        env = "FINWAIT_CORRELATION_SLACK_SECONDS",
+        default_value_t = 30.0
+    )]
+    pub correlation_slack_seconds: f64,
     /// Database connections.
     #[arg(long, env = "FINWAIT_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
@@ -89,6 +101,11 @@ impl Config {
         }
         if self.lease_seconds == 0 {
             problems.push("--lease-seconds must be at least 1".into());
+        }
+        if !(self.leak_threshold_seconds >= 0.0 && self.correlation_slack_seconds >= 0.0) {
+            problems.push(
+                "--leak-threshold-seconds and --correlation-slack-seconds must be 0 or more".into(),
+            );
         }
         if self.maintenance_seconds == 0 {
             problems.push("--maintenance-seconds must be at least 1".into());

@@ -2,6 +2,7 @@
 //! validates them at the edge, and stores socket lifetimes in PostgreSQL: open ones in
 //! `current_sockets`, ended ones in the time-partitioned `socket_lifetimes`.
 
+pub mod api;
 pub mod app;
 pub mod config;
 pub mod error;

@@ -189,27 +189,40 @@ impl Lan {
             ]))?;
             run(Command::new("ip").args(["-n", &r, "link", "set", &port, "master", "br0", "up"]))?;
             let (v4, v6) = (Lan::v4(i), Lan::v6(i));
-            run(Command::new("ip").args([
-                "-n",
-                h.name(),
-                "addr",
-                "add",
-                &format!("{v4}/24"),
-                "dev",
-                "eth0",
-            ]))?;
-            run(Command::new("ip").args([
-                "-n",
-                h.name(),
-                "addr",
-                "add",
-                &format!("{v6}/64"),
-                "dev",
-                "eth0",
-                "nodad",
-            ]))?;
-            run(Command::new("ip").args(["-n", h.name(), "link", "set", "eth0", "up"]))?;
+            let ip = |args: &[&str]| {
+                let mut c = Command::new("ip");
+                c.args(["-n", h.name()]).args(args);
+                run(&mut c)
+            };
+            ip(&["link", "set", "eth0", "up"])?;
+            ip(&["addr", "add", &format!("{v4}/24"), "dev", "eth0"])?;
+            ip(&["addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"])?;
             hosts.push(h);
+        }
+        // IPv6 addresses stay tentative until the link has carrier: wait for them, or a
+        // bind right after would fail with EADDRNOTAVAIL.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        for ns in hosts.iter().chain(std::iter::once(&router)) {
+            loop {
+                let tentative = run(Command::new("ip").args([
+                    "-n",
+                    ns.name(),
+                    "-6",
+                    "addr",
+                    "show",
+                    "tentative",
+                ]))?;
+                if tentative.trim().is_empty() {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    bail!(
+                        "IPv6 addresses in {} stay tentative: {tentative}",
+                        ns.name()
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
         }
         Ok(Lan { hosts, router })
     }

@@ -334,3 +334,23 @@ pub fn delta(
         ..Default::default()
     }
 }
+
+/// A CA and a server certificate for `name` (a DNS name or an IP address), as PEM:
+/// (ca, cert, key).
+pub fn certificates(name: &str) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // Distinct names: a leaf whose issuer name equals its own looks self-signed to OpenSSL.
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "finwait test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA certificate");
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("server params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let cert = params.signed_by(&key, &ca).expect("server certificate");
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}

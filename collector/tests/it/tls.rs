@@ -6,21 +6,7 @@ use std::time::{Duration, Instant};
 
 use finwait_testkit::{Privilege, require_root, workspace_bin};
 
-use crate::support::Collector;
-
-/// A CA and a server certificate for `localhost`, as PEM (ca, cert, key).
-fn certificates() -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA certificate");
-    let key = rcgen::KeyPair::generate().expect("server key");
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .expect("server params")
-        .signed_by(&key, &ca)
-        .expect("server certificate");
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
+use crate::support::{Collector, certificates};
 
 #[tokio::test]
 async fn the_agent_streams_over_tls_with_a_token() {
@@ -31,7 +17,7 @@ async fn the_agent_streams_over_tls_with_a_token() {
         .join(format!("tls-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let (ca, cert, key) = certificates();
+    let (ca, cert, key) = certificates("localhost");
     let path = |n: &str| dir.join(n).to_str().expect("utf-8").to_owned();
     std::fs::write(path("ca.pem"), ca).expect("ca");
     std::fs::write(path("cert.pem"), cert).expect("cert");

@@ -1,0 +1,289 @@
+//! Leak correlation across real hosts: three namespaces on a private LAN, an agent in
+//! each, the collector on the LAN's router over TLS with tokens. A server on host A
+//! never closes its connections; clients on B (IPv4) and C (IPv6) connect and close.
+//! A well-behaved server runs beside it. The leaks API must return exactly the leaked
+//! connections with holder and peers right, confidence exact, and nothing for the
+//! well-behaved traffic; when the leaking process exits, the leaks are reported ended.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use finwait_testkit::{Lan, NetNs, Privilege, require_root, workspace_bin};
+
+use crate::support::certificates;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn sockpop(ns: &NetNs, args: &[&str]) -> (Proc, serde_json::Value) {
+    let mut c = ns
+        .command(workspace_bin("finwait-sockpop").expect("sockpop"))
+        .args(["--max-seconds", "120"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sockpop");
+    let mut line = String::new();
+    BufReader::new(c.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("manifest");
+    let m = serde_json::from_str(&line).unwrap_or_else(|e| panic!("manifest {line:?}: {e}"));
+    (Proc(c), m)
+}
+
+struct Api {
+    url: String,
+    ca: PathBuf,
+    token: String,
+}
+
+impl Api {
+    fn get(&self, router: &NetNs, path: &str) -> serde_json::Value {
+        let out = router
+            .output(
+                "curl",
+                &[
+                    "-sS",
+                    "--cacert",
+                    self.ca.to_str().expect("utf-8"),
+                    "-H",
+                    &format!("Authorization: Bearer {}", self.token),
+                    &format!("{}{path}", self.url),
+                ],
+            )
+            .expect("curl");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{path}: {e}: {out}"))
+    }
+}
+
+fn poll(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    p.to_str().expect("utf-8").to_owned()
+}
+
+#[test]
+fn leaks_across_three_hosts_are_paired_exactly_and_reported_ended() {
+    if require_root("leaks_across_three_hosts_are_paired_exactly") == Privilege::OptedOut {
+        return;
+    }
+    let lan = Lan::create("corr", 3).expect("lan");
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("corr-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (ca, cert, key) = certificates("10.77.0.1");
+    let (ca, cert, key) = (
+        write(&dir, "ca.pem", &ca),
+        write(&dir, "cert.pem", &cert),
+        write(&dir, "key.pem", &key),
+    );
+    let token = "corr-token";
+    let tokens = write(&dir, "tokens", token);
+
+    let mut collector = lan
+        .router()
+        .command(env!("CARGO_BIN_EXE_finwait-collector"))
+        .args([
+            "--listen",
+            "10.77.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tokens-file",
+            &tokens,
+        ])
+        .args([
+            "--leak-threshold-seconds",
+            "2",
+            "--correlation-slack-seconds",
+            "5",
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("collector.log")).expect("log"))
+        .spawn()
+        .expect("collector");
+    let mut line = String::new();
+    BufReader::new(collector.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address");
+    let collector = Proc(collector);
+    let port = line.trim().rsplit(':').next().expect("port").to_owned();
+    let url = format!("https://10.77.0.1:{port}");
+
+    let leak6 = format!("[{}]:8081", Lan::v6(0));
+    let (leaky, lm) = sockpop(lan.host(0), &["serve", "10.77.0.10:8080", "--leak"]);
+    let (_leaky6, lm6) = sockpop(lan.host(0), &["serve", &leak6, "--leak"]);
+    let (_good, _) = sockpop(lan.host(0), &["serve", "10.77.0.10:9090"]);
+    // IPv4 leaks are held by one server process, IPv6 leaks by the other.
+    let holder_pid = |local: &str| {
+        if local.starts_with('[') {
+            lm6["pid"].as_u64()
+        } else {
+            lm["pid"].as_u64()
+        }
+    };
+    let (_b1, b_leak) = sockpop(
+        lan.host(1),
+        &["connect", "10.77.0.10:8080", "--count", "2", "--close"],
+    );
+    let (_b2, _) = sockpop(
+        lan.host(1),
+        &["connect", "10.77.0.10:9090", "--count", "2", "--close"],
+    );
+    let (_c1, c_leak) = sockpop(lan.host(2), &["connect", &leak6, "--count", "2", "--close"]);
+    let (_c2, _) = sockpop(
+        lan.host(2),
+        &["connect", "10.77.0.10:9090", "--count", "1", "--close"],
+    );
+
+    let token_file = write(&dir, "token", token);
+    let _agents: Vec<Proc> = ["host-a", "host-b", "host-c"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            Proc(
+                lan.host(i)
+                    .command(workspace_bin("finwait-agent").expect("agent"))
+                    .args([
+                        "run",
+                        "--interval",
+                        "0.5",
+                        "--collector",
+                        &url,
+                        "--ca-file",
+                        &ca,
+                        "--token-file",
+                        &token_file,
+                    ])
+                    .args(["--hostname", name, "--machine-id", &format!("corr-{name}")])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).expect("log"))
+                    .spawn()
+                    .expect("agent"),
+            )
+        })
+        .collect();
+
+    let api = Api {
+        url,
+        ca: PathBuf::from(&ca),
+        token: token.into(),
+    };
+    let mut leaks = Vec::new();
+    poll("four leaks with their peers", || {
+        leaks = api.get(lan.router(), "/api/v1/leaks?since=10m")["leaks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        leaks.len() >= 4 && leaks.iter().all(|l| !l["peer"].is_null())
+    });
+    assert_eq!(leaks.len(), 4, "exactly the leaked connections: {leaks:#?}");
+    let mut peers: Vec<(String, String)> = Vec::new();
+    for l in &leaks {
+        assert_eq!(l["kind"], "close_wait", "{l:#}");
+        assert_eq!(l["confidence"], "exact", "{l:#}");
+        assert_eq!(l["holder"]["host"], "host-a");
+        assert_eq!(
+            l["holder"]["pid"].as_u64(),
+            holder_pid(l["holder"]["local"].as_str().unwrap_or("")),
+            "holder pid: {l:#}"
+        );
+        assert_eq!(l["holder"]["comm"], "finwait-sockpop");
+        assert_eq!(l["holder"]["state"], "CLOSE_WAIT");
+        assert!(
+            !l["holder"]["local"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with(":9090"),
+            "well-behaved server reported: {l:#}"
+        );
+        assert_eq!(l["peer"]["state"], "FIN_WAIT2");
+        assert_eq!(l["peer"]["remote"], l["holder"]["local"]);
+        assert_eq!(l["peer"]["local"], l["holder"]["remote"]);
+        peers.push((
+            l["peer"]["host"].as_str().unwrap_or("").to_owned(),
+            l["peer"]["local"].as_str().unwrap_or("").to_owned(),
+        ));
+    }
+    peers.sort();
+    let mut want: Vec<(String, String)> = b_leak["locals"]
+        .as_array()
+        .expect("b locals")
+        .iter()
+        .map(|a| ("host-b".to_owned(), a.as_str().unwrap_or("").to_owned()))
+        .chain(
+            c_leak["locals"]
+                .as_array()
+                .expect("c locals")
+                .iter()
+                .map(|a| ("host-c".to_owned(), a.as_str().unwrap_or("").to_owned())),
+        )
+        .collect();
+    want.sort();
+    assert_eq!(peers, want, "peers on B (IPv4) and C (IPv6)");
+
+    // The API needs the token off loopback; bad parameters are named.
+    let denied = lan
+        .router()
+        .output(
+            "curl",
+            &["-sS", "--cacert", &ca, &format!("{}/api/v1/leaks", api.url)],
+        )
+        .expect("curl");
+    assert!(denied.contains("Unauthenticated"), "{denied}");
+    let bad = api.get(lan.router(), "/api/v1/leaks?min_age=soon");
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("min_age"),
+        "{bad}"
+    );
+
+    // The leaking process exits: its leaks are reported ended, not dropped.
+    drop(leaky);
+    poll("the two IPv4 leaks reported ended", || {
+        let l = api.get(lan.router(), "/api/v1/leaks?since=10m")["leaks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        l.iter()
+            .filter(|x| x["holder"]["local"] == "10.77.0.10:8080" && !x["until"].is_null())
+            .count()
+            == 2
+    });
+    let hosts = api.get(lan.router(), "/api/v1/hosts");
+    assert_eq!(
+        hosts["hosts"].as_array().map(Vec::len),
+        Some(3),
+        "{hosts:#}"
+    );
+    drop(collector);
+    let _ = std::fs::remove_dir_all(&dir);
+}
