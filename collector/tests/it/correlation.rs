@@ -88,53 +88,8 @@ fn leaks_across_three_hosts_are_paired_exactly_and_reported_ended() {
     if require_root("leaks_across_three_hosts_are_paired_exactly") == Privilege::OptedOut {
         return;
     }
-    let lan = Lan::create("corr", 3).expect("lan");
-    let dir =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("corr-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let (ca, cert, key) = certificates("10.77.0.1");
-    let (ca, cert, key) = (
-        write(&dir, "ca.pem", &ca),
-        write(&dir, "cert.pem", &cert),
-        write(&dir, "key.pem", &key),
-    );
-    let token = "corr-token";
-    let tokens = write(&dir, "tokens", token);
-
-    let mut collector = lan
-        .router()
-        .command(env!("CARGO_BIN_EXE_finwait-collector"))
-        .args([
-            "--listen",
-            "10.77.0.1:0",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-            "--tokens-file",
-            &tokens,
-        ])
-        .args([
-            "--leak-threshold-seconds",
-            "2",
-            "--correlation-slack-seconds",
-            "5",
-            "--data-dir",
-        ])
-        .arg(dir.join("data"))
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("collector.log")).expect("log"))
-        .spawn()
-        .expect("collector");
-    let mut line = String::new();
-    BufReader::new(collector.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address");
-    let collector = Proc(collector);
-    let port = line.trim().rsplit(':').next().expect("port").to_owned();
-    let url = format!("https://10.77.0.1:{port}");
-
+    let fx = Fixture::start("corr", 3);
+    let lan = &fx.lan;
     let leak6 = format!("[{}]:8081", Lan::v6(0));
     let (leaky, lm) = sockpop(lan.host(0), &["serve", "10.77.0.10:8080", "--leak"]);
     let (_leaky6, lm6) = sockpop(lan.host(0), &["serve", &leak6, "--leak"]);
@@ -161,40 +116,12 @@ fn leaks_across_three_hosts_are_paired_exactly_and_reported_ended() {
         &["connect", "10.77.0.10:9090", "--count", "1", "--close"],
     );
 
-    let token_file = write(&dir, "token", token);
     let _agents: Vec<Proc> = ["host-a", "host-b", "host-c"]
         .iter()
         .enumerate()
-        .map(|(i, name)| {
-            Proc(
-                lan.host(i)
-                    .command(workspace_bin("finwait-agent").expect("agent"))
-                    .args([
-                        "run",
-                        "--interval",
-                        "0.5",
-                        "--collector",
-                        &url,
-                        "--ca-file",
-                        &ca,
-                        "--token-file",
-                        &token_file,
-                    ])
-                    .args(["--hostname", name, "--machine-id", &format!("corr-{name}")])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).expect("log"))
-                    .spawn()
-                    .expect("agent"),
-            )
-        })
+        .map(|(i, name)| fx.agent(i, name))
         .collect();
-
-    let api = Api {
-        url,
-        ca: PathBuf::from(&ca),
-        token: token.into(),
-    };
+    let api = &fx.api;
     let mut leaks = Vec::new();
     poll("four leaks with their peers", || {
         leaks = api.get(lan.router(), "/api/v1/leaks?since=10m")["leaks"]
@@ -253,7 +180,12 @@ fn leaks_across_three_hosts_are_paired_exactly_and_reported_ended() {
         .router()
         .output(
             "curl",
-            &["-sS", "--cacert", &ca, &format!("{}/api/v1/leaks", api.url)],
+            &[
+                "-sS",
+                "--cacert",
+                &fx.ca,
+                &format!("{}/api/v1/leaks", api.url),
+            ],
         )
         .expect("curl");
     assert!(denied.contains("Unauthenticated"), "{denied}");
@@ -284,6 +216,168 @@ fn leaks_across_three_hosts_are_paired_exactly_and_reported_ended() {
         Some(3),
         "{hosts:#}"
     );
-    drop(collector);
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The collector on a LAN's router over TLS with a token, and the means to query it.
+struct Fixture {
+    lan: Lan,
+    dir: PathBuf,
+    api: Api,
+    ca: String,
+    token_file: String,
+    _collector: Proc,
+}
+
+impl Fixture {
+    fn start(tag: &str, hosts: usize) -> Fixture {
+        let lan = Lan::create(tag, hosts).expect("lan");
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (ca, cert, key) = certificates("10.77.0.1");
+        let (ca, cert, key) = (
+            write(&dir, "ca.pem", &ca),
+            write(&dir, "cert.pem", &cert),
+            write(&dir, "key.pem", &key),
+        );
+        let token = format!("{tag}-token");
+        let tokens = write(&dir, "tokens", &token);
+        let token_file = write(&dir, "token", &token);
+        let mut c = lan
+            .router()
+            .command(env!("CARGO_BIN_EXE_finwait-collector"))
+            .args([
+                "--listen",
+                "10.77.0.1:0",
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+                "--tokens-file",
+                &tokens,
+            ])
+            .args([
+                "--leak-threshold-seconds",
+                "2",
+                "--correlation-slack-seconds",
+                "5",
+                "--data-dir",
+            ])
+            .arg(dir.join("data"))
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("collector.log")).expect("log"))
+            .spawn()
+            .expect("collector");
+        let mut line = String::new();
+        BufReader::new(c.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("address");
+        let port = line.trim().rsplit(':').next().expect("port").to_owned();
+        let api = Api {
+            url: format!("https://10.77.0.1:{port}"),
+            ca: PathBuf::from(&ca),
+            token,
+        };
+        Fixture {
+            lan,
+            dir,
+            api,
+            ca,
+            token_file,
+            _collector: Proc(c),
+        }
+    }
+
+    fn agent(&self, i: usize, name: &str) -> Proc {
+        Proc(
+            self.lan
+                .host(i)
+                .command(workspace_bin("finwait-agent").expect("agent"))
+                .args([
+                    "run",
+                    "--interval",
+                    "0.5",
+                    "--collector",
+                    &self.api.url,
+                    "--ca-file",
+                    &self.ca,
+                ])
+                .args([
+                    "--token-file",
+                    &self.token_file,
+                    "--hostname",
+                    name,
+                    "--machine-id",
+                    &format!("m-{name}"),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(self.dir.join(format!("{name}.log"))).expect("log"))
+                .spawn()
+                .expect("agent"),
+        )
+    }
+
+    fn leaks(&self, query: &str) -> Vec<serde_json::Value> {
+        self.api
+            .get(self.lan.router(), &format!("/api/v1/leaks?{query}"))["leaks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_close_wait_whose_peer_expired_unseen_is_reported_one_sided() {
+    if require_root("a_close_wait_whose_peer_expired_unseen_is_reported_one_sided")
+        == Privilege::OptedOut
+    {
+        return;
+    }
+    let fx = Fixture::start("oneside", 2);
+    // The client's orphaned FIN_WAIT2 lives one second, and its agent starts later.
+    fx.lan
+        .host(1)
+        .sysctl("net.ipv4.tcp_fin_timeout", "1")
+        .expect("sysctl");
+    let (_srv, sm) = sockpop(fx.lan.host(0), &["serve", "10.77.0.10:8080", "--leak"]);
+    let (_cli, _) = sockpop(
+        fx.lan.host(1),
+        &["connect", "10.77.0.10:8080", "--count", "2", "--close"],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let fin = fx
+        .lan
+        .host(1)
+        .output("ss", &["-tanH", "state", "fin-wait-2"])
+        .expect("ss");
+    assert!(
+        fin.trim().is_empty(),
+        "the peer's FIN_WAIT2 should have expired:\n{fin}"
+    );
+    let _a = fx.agent(0, "server");
+    let _b = fx.agent(1, "client");
+    let mut leaks = Vec::new();
+    poll("two one-sided leaks", || {
+        leaks = fx.leaks("since=10m");
+        leaks.len() >= 2
+    });
+    assert_eq!(leaks.len(), 2, "{leaks:#?}");
+    for l in &leaks {
+        assert_eq!(
+            (l["kind"].as_str(), l["confidence"].as_str()),
+            (Some("close_wait"), Some("one_sided")),
+            "{l:#}"
+        );
+        assert!(l["peer"].is_null(), "{l:#}");
+        assert_eq!(l["holder"]["pid"].as_u64(), sm["pid"].as_u64());
+        assert!(l["holder"]["age_s"].as_i64().unwrap_or(0) >= 2, "{l:#}");
+    }
 }
