@@ -253,3 +253,65 @@ impl Drop for Lan {
         self.hosts.clear();
     }
 }
+
+/// A running `finwait-sockpop` and the manifest line it printed; it ends (stdin
+/// closed, then waited for) on drop or [`Sockpop::end`].
+#[derive(Debug)]
+pub struct Sockpop {
+    child: std::process::Child,
+    /// The manifest (JSON) the population printed once ready.
+    pub manifest: serde_json::Value,
+}
+
+impl Sockpop {
+    /// Starts `finwait-sockpop --max-seconds 300 ARGS` inside `ns` (or here) and waits
+    /// for its manifest.
+    pub fn start(ns: Option<&NetNs>, args: &[&str]) -> Result<Sockpop> {
+        use std::io::BufRead;
+        let bin = workspace_bin("finwait-sockpop")?;
+        let mut cmd = match ns {
+            Some(ns) => ns.command(&bin),
+            None => Command::new(&bin),
+        };
+        let mut child = cmd
+            .args(["--max-seconds", "300"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting finwait-sockpop")?;
+        let mut line = String::new();
+        let out = child.stdout.take().context("sockpop stdout")?;
+        std::io::BufReader::new(out).read_line(&mut line)?;
+        let manifest = match serde_json::from_str(&line) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = child.kill();
+                let status = child.wait()?;
+                bail!("finwait-sockpop {args:?} printed no manifest ({status}, {e}): {line:?}");
+            }
+        };
+        Ok(Sockpop { child, manifest })
+    }
+
+    /// The population's pid.
+    pub fn pid(&self) -> u32 {
+        self.manifest["pid"].as_u64().unwrap_or(0) as u32
+    }
+
+    /// Ends it and waits until its sockets are gone.
+    pub fn end(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Sockpop {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

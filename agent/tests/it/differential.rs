@@ -2,9 +2,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use finwait_testkit::{NetNs, Privilege, require_root};
+use finwait_testkit::{NetNs, Privilege, Sockpop, require_root};
 
-use crate::support::{JsonSocket, Population, agent_json, ss, ss_state, ss_timer};
+use crate::support::{JsonSocket, agent_json, ss, ss_state, ss_timer};
 
 fn owners_of(s: &JsonSocket) -> BTreeSet<(String, u32, u32)> {
     s.owners
@@ -19,7 +19,7 @@ fn agent_table_agrees_with_ss_on_every_state_ipv4_and_ipv6() {
         return;
     }
     let ns = NetNs::create("diff").expect("create namespace");
-    let pop = Population::start(&ns, &["states", "127.0.0.1", "::1"]).expect("population");
+    let pop = Sockpop::start(Some(&ns), &["states", "127.0.0.1", "::1"]).expect("population");
     let agent = agent_json(Some(&ns), &[]).expect("agent snapshot");
     let ss = ss(&ns).expect("ss -tanpe");
 
@@ -117,7 +117,7 @@ fn proc_fallback_gives_the_same_table_apart_from_cookies_and_timers() {
         return;
     }
     let ns = NetNs::create("fallback").expect("create namespace");
-    let _pop = Population::start(&ns, &["states", "127.0.0.1", "::1"]).expect("population");
+    let _pop = Sockpop::start(Some(&ns), &["states", "127.0.0.1", "::1"]).expect("population");
     let netlink = agent_json(Some(&ns), &["--source", "netlink"]).expect("netlink snapshot");
     let proc = agent_json(Some(&ns), &["--source", "proc"]).expect("proc snapshot");
     assert!(proc.iter().all(|s| s.cookie.is_none() && s.timer.is_none()));

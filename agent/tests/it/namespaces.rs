@@ -2,9 +2,9 @@
 
 use std::collections::BTreeSet;
 
-use finwait_testkit::{NetNs, Privilege, require_root};
+use finwait_testkit::{NetNs, Privilege, Sockpop, require_root};
 
-use crate::support::{Population, agent_json, ss};
+use crate::support::{agent_json, ss};
 
 #[test]
 fn all_netns_snapshot_sees_two_namespaces_with_their_labels() {
@@ -13,8 +13,8 @@ fn all_netns_snapshot_sees_two_namespaces_with_their_labels() {
     }
     let a = NetNs::create("nsa").expect("namespace a");
     let b = NetNs::create("nsb").expect("namespace b");
-    let pop_a = Population::start(&a, &["states", "127.0.0.1"]).expect("population a");
-    let pop_b = Population::start(&b, &["states", "::1"]).expect("population b");
+    let pop_a = Sockpop::start(Some(&a), &["states", "127.0.0.1"]).expect("population a");
+    let pop_b = Sockpop::start(Some(&b), &["states", "::1"]).expect("population b");
     let (ia, ib) = (a.inode().expect("inode a"), b.inode().expect("inode b"));
     assert_ne!(ia, ib);
 

@@ -2,56 +2,11 @@
 //! private namespace, the agent's JSON output, and `ss -tanpe` output, both parsed.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Stdio};
 
 use anyhow::{Context, Result, bail};
-use finwait_testkit::{NetNs, workspace_bin};
+use finwait_testkit::NetNs;
 use serde::Deserialize;
-
-/// A `finwait-sockpop` process holding sockets in a namespace; ends on drop.
-pub struct Population {
-    child: Child,
-    /// The manifest it printed.
-    pub manifest: serde_json::Value,
-}
-
-impl Population {
-    /// Starts `finwait-sockpop ARGS` in `ns` and waits for its manifest.
-    pub fn start(ns: &NetNs, args: &[&str]) -> Result<Population> {
-        let mut child = ns
-            .command(workspace_bin("finwait-sockpop")?)
-            .args(["--max-seconds", "300"])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting finwait-sockpop")?;
-        let out = child.stdout.take().context("sockpop stdout")?;
-        let mut line = String::new();
-        BufReader::new(out).read_line(&mut line)?;
-        if line.trim().is_empty() {
-            let _ = child.kill();
-            let status = child.wait()?;
-            bail!("finwait-sockpop printed no manifest ({status})");
-        }
-        let manifest = serde_json::from_str(&line).with_context(|| format!("manifest {line:?}"))?;
-        Ok(Population { child, manifest })
-    }
-
-    /// The population's main pid.
-    pub fn pid(&self) -> u32 {
-        self.manifest["pid"].as_u64().unwrap_or(0) as u32
-    }
-}
-
-impl Drop for Population {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
-    }
-}
 
 /// An owner in the agent's JSON.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, PartialOrd, Ord)]

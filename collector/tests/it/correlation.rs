@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use finwait_testkit::{Lan, NetNs, Privilege, require_root, workspace_bin};
+use finwait_testkit::{Lan, NetNs, Privilege, Sockpop, require_root, workspace_bin};
 
 use crate::support::certificates;
 
@@ -27,21 +27,10 @@ impl Drop for Proc {
     }
 }
 
-fn sockpop(ns: &NetNs, args: &[&str]) -> (Proc, serde_json::Value) {
-    let mut c = ns
-        .command(workspace_bin("finwait-sockpop").expect("sockpop"))
-        .args(["--max-seconds", "120"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sockpop");
-    let mut line = String::new();
-    BufReader::new(c.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("manifest");
-    let m = serde_json::from_str(&line).unwrap_or_else(|e| panic!("manifest {line:?}: {e}"));
-    (Proc(c), m)
+fn sockpop(ns: &NetNs, args: &[&str]) -> (Sockpop, serde_json::Value) {
+    let p = Sockpop::start(Some(ns), args).expect("sockpop");
+    let m = p.manifest.clone();
+    (p, m)
 }
 
 struct Api {

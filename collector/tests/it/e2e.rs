@@ -11,7 +11,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use finwait_collector::postgres::{EmbeddedOptions, EmbeddedPostgres};
-use finwait_testkit::{NetNs, Privilege, require_root, workspace_bin};
+use finwait_testkit::{NetNs, Privilege, Sockpop, require_root, workspace_bin};
 
 use crate::support::fresh_data_dir;
 
@@ -101,32 +101,12 @@ fn start_agent(ns: &NetNs, addr: &str, data: &Path, interval: &str) -> Proc {
     )
 }
 
-/// A socket population; its process ends when stdin closes.
-fn start_population(ns: &NetNs) -> (Child, i64) {
-    let mut pop = ns
-        .command(workspace_bin("finwait-sockpop").expect("sockpop"))
-        .args([
-            "--max-seconds",
-            "120",
-            "states",
-            "--no-last-ack",
-            "127.0.0.1",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("population");
-    let mut manifest = String::new();
-    BufReader::new(pop.stdout.take().expect("stdout"))
-        .read_line(&mut manifest)
-        .expect("manifest");
-    let manifest: serde_json::Value = serde_json::from_str(&manifest).expect("manifest JSON");
-    (pop, manifest["pid"].as_i64().expect("pid"))
-}
-
-fn end_population(mut pop: Child) {
-    drop(pop.stdin.take());
-    pop.wait().expect("population exits");
+/// A socket population (CLOSE_WAIT held by its process) with loopback kept up.
+fn start_population(ns: &NetNs) -> (Sockpop, i64) {
+    let pop =
+        Sockpop::start(Some(ns), &["states", "--no-last-ack", "127.0.0.1"]).expect("population");
+    let pid = i64::from(pop.pid());
+    (pop, pid)
 }
 
 async fn wait_for(db: &sqlx::PgPool, what: &str, sql: &'static str, arg: i64) -> i64 {
@@ -249,7 +229,7 @@ async fn a_real_close_wait_appears_as_an_open_lifetime_with_its_owner_and_then_e
     )
     .await;
     // The process holding the CLOSE_WAIT exits: its lifetime must end.
-    end_population(pop);
+    pop.end();
     wait_for(
         &db,
         "the CLOSE_WAIT lifetime ended",
@@ -282,7 +262,7 @@ async fn a_collector_killed_mid_stream_and_restarted_loses_and_duplicates_nothin
     collector.signal("-KILL");
     // While the collector is dead the agent keeps sampling; the CLOSE_WAIT ends.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    end_population(pop);
+    pop.end();
     tokio::time::sleep(Duration::from_millis(800)).await;
     // Same data directory (its PostgreSQL was orphaned by the kill) and address.
     let (collector, _) = start_collector(&ns, &data, &addr, &[]);
@@ -342,7 +322,7 @@ async fn postgres_stopped_and_restarted_while_the_agent_streams_loses_and_duplic
         .expect("stop PostgreSQL");
     // The agent keeps sampling into its buffer; the CLOSE_WAIT ends during the outage.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    end_population(pop);
+    pop.end();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let pg = tokio::task::spawn_blocking(move || {
         EmbeddedPostgres::start(EmbeddedOptions { port, ..opts })
