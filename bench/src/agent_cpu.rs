@@ -2,12 +2,11 @@
 //! encode, send) on a population of real sockets, with a real collector, and the
 //! collector's peak RSS.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use finwait_testkit::{NetNs, workspace_bin};
+use finwait_testkit::{NetNs, Sockpop, workspace_bin};
 
 use crate::service::{Service, peak_rss_mib};
 
@@ -44,20 +43,17 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("the bench needs root (namespaces, PostgreSQL as an unprivileged user)");
     }
     let ns = NetNs::create("cpu")?;
-    let mut pop = ns
-        .command(workspace_bin("finwait-sockpop")?)
-        .args([
+    let max = (seconds + 120).to_string();
+    let pop = Sockpop::start(
+        Some(&ns),
+        &[
             "--max-seconds",
-            &(seconds + 120).to_string(),
+            &max,
             "bulk",
             "--sockets",
             &sockets.to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(pop.stdout.take().context("stdout")?).read_line(&mut line)?;
+        ],
+    )?;
     let svc = Service::start("cpu", &["finwait"], Some(&ns), &[])?;
     let mut agent = ns
         .command(workspace_bin("finwait-agent")?)
@@ -84,11 +80,11 @@ pub fn run(args: &[String]) -> Result<()> {
         .status();
     let _ = agent.wait();
     drop(svc);
-    drop(pop.stdin.take());
-    let _ = pop.wait();
+    let manifest = pop.manifest.clone();
+    pop.end();
     let cycles = seconds as f64 / interval;
     let per_cycle = (c1 - c0) as f64 / cycles;
-    println!("finwait-bench agent-cpu: {line}", line = line.trim());
+    println!("finwait-bench agent-cpu: {manifest}");
     println!("  agent CPU per cycle (steady)  {per_cycle:>8.1} ms   over {cycles:.0} cycles");
     println!(
         "  at a 10 s interval            {:>8.3} % of one core (target <= 0.5 %)",

@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use finwait_testkit::{NetNs, workspace_bin};
+use finwait_testkit::{NetNs, Sockpop, workspace_bin};
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -51,42 +51,6 @@ fn time(program: &Path, args: &[&str]) -> Result<f64> {
         bail!("{} {args:?} failed: {st}", program.display());
     }
     Ok(s)
-}
-
-struct Population {
-    child: std::process::Child,
-    sockets: u64,
-}
-
-impl Drop for Population {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
-    }
-}
-
-fn start_population(sockets: usize) -> Result<Population> {
-    let mut child = Command::new(workspace_bin("finwait-sockpop")?)
-        .args([
-            "--max-seconds",
-            "900",
-            "bulk",
-            "--sockets",
-            &sockets.to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let out = child.stdout.take().context("population stdout")?;
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)?;
-    let m: serde_json::Value =
-        serde_json::from_str(&line).with_context(|| format!("manifest {line:?}"))?;
-    eprintln!("population: {m}");
-    Ok(Population {
-        child,
-        sockets: m["sockets"].as_u64().unwrap_or(0),
-    })
 }
 
 /// Per-cycle stats of `finwait-agent snapshot --repeat N --stats`.
@@ -153,10 +117,21 @@ fn agent_bench(args: &[String]) -> Result<()> {
     )?;
 
     let t = Instant::now();
-    let pop = start_population(sockets)?;
+    let pop = Sockpop::start(
+        None,
+        &[
+            "--max-seconds",
+            "900",
+            "bulk",
+            "--sockets",
+            &sockets.to_string(),
+        ],
+    )?;
+    eprintln!("population: {}", pop.manifest);
+    let made = pop.manifest["sockets"].as_u64().unwrap_or(0);
     eprintln!(
         "built {} sockets in {:.1}s",
-        pop.sockets,
+        made,
         t.elapsed().as_secs_f64()
     );
 
@@ -184,7 +159,7 @@ fn agent_bench(args: &[String]) -> Result<()> {
     );
     println!(
         "finwait-bench agent: {} sockets, {runs} runs each, medians",
-        pop.sockets
+        made
     );
     println!("  finwait-agent snapshot (owners)  {ma:>8.3}s");
     println!(

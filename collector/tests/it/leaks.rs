@@ -9,40 +9,7 @@ use finwait_proto::v1::collector_message::Body;
 use finwait_testkit::{Privilege, require_root};
 use pb::TcpState::{CloseWait, Established, FinWait2};
 
-use crate::support::{AgentStream, Collector, delta, full, identity, now_ms};
-
-fn s(
-    cookie: u64,
-    state: pb::TcpState,
-    local: ([u8; 4], u32),
-    remote: ([u8; 4], u32),
-    pid: Option<u32>,
-    timer: Option<pb::TimerKind>,
-) -> pb::Socket {
-    pb::Socket {
-        netns: 1,
-        cookie: Some(cookie),
-        state: state as i32,
-        local: Some(pb::Endpoint {
-            addr: local.0.to_vec(),
-            port: local.1,
-        }),
-        remote: Some(pb::Endpoint {
-            addr: remote.0.to_vec(),
-            port: remote.1,
-        }),
-        inode: if pid.is_some() { 500 + cookie } else { 0 },
-        owners: pid
-            .map(|p| vec![pb::Owner { pid: p, fd: 7 }])
-            .unwrap_or_default(),
-        timer: timer.map(|k| pb::Timer {
-            kind: k as i32,
-            expires_ms: 1000,
-            retransmits: 0,
-        }),
-        ..Default::default()
-    }
-}
+use crate::support::{AgentStream, Collector, delta, full, identity, now_ms, socket as s};
 
 const SERVER: [u8; 4] = [10, 1, 0, 1];
 const CLIENT_B: [u8; 4] = [10, 1, 0, 2];

@@ -241,7 +241,41 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// A socket record for tests.
+/// A socket record for tests between two IPv4 endpoints.
+pub fn socket(
+    cookie: u64,
+    state: pb::TcpState,
+    local: ([u8; 4], u32),
+    remote: ([u8; 4], u32),
+    pid: Option<u32>,
+    timer: Option<pb::TimerKind>,
+) -> pb::Socket {
+    pb::Socket {
+        netns: 1,
+        cookie: Some(cookie),
+        state: state as i32,
+        local: Some(pb::Endpoint {
+            addr: local.0.to_vec(),
+            port: local.1,
+        }),
+        remote: Some(pb::Endpoint {
+            addr: remote.0.to_vec(),
+            port: remote.1,
+        }),
+        inode: if pid.is_some() { 1000 + cookie } else { 0 },
+        owners: pid
+            .map(|p| vec![pb::Owner { pid: p, fd: 3 }])
+            .unwrap_or_default(),
+        timer: timer.map(|k| pb::Timer {
+            kind: k as i32,
+            expires_ms: 1000,
+            retransmits: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+/// A socket 10.0.0.1:lport -> 10.0.0.2:rport without a timer.
 pub fn sock(
     cookie: u64,
     state: pb::TcpState,
@@ -249,24 +283,14 @@ pub fn sock(
     rport: u32,
     pid: Option<u32>,
 ) -> pb::Socket {
-    pb::Socket {
-        netns: 1,
-        cookie: Some(cookie),
-        state: state as i32,
-        local: Some(pb::Endpoint {
-            addr: vec![10, 0, 0, 1],
-            port: lport,
-        }),
-        remote: Some(pb::Endpoint {
-            addr: vec![10, 0, 0, 2],
-            port: rport,
-        }),
-        inode: if pid.is_some() { 1000 + cookie } else { 0 },
-        owners: pid
-            .map(|p| vec![pb::Owner { pid: p, fd: 3 }])
-            .unwrap_or_default(),
-        ..Default::default()
-    }
+    socket(
+        cookie,
+        state,
+        ([10, 0, 0, 1], lport),
+        ([10, 0, 0, 2], rport),
+        pid,
+        None,
+    )
 }
 
 fn processes(sockets: &[&pb::Socket]) -> Vec<pb::Process> {
