@@ -2,7 +2,7 @@
 //! and generates prost messages plus tonic clients and servers.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["finwait/v1/ingest.proto"];
+    let protos = ["finwait/v1/ingest.proto", "finwait/v1/query.proto"];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -203,20 +203,29 @@ impl App {
         tracing::info!(addr = %self.addr, tls = self.config.tls_cert.is_some(), "collector serving");
         let signal_stop = stop.clone();
         // gRPC and the HTTP/1.1 JSON API share the port.
-        let api = crate::api::router(crate::api::ApiState {
+        let read_tokens = if self.addr.ip().is_loopback() {
+            None
+        } else {
+            self.tokens.clone()
+        };
+        let ctx = crate::query::Context {
             pool: self.store.pool().clone(),
-            tokens: if self.addr.ip().is_loopback() {
-                None
-            } else {
-                self.tokens.clone()
-            },
             leak_threshold_s: self.config.leak_threshold_seconds,
             slack_s: self.config.correlation_slack_seconds,
+        };
+        let query = pb::query_server::QueryServer::new(crate::query_service::QueryService::new(
+            ctx.clone(),
+            read_tokens.clone(),
+        ));
+        let api = crate::api::router(crate::api::ApiState {
+            ctx,
+            tokens: read_tokens,
         });
         let routes = tonic::service::Routes::from(api)
             .add_service(health)
             .add_service(reflection)
-            .add_service(ingest);
+            .add_service(ingest)
+            .add_service(query);
         let serve = server
             .accept_http1(true)
             .add_routes(routes)

@@ -11,6 +11,8 @@ pub enum ErrorCode {
     InvalidArgument,
     /// No or a wrong token.
     Unauthenticated,
+    /// Something named in the request does not exist.
+    NotFound,
     /// The identity is held by another live agent.
     AlreadyExists,
     /// Too many streams or too large.
@@ -27,6 +29,7 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
             ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorCode::NotFound => tonic::Code::NotFound,
             ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
             ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
             ErrorCode::Unavailable => tonic::Code::Unavailable,
@@ -39,6 +42,7 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidArgument => 400,
             ErrorCode::Unauthenticated => 401,
+            ErrorCode::NotFound => 404,
             ErrorCode::AlreadyExists => 409,
             ErrorCode::ResourceExhausted => 429,
             ErrorCode::Unavailable => 503,

@@ -1,13 +1,31 @@
--- Hosts with their last report and current per-state socket counts ($1 limit).
+-- Hosts with their last report, per-state counts and worst TIME_WAIT destination.
+-- $1 rows to fetch   $2 rows to skip   $3 TIME_WAIT pressure share of the port range
+--
+-- Counts are the agent's own per-cycle counts at the last report (summed over network
+-- namespaces; they include summarised TIME_WAIT), or the open lifetimes when a host
+-- sent none.
 SELECT h.hostname, h.machine_id, h.agent_version, h.last_report AS last_seen, h.labels,
-       COALESCE((SELECT jsonb_object_agg(s.state_name, s.n)
-                 FROM (SELECT CASE c.state WHEN 1 THEN 'ESTABLISHED' WHEN 2 THEN 'SYN_SENT'
-                              WHEN 3 THEN 'SYN_RECV' WHEN 4 THEN 'FIN_WAIT1' WHEN 5 THEN 'FIN_WAIT2'
-                              WHEN 6 THEN 'TIME_WAIT' WHEN 7 THEN 'CLOSE' WHEN 8 THEN 'CLOSE_WAIT'
-                              WHEN 9 THEN 'LAST_ACK' WHEN 10 THEN 'LISTEN' ELSE 'CLOSING' END AS state_name,
-                              count(*) AS n
-                       FROM current_sockets c WHERE c.host_id = h.host_id GROUP BY c.state) s),
-                '{}'::jsonb) AS states
+       h.ephemeral_low, h.ephemeral_high,
+       COALESCE(
+           (SELECT jsonb_object_agg(s.state, s.n)
+            FROM (SELECT sc.state, sum(sc.count)::bigint AS n FROM state_counts sc
+                  WHERE sc.host_id = h.host_id AND sc.ts = h.last_report GROUP BY sc.state) s),
+           (SELECT jsonb_object_agg(s.state, s.n)
+            FROM (SELECT c.state, count(*) AS n FROM current_sockets c
+                  WHERE c.host_id = h.host_id GROUP BY c.state) s),
+           '{}'::jsonb) AS states,
+       tw.local_addr AS tw_local_addr, tw.remote_addr AS tw_remote_addr,
+       tw.remote_port AS tw_remote_port, tw.count AS tw_count, tw.ts AS tw_at
 FROM hosts h
-ORDER BY h.hostname
-LIMIT $1
+LEFT JOIN LATERAL (
+    SELECT host(t.local_addr) AS local_addr, host(t.remote_addr) AS remote_addr, t.remote_port,
+           t.count::bigint AS count, t.ts
+    FROM time_wait_counts t
+    WHERE t.host_id = h.host_id AND t.ts = h.last_report
+      AND h.ephemeral_high > h.ephemeral_low
+      AND t.count >= $3 * (h.ephemeral_high - h.ephemeral_low + 1)
+    ORDER BY t.count DESC
+    LIMIT 1
+) tw ON true
+ORDER BY h.hostname, h.host_id
+LIMIT $1 OFFSET $2

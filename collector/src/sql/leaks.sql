@@ -1,57 +1,95 @@
--- Leak candidates with their best peer.
+-- Leak verdicts with their best peer.
 -- $1 since: lifetimes last seen before it are ignored
 -- $2 min_age (seconds): how long a holder must have stayed in its state
 -- $3 slack (seconds): allowed gap between holder and peer lifetimes (sampling interval, clock skew)
 -- $4 host filter (hostname, NULL for all)   $5 process filter (comm, NULL for all)
--- $6 limit
+-- $6 kind filter   $7 confidence filter   $8 rows to fetch   $9 rows to skip
 --
 -- A lifetime is open (current_sockets, alive until its host's last report) or ended
 -- (socket_lifetimes, until last_seen). Holders: CLOSE_WAIT (8), FIN_WAIT2 without a
 -- timer held by a process (5, half-closed), LAST_ACK (9). Peers of a CLOSE_WAIT:
--- FIN_WAIT1/FIN_WAIT2 (4, 5) on another host, with the reversed tuple (exact) or, when
--- NAT rewrote the server side, with the client endpoint alone (nat).
+-- FIN_WAIT1/FIN_WAIT2 (4, 5) on another host with the reversed tuple (exact) or, when
+-- NAT rewrote the server side, with the client endpoint alone (nat). A half-closed
+-- FIN_WAIT2 that is the peer of a CLOSE_WAIT leak is that leak's other end, not a
+-- leak of its own. Peers are looked up by endpoint through the address indexes.
 WITH lt AS (
     SELECT c.host_id, c.netns, c.state, c.local_addr, c.local_port, c.remote_addr, c.remote_port,
            c.owners, c.rx_queue, c.timer, c.inode, c.first_seen, h.last_report AS last_seen,
            NULL::timestamptz AS ended
     FROM current_sockets c JOIN hosts h USING (host_id)
-    WHERE c.state IN (4, 5, 8, 9) AND h.last_report IS NOT NULL
+    WHERE c.state IN (5, 8, 9) AND h.last_report >= $1
     UNION ALL
     SELECT l.host_id, l.netns, l.state, l.local_addr, l.local_port, l.remote_addr, l.remote_port,
            l.owners, l.rx_queue, l.timer, l.inode, l.first_seen, l.last_seen, l.last_seen
     FROM socket_lifetimes l
-    WHERE l.state IN (4, 5, 8, 9) AND l.last_seen >= $1
+    WHERE l.state IN (5, 8, 9) AND l.last_seen >= $1
 ), holders AS (
-    SELECT lt.*, h.hostname
+    SELECT lt.*, h.hostname,
+           CASE lt.state WHEN 8 THEN 'close_wait' WHEN 5 THEN 'half_closed_wait'
+                ELSE 'last_ack_stuck' END AS kind
     FROM lt JOIN hosts h USING (host_id)
-    WHERE lt.last_seen >= $1
-      AND lt.last_seen - lt.first_seen >= $2 * interval '1 second'
+    WHERE lt.last_seen - lt.first_seen >= $2 * interval '1 second'
       AND (lt.state IN (8, 9) OR (lt.state = 5 AND lt.timer = 0 AND lt.inode <> 0))
       AND ($4::text IS NULL OR h.hostname = $4)
       AND ($5::text IS NULL OR lt.owners @> jsonb_build_array(jsonb_build_object('comm', $5::text)))
+      AND ($6::text IS NULL OR $6 = CASE lt.state WHEN 8 THEN 'close_wait'
+                                        WHEN 5 THEN 'half_closed_wait' ELSE 'last_ack_stuck' END)
+      AND NOT (lt.state = 5 AND EXISTS (
+          SELECT 1 FROM (
+              SELECT cw.host_id, cw.first_seen, ch.last_report AS last_seen
+              FROM current_sockets cw JOIN hosts ch USING (host_id)
+              WHERE cw.remote_addr = lt.local_addr AND cw.remote_port = lt.local_port AND cw.state = 8
+              UNION ALL
+              SELECT cw.host_id, cw.first_seen, cw.last_seen
+              FROM socket_lifetimes cw
+              WHERE cw.remote_addr = lt.local_addr AND cw.remote_port = lt.local_port AND cw.state = 8
+                AND cw.last_seen >= lt.first_seen - $3 * interval '1 second'
+          ) cw
+          WHERE cw.host_id <> lt.host_id
+            AND cw.last_seen - cw.first_seen >= $2 * interval '1 second'
+            AND cw.first_seen <= lt.last_seen + $3 * interval '1 second'
+            AND cw.last_seen >= lt.first_seen - $3 * interval '1 second'))
+), paired AS (
+    SELECT ho.*, COALESCE(p.confidence, 'one_sided') AS confidence,
+           p.hostname AS p_hostname, p.netns AS p_netns, p.state AS p_state,
+           p.local_addr AS p_local_addr, p.local_port AS p_local_port,
+           p.remote_addr AS p_remote_addr, p.remote_port AS p_remote_port, p.owners AS p_owners,
+           p.rx_queue AS p_rx_queue, p.first_seen AS p_first_seen, p.last_seen AS p_last_seen,
+           p.ended AS p_ended
+    FROM holders ho
+    LEFT JOIN LATERAL (
+        SELECT CASE WHEN q.remote_addr = ho.local_addr AND q.remote_port = ho.local_port
+                    THEN 'exact' ELSE 'nat' END AS confidence,
+               qh.hostname, q.netns, q.state, q.local_addr, q.local_port, q.remote_addr,
+               q.remote_port, q.owners, q.rx_queue, q.first_seen, q.last_seen, q.ended
+        FROM (
+            SELECT c.host_id, c.netns, c.state, c.local_addr, c.local_port, c.remote_addr,
+                   c.remote_port, c.owners, c.rx_queue, c.first_seen, h.last_report AS last_seen,
+                   NULL::timestamptz AS ended
+            FROM current_sockets c JOIN hosts h USING (host_id)
+            WHERE c.local_addr = ho.remote_addr AND c.local_port = ho.remote_port AND c.state IN (4, 5)
+            UNION ALL
+            SELECT l.host_id, l.netns, l.state, l.local_addr, l.local_port, l.remote_addr,
+                   l.remote_port, l.owners, l.rx_queue, l.first_seen, l.last_seen, l.last_seen
+            FROM socket_lifetimes l
+            WHERE l.local_addr = ho.remote_addr AND l.local_port = ho.remote_port AND l.state IN (4, 5)
+              AND l.last_seen >= ho.first_seen - $3 * interval '1 second'
+        ) q JOIN hosts qh USING (host_id)
+        WHERE ho.state = 8
+          AND q.host_id <> ho.host_id
+          AND q.first_seen <= ho.last_seen + $3 * interval '1 second'
+          AND q.last_seen >= ho.first_seen - $3 * interval '1 second'
+        ORDER BY (q.remote_addr = ho.local_addr AND q.remote_port = ho.local_port) DESC,
+                 q.first_seen DESC
+        LIMIT 1
+    ) p ON true
 )
-SELECT ho.hostname, ho.netns, ho.state, host(ho.local_addr) AS local_addr, ho.local_port,
-       host(ho.remote_addr) AS remote_addr, ho.remote_port, ho.owners, ho.rx_queue,
-       ho.first_seen, ho.last_seen, ho.ended,
-       p.confidence, p.hostname AS p_hostname, p.netns AS p_netns, p.state AS p_state,
-       host(p.local_addr) AS p_local_addr, p.local_port AS p_local_port,
-       host(p.remote_addr) AS p_remote_addr, p.remote_port AS p_remote_port, p.owners AS p_owners,
-       p.rx_queue AS p_rx_queue, p.first_seen AS p_first_seen, p.last_seen AS p_last_seen, p.ended AS p_ended
-FROM holders ho
-LEFT JOIN LATERAL (
-    SELECT CASE WHEN q.remote_addr = ho.local_addr AND q.remote_port = ho.local_port
-                THEN 'exact' ELSE 'nat' END AS confidence,
-           qh.hostname, q.netns, q.state, q.local_addr, q.local_port, q.remote_addr, q.remote_port,
-           q.owners, q.rx_queue, q.first_seen, q.last_seen, q.ended
-    FROM lt q JOIN hosts qh USING (host_id)
-    WHERE ho.state = 8
-      AND q.state IN (4, 5)
-      AND q.host_id <> ho.host_id
-      AND q.local_addr = ho.remote_addr AND q.local_port = ho.remote_port
-      AND q.first_seen <= ho.last_seen + $3 * interval '1 second'
-      AND q.last_seen >= ho.first_seen - $3 * interval '1 second'
-    ORDER BY (q.remote_addr = ho.local_addr AND q.remote_port = ho.local_port) DESC, q.first_seen DESC
-    LIMIT 1
-) p ON true
-ORDER BY ho.first_seen, ho.hostname, ho.local_port, ho.remote_port
-LIMIT $6
+SELECT kind, confidence, hostname, netns, state, host(local_addr) AS local_addr, local_port,
+       host(remote_addr) AS remote_addr, remote_port, owners, rx_queue, first_seen, last_seen, ended,
+       p_hostname, p_netns, p_state, host(p_local_addr) AS p_local_addr, p_local_port,
+       host(p_remote_addr) AS p_remote_addr, p_remote_port, p_owners, p_rx_queue, p_first_seen,
+       p_last_seen, p_ended
+FROM paired
+WHERE ($7::text IS NULL OR confidence = $7)
+ORDER BY first_seen, hostname, netns, local_addr, local_port, remote_addr, remote_port, state
+LIMIT $8 OFFSET $9

@@ -3,7 +3,8 @@
 //! for young CLOSE_WAIT or well-behaved traffic.
 
 use chrono::{TimeZone, Utc};
-use finwait_collector::leaks::{LeakQuery, leaks};
+use finwait_collector::query::PageReq;
+use finwait_collector::query::leaks::{LeakQuery, leaks};
 use finwait_proto::v1 as pb;
 use finwait_proto::v1::collector_message::Body;
 use finwait_testkit::{Privilege, require_root};
@@ -20,12 +21,11 @@ fn ok(b: Body) {
     assert!(matches!(b, Body::Ack(_)), "{b:?}");
 }
 
-#[tokio::test]
-async fn close_wait_is_paired_with_its_peer_exactly_through_nat_or_not_at_all() {
-    if require_root("close_wait_is_paired_with_its_peer") == Privilege::OptedOut {
-        return;
-    }
-    let c = Collector::start(&[]).await;
+/// The scene: A holds three CLOSE_WAITs (peer B exact, peer C through NAT, peer unseen)
+/// and a well-behaved ESTABLISHED; B and C hold the orphaned FIN_WAIT2s, which expire at
+/// t0+60 s; at t0+290 s A adds a young CLOSE_WAIT; at t0+300 s the exact one ends.
+/// Returns t0 (ms) and the open streams (dropping them would end the hosts' leases).
+async fn seed(c: &Collector) -> (i64, Vec<AgentStream>) {
     let t0 = now_ms() - 600_000;
     let tw = Some(pb::TimerKind::TimeWait);
     let mut a = AgentStream::open(c.addr, identity("server-a"), 1, "a", None)
@@ -139,6 +139,16 @@ async fn close_wait_is_paired_with_its_peer_exactly_through_nat_or_not_at_all() 
         .await
         .expect("a3"));
 
+    (t0, vec![a, b, cc])
+}
+
+#[tokio::test]
+async fn close_wait_is_paired_with_its_peer_exactly_through_nat_or_not_at_all() {
+    if require_root("close_wait_is_paired_with_its_peer") == Privilege::OptedOut {
+        return;
+    }
+    let c = Collector::start(&[]).await;
+    let (t0, _streams) = seed(&c).await;
     let pool = c.db().await;
     let q = LeakQuery {
         since: Utc.timestamp_millis_opt(t0 - 1000).single().expect("time"),
@@ -146,7 +156,12 @@ async fn close_wait_is_paired_with_its_peer_exactly_through_nat_or_not_at_all() 
         slack_s: 20.0,
         host: None,
         process: None,
-        limit: 100,
+        kind: None,
+        confidence: None,
+        page: PageReq {
+            offset: 0,
+            limit: 100,
+        },
     };
     let found = leaks(&pool, &q).await.expect("leaks");
     let summary: Vec<(&str, &str, String, Option<String>, bool)> = found
@@ -229,12 +244,386 @@ async fn close_wait_is_paired_with_its_peer_exactly_through_nat_or_not_at_all() 
         &pool,
         &LeakQuery {
             process: Some("proc100".into()),
-            limit: 1,
             ..q.clone()
         },
     )
     .await
     .expect("filtered");
-    assert_eq!(by_proc.len(), 1, "limit applies");
+    assert_eq!(by_proc.len(), 3, "all three are proc100's");
+    let by_proc = leaks(
+        &pool,
+        &LeakQuery {
+            process: Some("proc999".into()),
+            ..q.clone()
+        },
+    )
+    .await
+    .expect("filtered");
+    assert!(by_proc.is_empty(), "{by_proc:#?}");
+    c.stop().await;
+}
+
+fn rfc3339(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .expect("time")
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// GET on the collector's HTTP API; (status, body).
+fn http(c: &Collector, path_and_query: &str) -> (u16, serde_json::Value) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-g", "-w", "\n%{http_code}"])
+        .arg(format!("http://{}{path_and_query}", c.addr))
+        .output()
+        .expect("curl (apt-get install curl)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, code) = text.rsplit_once('\n').expect("status line");
+    let json =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{path_and_query}: {e}: {body}"));
+    (code.trim().parse().expect("status"), json)
+}
+
+fn ends(connections: &serde_json::Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = connections
+        .as_array()
+        .expect("connections")
+        .iter()
+        .map(|c| {
+            let side = |k: &str| match &c[k] {
+                serde_json::Value::Null => "-".to_owned(),
+                s => format!(
+                    "{}/{}/{}",
+                    s["host"].as_str().unwrap_or("?"),
+                    s["state"].as_str().unwrap_or("?"),
+                    s["remote"].as_str().unwrap_or("?")
+                ),
+            };
+            (side("local"), side("remote"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+// Multi-threaded: curl blocks a thread while the in-process collector answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_sockets_groups_and_timeline_answer_for_past_instants_over_http_and_grpc() {
+    if require_root("who_sockets_groups_and_timeline_answer_for_past_instants")
+        == Privilege::OptedOut
+    {
+        return;
+    }
+    let c = Collector::start(&[]).await;
+    let (t0, _streams) = seed(&c).await;
+    let t30 = rfc3339(t0 + 30_000);
+
+    // Sockets of A as of t0+30 s: its t0 report (three CLOSE_WAIT, one ESTABLISHED);
+    // now: the exact one is gone, the young one is there.
+    let (st, a_then) = http(&c, &format!("/api/v1/sockets?host=server-a&at={t30}"));
+    assert_eq!(st, 200, "{a_then}");
+    assert_eq!(
+        a_then["as_of"],
+        serde_json::json!(rfc3339(t0).replace(".000Z", "Z")),
+        "{a_then}"
+    );
+    let remotes = |v: &serde_json::Value| {
+        let mut r: Vec<String> = v["sockets"]
+            .as_array()
+            .expect("sockets")
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {}",
+                    s["state"].as_str().unwrap_or("?"),
+                    s["remote"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        r.sort();
+        r
+    };
+    assert_eq!(
+        remotes(&a_then),
+        [
+            "CLOSE_WAIT 10.1.0.2:40000",
+            "CLOSE_WAIT 10.1.0.3:41000",
+            "CLOSE_WAIT 10.9.9.9:42000",
+            "ESTABLISHED 10.1.0.2:40001"
+        ]
+    );
+    let first = &a_then["sockets"][0];
+    assert_eq!(
+        (first["pid"].as_u64(), first["comm"].as_str()),
+        (Some(100), Some("proc100")),
+        "{first}"
+    );
+    assert_eq!(first["age_s"], 0, "as of t0 each had just appeared");
+    let (_, a_now) = http(&c, "/api/v1/sockets?host=server-a&state=close-wait");
+    assert_eq!(
+        remotes(&a_now),
+        [
+            "CLOSE_WAIT 10.1.0.2:40002",
+            "CLOSE_WAIT 10.1.0.3:41000",
+            "CLOSE_WAIT 10.9.9.9:42000"
+        ]
+    );
+    // B as of t0+120 s (its t0+60 s report): the FIN_WAIT2 had expired.
+    let (_, b_later) = http(
+        &c,
+        &format!("/api/v1/sockets?host=client-b&at={}", rfc3339(t0 + 120_000)),
+    );
+    assert_eq!(remotes(&b_later), ["ESTABLISHED 10.1.0.1:80"]);
+    let (_, b_then) = http(
+        &c,
+        &format!("/api/v1/sockets?host=client-b&at={t30}&port=40000"),
+    );
+    assert_eq!(remotes(&b_then), ["FIN_WAIT2 10.1.0.1:80"]);
+    assert!(
+        b_then["sockets"][0]["until"].is_string(),
+        "ended later: {b_then}"
+    );
+
+    // Who held 10.1.0.1:80 at t0+30 s: both ends side by side where both were seen.
+    let (st, who) = http(&c, &format!("/api/v1/who?endpoint=10.1.0.1:80&at={t30}"));
+    assert_eq!(st, 200, "{who}");
+    assert_eq!(
+        ends(&who["connections"]),
+        vec![
+            (
+                "server-a/CLOSE_WAIT/10.1.0.2:40000".to_owned(),
+                "client-b/FIN_WAIT2/10.1.0.1:80".to_owned()
+            ),
+            (
+                "server-a/CLOSE_WAIT/10.1.0.3:41000".to_owned(),
+                "-".to_owned()
+            ),
+            (
+                "server-a/CLOSE_WAIT/10.9.9.9:42000".to_owned(),
+                "-".to_owned()
+            ),
+            (
+                "server-a/ESTABLISHED/10.1.0.2:40001".to_owned(),
+                "client-b/ESTABLISHED/10.1.0.1:80".to_owned()
+            ),
+        ],
+        "{who:#}"
+    );
+    let (_, who_now) = http(&c, "/api/v1/who?endpoint=10.1.0.1:80");
+    assert_eq!(
+        ends(&who_now["connections"]),
+        vec![
+            (
+                "server-a/CLOSE_WAIT/10.1.0.2:40002".to_owned(),
+                "-".to_owned()
+            ),
+            (
+                "server-a/CLOSE_WAIT/10.1.0.3:41000".to_owned(),
+                "-".to_owned()
+            ),
+            (
+                "server-a/CLOSE_WAIT/10.9.9.9:42000".to_owned(),
+                "-".to_owned()
+            ),
+            (
+                "server-a/ESTABLISHED/10.1.0.2:40001".to_owned(),
+                "client-b/ESTABLISHED/10.1.0.1:80".to_owned()
+            ),
+        ],
+        "{who_now:#}"
+    );
+    // The client's side of the endpoint: C's FIN_WAIT2 went to the NAT address.
+    let (_, who_c) = http(&c, &format!("/api/v1/who?endpoint=10.1.0.3:41000&at={t30}"));
+    assert_eq!(
+        ends(&who_c["connections"]),
+        vec![
+            (
+                "-".to_owned(),
+                "server-a/CLOSE_WAIT/10.1.0.3:41000".to_owned()
+            ),
+            ("client-c/FIN_WAIT2/10.96.0.1:80".to_owned(), "-".to_owned()),
+        ]
+    );
+
+    // Pages: two of four, then the rest.
+    let (_, p1) = http(
+        &c,
+        &format!("/api/v1/who?endpoint=10.1.0.1:80&at={t30}&limit=2"),
+    );
+    let token = p1["next_page_token"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let (_, p2) = http(
+        &c,
+        &format!("/api/v1/who?endpoint=10.1.0.1:80&at={t30}&limit=2&page_token={token}"),
+    );
+    assert!(p2["next_page_token"].is_null(), "{p2}");
+    let mut both = ends(&p1["connections"]);
+    both.extend(ends(&p2["connections"]));
+    both.sort();
+    assert_eq!(both, ends(&who["connections"]));
+
+    // Groups: proc100 on server-a holds three leaks, two still open, peers B and C.
+    let (_, g) = http(
+        &c,
+        &format!("/api/v1/leaks/groups?since={}", rfc3339(t0 - 1000)),
+    );
+    let groups = g["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 1, "{g:#}");
+    let g0 = &groups[0];
+    assert_eq!(
+        (
+            g0["host"].as_str(),
+            g0["comm"].as_str(),
+            g0["count"].as_i64(),
+            g0["open"].as_i64()
+        ),
+        (Some("server-a"), Some("proc100"), Some(3), Some(2)),
+        "{g0:#}"
+    );
+    assert_eq!(
+        g0["peers"],
+        serde_json::json!([{"host": "client-b", "count": 1}, {"host": "client-c", "count": 1}])
+    );
+    assert!(g0["ended"].is_null());
+
+    // Filters and pages on leaks.
+    let since = rfc3339(t0 - 1000);
+    let (_, nat) = http(&c, &format!("/api/v1/leaks?since={since}&confidence=nat"));
+    assert_eq!(nat["leaks"].as_array().map(Vec::len), Some(1), "{nat:#}");
+    assert_eq!(nat["leaks"][0]["holder"]["remote"], "10.1.0.3:41000");
+    let (_, l1) = http(&c, &format!("/api/v1/leaks?since={since}&limit=2"));
+    assert_eq!(l1["leaks"].as_array().map(Vec::len), Some(2));
+    let (_, l2) = http(
+        &c,
+        &format!(
+            "/api/v1/leaks?since={since}&limit=2&page_token={}",
+            l1["next_page_token"].as_str().expect("token")
+        ),
+    );
+    assert_eq!(l2["leaks"].as_array().map(Vec::len), Some(1));
+    assert!(l2["next_page_token"].is_null());
+
+    // Timeline: the full tables carried counts.
+    let (_, tl) = http(
+        &c,
+        &format!("/api/v1/timeline?host=server-a&since={since}&step=1m"),
+    );
+    assert_eq!(tl["step_s"], 60);
+    assert_eq!(tl["points"].as_array().map(Vec::len), Some(1), "{tl:#}");
+    assert_eq!(
+        tl["points"][0]["states"],
+        serde_json::json!({"ESTABLISHED": 1})
+    );
+
+    // Bad parameters: 400 naming the parameter; unknown host 404; the same over gRPC.
+    for (path, param) in [
+        ("/api/v1/who?endpoint=10.1.0.1", "endpoint"),
+        ("/api/v1/who?endpoint=10.1.0.1:80&at=yesterday", "at"),
+        ("/api/v1/sockets?host=server-a&state=HALF_OPEN", "state"),
+        ("/api/v1/sockets?state=LISTEN", "host"),
+        ("/api/v1/leaks?limit=0", "limit"),
+        ("/api/v1/leaks?kind=zombie", "kind"),
+        ("/api/v1/leaks?hots=a", "hots"),
+        ("/api/v1/timeline?host=server-a&step=0", "step"),
+    ] {
+        let (st, body) = http(&c, path);
+        assert_eq!(st, 400, "{path}: {body}");
+        let msg = body["error"]["message"].as_str().expect("message");
+        assert!(msg.starts_with(&format!("{param}: ")), "{path}: {msg}");
+    }
+    let (st, body) = http(&c, "/api/v1/sockets?host=nosuch");
+    assert_eq!(st, 404, "{body}");
+
+    let mut grpc = pb::query_client::QueryClient::connect(format!("http://{}", c.addr))
+        .await
+        .expect("gRPC connect");
+    let w = grpc
+        .who(pb::WhoRequest {
+            endpoint: "10.1.0.1:80".into(),
+            at: t30.clone(),
+            page: None,
+        })
+        .await
+        .expect("who over gRPC")
+        .into_inner();
+    assert_eq!(w.connections.len(), 4);
+    let paired = w
+        .connections
+        .iter()
+        .filter(|c| c.local.is_some() && c.remote.is_some())
+        .count();
+    assert_eq!(paired, 2);
+    let l = grpc
+        .leaks(pb::LeaksRequest {
+            since: since.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("leaks over gRPC")
+        .into_inner();
+    let (_, lh) = http(&c, &format!("/api/v1/leaks?since={since}"));
+    let from_grpc: Vec<(String, String, String)> = l
+        .leaks
+        .iter()
+        .map(|x| {
+            (
+                x.kind.clone(),
+                x.confidence.clone(),
+                x.holder
+                    .as_ref()
+                    .map(|h| h.remote.clone())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    let from_http: Vec<(String, String, String)> = lh["leaks"]
+        .as_array()
+        .expect("leaks")
+        .iter()
+        .map(|x| {
+            (
+                x["kind"].as_str().unwrap_or("").into(),
+                x["confidence"].as_str().unwrap_or("").into(),
+                x["holder"]["remote"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    assert_eq!(from_grpc, from_http, "both transports answer alike");
+    let s = grpc
+        .sockets(pb::SocketsRequest {
+            host: "server-a".into(),
+            at: t30.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("sockets over gRPC")
+        .into_inner();
+    assert_eq!(s.sockets.len(), 4);
+    assert_eq!(s.as_of_ms, t0);
+    let e = grpc
+        .sockets(pb::SocketsRequest {
+            host: "server-a".into(),
+            state: "HALF_OPEN".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad state");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let (_, hb) = http(&c, "/api/v1/sockets?host=server-a&state=HALF_OPEN");
+    assert_eq!(
+        e.message(),
+        hb["error"]["message"].as_str().expect("message"),
+        "same message"
+    );
+    let e = grpc
+        .timeline(pb::TimelineRequest {
+            host: "nosuch".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown host");
+    assert_eq!(e.code(), tonic::Code::NotFound);
     c.stop().await;
 }

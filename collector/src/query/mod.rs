@@ -1,0 +1,137 @@
+//! The on-call questions, answered once for both transports.
+//!
+//! Every question is a `*Query` built by `parse` from named parameters ([`Params`])
+//! and answered by `run` against the store. The HTTP/JSON API ([`crate::api`])
+//! serialises the answers as they are; the gRPC `finwait.v1.Query` service
+//! ([`crate::query_service`]) turns its request fields into the same parameters and the
+//! answers into messages. So both transports accept the same values, reject the same
+//! ones with the same message, and answer alike.
+
+pub mod groups;
+pub mod hosts;
+pub mod leaks;
+mod params;
+mod socket;
+pub mod sockets;
+pub mod timeline;
+pub mod who;
+
+pub use params::{Params, parse_duration};
+pub use socket::{Socket, endpoint, parse_state, state_name, timer_name};
+
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::error::ErrorCode;
+
+/// TIME_WAIT towards one destination above this share of the ephemeral port range is
+/// reported as pressure: new connections to it are close to failing with EADDRNOTAVAIL.
+pub const TIME_WAIT_PRESSURE_RATIO: f64 = 0.5;
+
+/// What every query needs.
+#[derive(Clone)]
+pub struct Context {
+    /// The database.
+    pub pool: PgPool,
+    /// Default minimum age of a leak, seconds.
+    pub leak_threshold_s: f64,
+    /// Allowed gap between holder and peer lifetimes, seconds.
+    pub slack_s: f64,
+}
+
+/// A query error: a stable code and a message naming what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryError {
+    /// The code, mapped to HTTP and gRPC.
+    pub code: ErrorCode,
+    /// For people; starts with the parameter's name when one is at fault.
+    pub message: String,
+}
+
+impl QueryError {
+    /// A bad parameter.
+    pub fn bad(param: &str, why: impl std::fmt::Display) -> QueryError {
+        QueryError {
+            code: ErrorCode::InvalidArgument,
+            message: format!("{param}: {why}"),
+        }
+    }
+
+    /// Something named that does not exist.
+    pub fn not_found(param: &str, why: impl std::fmt::Display) -> QueryError {
+        QueryError {
+            code: ErrorCode::NotFound,
+            message: format!("{param}: {why}"),
+        }
+    }
+}
+
+impl std::fmt::Display for QueryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for QueryError {}
+
+impl From<sqlx::Error> for QueryError {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::warn!(error = %e, "query failed");
+        QueryError {
+            code: ErrorCode::Unavailable,
+            message: "storage unavailable; retry later".into(),
+        }
+    }
+}
+
+/// Where a page starts and how long it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageReq {
+    /// Items to skip.
+    pub offset: i64,
+    /// At most this many.
+    pub limit: i64,
+}
+
+impl PageReq {
+    /// Rows to fetch: one more than the page, to learn whether another page follows.
+    pub fn fetch(&self) -> i64 {
+        self.limit + 1
+    }
+
+    /// Cuts fetched rows (at most [`PageReq::fetch`]) to the page; returns the token of
+    /// the next page, if there is one.
+    pub fn finish<T>(&self, rows: &mut Vec<T>) -> Option<String> {
+        let more = rows.len() as i64 > self.limit;
+        rows.truncate(self.limit as usize);
+        more.then(|| params::page_token(self.offset + self.limit))
+    }
+
+    /// Takes this page out of a complete list; returns the token of the next page.
+    pub fn slice<T>(&self, mut all: Vec<T>) -> (Vec<T>, Option<String>) {
+        let start = (self.offset as usize).min(all.len());
+        let mut page = all.split_off(start);
+        let token = self.finish(&mut page);
+        (page, token)
+    }
+}
+
+/// The hosts row of a hostname: the one that reported last when several machines
+/// share the name.
+pub(crate) async fn host_id(pool: &PgPool, hostname: &str) -> Result<i64, QueryError> {
+    let id: Option<i64> = sqlx::query_scalar(
+        "SELECT host_id FROM hosts WHERE hostname = $1 \
+         ORDER BY last_report DESC NULLS LAST, host_id DESC LIMIT 1",
+    )
+    .bind(hostname)
+    .fetch_optional(pool)
+    .await?;
+    id.ok_or_else(|| QueryError::not_found("host", format!("no host named {hostname:?}")))
+}
+
+/// A list answer's paging field, serialised as `next_page_token`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NextPage {
+    /// Pass as `page_token` for the next page; null on the last page.
+    pub next_page_token: Option<String>,
+}

@@ -1,0 +1,302 @@
+//! Named query parameters, checked against an allow-list, with the parsers every
+//! question shares. Each error names its parameter.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use chrono::{DateTime, Utc};
+
+use super::{PageReq, QueryError, parse_state};
+
+/// Default page length.
+pub const DEFAULT_LIMIT: i64 = 1000;
+/// Longest page.
+pub const MAX_LIMIT: i64 = 10_000;
+
+/// The parameters of one request.
+#[derive(Debug, Clone, Default)]
+pub struct Params(HashMap<String, String>);
+
+impl Params {
+    /// Takes raw name/value pairs; a name outside `allowed` is an error naming it.
+    pub fn new(raw: HashMap<String, String>, allowed: &[&str]) -> Result<Params, QueryError> {
+        let mut unknown: Vec<&String> = raw
+            .keys()
+            .filter(|k| !allowed.contains(&k.as_str()))
+            .collect();
+        unknown.sort();
+        if let Some(k) = unknown.first() {
+            return Err(QueryError::bad(
+                k,
+                format!("unknown parameter; allowed: {}", allowed.join(", ")),
+            ));
+        }
+        Ok(Params(raw))
+    }
+
+    /// Builds from pairs whose empty values mean "not given" (gRPC fields).
+    pub fn from_fields<'a>(
+        fields: impl IntoIterator<Item = (&'a str, String)>,
+        allowed: &[&str],
+    ) -> Result<Params, QueryError> {
+        let raw = fields
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        Params::new(raw, allowed)
+    }
+
+    /// A text value, absent when empty.
+    pub fn text(&self, k: &str) -> Option<String> {
+        self.0
+            .get(k)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    }
+
+    /// A required text value.
+    pub fn required(&self, k: &str) -> Result<String, QueryError> {
+        self.text(k).ok_or_else(|| QueryError::bad(k, "required"))
+    }
+
+    /// Seconds from `90`, `90s`, `15m`, `2h` or `1d`.
+    pub fn seconds(&self, k: &str) -> Result<Option<f64>, QueryError> {
+        let Some(v) = self.text(k) else {
+            return Ok(None);
+        };
+        parse_duration(&v).map(Some).ok_or_else(|| {
+            QueryError::bad(k, format!("{v:?} is not a duration like 90, 15m, 2h or 1d"))
+        })
+    }
+
+    /// An instant: RFC 3339, or a duration meaning that long ago.
+    pub fn instant(&self, k: &str) -> Result<Option<DateTime<Utc>>, QueryError> {
+        let Some(v) = self.text(k) else {
+            return Ok(None);
+        };
+        if let Ok(t) = DateTime::parse_from_rfc3339(&v) {
+            return Ok(Some(t.with_timezone(&Utc)));
+        }
+        match parse_duration(&v) {
+            Some(s) if s <= 10.0 * 365.0 * 86_400.0 => Ok(Some(
+                Utc::now() - chrono::Duration::milliseconds((s * 1000.0) as i64),
+            )),
+            _ => Err(QueryError::bad(
+                k,
+                format!("{v:?} is neither RFC 3339 nor a duration like 2h"),
+            )),
+        }
+    }
+
+    /// A whole number in `range`.
+    pub fn number(
+        &self,
+        k: &str,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Result<Option<i64>, QueryError> {
+        let Some(v) = self.text(k) else {
+            return Ok(None);
+        };
+        match v.parse::<i64>() {
+            Ok(n) if range.contains(&n) => Ok(Some(n)),
+            _ => Err(QueryError::bad(
+                k,
+                format!(
+                    "{v:?} is not a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )),
+        }
+    }
+
+    /// A TCP state number from its name.
+    pub fn state(&self, k: &str) -> Result<Option<i16>, QueryError> {
+        let Some(v) = self.text(k) else {
+            return Ok(None);
+        };
+        parse_state(&v).map(Some).ok_or_else(|| {
+            QueryError::bad(
+                k,
+                format!("{v:?} is not a TCP state (ESTABLISHED, CLOSE_WAIT, FIN_WAIT2, ...)"),
+            )
+        })
+    }
+
+    /// One of `choices`.
+    pub fn choice(
+        &self,
+        k: &str,
+        choices: &[&'static str],
+    ) -> Result<Option<&'static str>, QueryError> {
+        let Some(v) = self.text(k) else {
+            return Ok(None);
+        };
+        choices
+            .iter()
+            .find(|c| c.eq_ignore_ascii_case(&v))
+            .copied()
+            .map(Some)
+            .ok_or_else(|| {
+                QueryError::bad(k, format!("{v:?} is not one of {}", choices.join(", ")))
+            })
+    }
+
+    /// An `addr:port` endpoint (IPv6 as `[addr]:port`).
+    pub fn endpoint(&self, k: &str) -> Result<(IpAddr, u16), QueryError> {
+        let v = self.required(k)?;
+        let sa: SocketAddr = v.parse().map_err(|_| {
+            QueryError::bad(
+                k,
+                format!("{v:?} is not addr:port (IPv6 as [addr]:port, e.g. [fd00::1]:443)"),
+            )
+        })?;
+        // An IPv4 peer of an IPv6 socket is stored as ::ffff:a.b.c.d; ask as written.
+        Ok((sa.ip(), sa.port()))
+    }
+
+    /// `limit` and `page_token`.
+    pub fn page(&self) -> Result<PageReq, QueryError> {
+        let limit = self
+            .number("limit", 1..=MAX_LIMIT)?
+            .unwrap_or(DEFAULT_LIMIT);
+        let offset = match self.text("page_token") {
+            None => 0,
+            Some(t) => t
+                .strip_prefix('o')
+                .and_then(|n| n.parse::<i64>().ok())
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| {
+                    QueryError::bad("page_token", "not a next_page_token from an earlier answer")
+                })?,
+        };
+        Ok(PageReq { offset, limit })
+    }
+}
+
+/// The token of the page starting at `offset`.
+pub(super) fn page_token(offset: i64) -> String {
+    format!("o{offset}")
+}
+
+/// Parses `90`, `90s`, `15m`, `2h`, `1d` into seconds.
+pub fn parse_duration(v: &str) -> Option<f64> {
+    let v = v.trim();
+    let (num, unit) = match v.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&v[..i], &v[i..]),
+        None => (v, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+    let mult = match unit {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return None,
+    };
+    Some(n * mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)], allowed: &[&str]) -> Result<Params, QueryError> {
+        Params::new(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            allowed,
+        )
+    }
+
+    #[test]
+    fn durations_parse_and_nonsense_does_not() {
+        assert_eq!(parse_duration("90"), Some(90.0));
+        assert_eq!(parse_duration("15m"), Some(900.0));
+        assert_eq!(parse_duration("2h"), Some(7200.0));
+        assert_eq!(parse_duration("1d"), Some(86_400.0));
+        assert_eq!(parse_duration("-5"), None);
+        assert_eq!(parse_duration("5 weeks"), None);
+        assert_eq!(parse_duration("h"), None);
+    }
+
+    #[test]
+    fn unknown_parameters_are_named() {
+        let e = p(&[("limit", "5"), ("hots", "a")], &["limit", "host"]).expect_err("must fail");
+        assert!(e.message.starts_with("hots: unknown parameter"), "{e}");
+    }
+
+    #[test]
+    fn pages_round_trip_and_bad_tokens_are_named() {
+        let q = p(
+            &[("limit", "2"), ("page_token", "o4")],
+            &["limit", "page_token"],
+        )
+        .and_then(|p| p.page())
+        .expect("page");
+        assert_eq!(
+            q,
+            PageReq {
+                offset: 4,
+                limit: 2
+            }
+        );
+        let (page, next) = q.slice(vec![0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(page, vec![4, 5]);
+        assert_eq!(next.as_deref(), Some("o6"));
+        let (page, next) = q.slice(vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!((page, next), (vec![4, 5], None));
+        for bad in ["x", "o-1", "7"] {
+            let e = p(&[("page_token", bad)], &["page_token"])
+                .and_then(|p| p.page())
+                .expect_err("must fail");
+            assert!(e.message.starts_with("page_token:"), "{e}");
+        }
+        let e = p(&[("limit", "0")], &["limit"])
+            .and_then(|p| p.page())
+            .expect_err("must fail");
+        assert!(e.message.starts_with("limit:"), "{e}");
+    }
+
+    #[test]
+    fn endpoints_states_and_instants() {
+        let q = p(
+            &[
+                ("endpoint", "[fd77::a]:8080"),
+                ("state", "close-wait"),
+                ("at", "2h"),
+            ],
+            &["endpoint", "state", "at"],
+        )
+        .expect("params");
+        assert_eq!(
+            q.endpoint("endpoint").expect("endpoint"),
+            ("fd77::a".parse().expect("ip"), 8080)
+        );
+        assert_eq!(q.state("state").expect("state"), Some(8));
+        let at = q.instant("at").expect("at").expect("some");
+        let ago = (Utc::now() - at).num_seconds();
+        assert!((7195..=7205).contains(&ago), "{ago}");
+        let bad = p(&[("endpoint", "10.0.0.1")], &["endpoint"]).expect("params");
+        assert!(
+            bad.endpoint("endpoint")
+                .expect_err("must fail")
+                .message
+                .starts_with("endpoint:")
+        );
+        let bad = p(&[("state", "HALF_OPEN")], &["state"]).expect("params");
+        assert!(
+            bad.state("state")
+                .expect_err("must fail")
+                .message
+                .starts_with("state:")
+        );
+    }
+}

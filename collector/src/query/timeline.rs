@@ -1,0 +1,125 @@
+//! `timeline`: a host's per-state socket counts over time, one point per bucket.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+
+use super::params::MAX_LIMIT;
+use super::{Context, NextPage, PageReq, Params, QueryError, host_id, state_name};
+
+/// Parameters `timeline` accepts.
+pub const PARAMS: &[&str] = &["host", "since", "until", "step", "limit", "page_token"];
+
+/// Buckets in a span when no step is given.
+const DEFAULT_POINTS: i64 = 120;
+
+/// A host's counts over a span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineQuery {
+    /// Hostname.
+    pub host: String,
+    /// Span start.
+    pub since: DateTime<Utc>,
+    /// Span end.
+    pub until: DateTime<Utc>,
+    /// Bucket width, seconds.
+    pub step_s: i64,
+    /// The page of points.
+    pub page: PageReq,
+}
+
+/// One bucket.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Point {
+    /// Bucket start.
+    pub t: DateTime<Utc>,
+    /// Peak count per state in the bucket.
+    pub states: BTreeMap<&'static str, i64>,
+}
+
+/// The answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelineAnswer {
+    /// Hostname.
+    pub host: String,
+    /// Bucket width, seconds.
+    pub step_s: i64,
+    /// Buckets with data, oldest first.
+    pub points: Vec<Point>,
+    /// Paging.
+    #[serde(flatten)]
+    pub next: NextPage,
+}
+
+impl TimelineQuery {
+    /// Reads and checks the parameters: since 24 h ago until now, about 120 buckets.
+    pub fn parse(p: &Params) -> Result<TimelineQuery, QueryError> {
+        let until = p.instant("until")?.unwrap_or_else(Utc::now);
+        let since = p
+            .instant("since")?
+            .unwrap_or_else(|| until - chrono::Duration::hours(24));
+        if since >= until {
+            return Err(QueryError::bad("since", "must be before until"));
+        }
+        let span = (until - since).num_seconds().max(1);
+        let step_s = match p.seconds("step")? {
+            Some(s) if s < 1.0 => return Err(QueryError::bad("step", "must be at least 1s")),
+            Some(s) => s as i64,
+            None => (span + DEFAULT_POINTS - 1) / DEFAULT_POINTS,
+        };
+        if span / step_s > MAX_LIMIT * 10 {
+            return Err(QueryError::bad(
+                "step",
+                format!(
+                    "{step_s}s gives {} buckets over the span; at most {}",
+                    span / step_s,
+                    MAX_LIMIT * 10
+                ),
+            ));
+        }
+        Ok(TimelineQuery {
+            host: p.required("host")?,
+            since,
+            until,
+            step_s,
+            page: p.page()?,
+        })
+    }
+
+    /// Answers it.
+    #[tracing::instrument(name = "query_timeline", skip_all, fields(host = %self.host), err)]
+    pub async fn run(&self, ctx: &Context) -> Result<TimelineAnswer, QueryError> {
+        let host_id = host_id(&ctx.pool, &self.host).await?;
+        let rows = sqlx::query(include_str!("../sql/timeline.sql"))
+            .bind(host_id)
+            .bind(self.since)
+            .bind(self.until)
+            .bind(self.step_s as f64)
+            .fetch_all(&ctx.pool)
+            .await?;
+        let mut points: Vec<Point> = Vec::new();
+        for row in &rows {
+            let t: DateTime<Utc> = row.try_get("t")?;
+            let state = state_name(row.try_get("state")?);
+            let n: i64 = row.try_get("n")?;
+            match points.last_mut() {
+                Some(p) if p.t == t => {
+                    p.states.insert(state, n);
+                }
+                _ => points.push(Point {
+                    t,
+                    states: BTreeMap::from([(state, n)]),
+                }),
+            }
+        }
+        let (points, next_page_token) = self.page.slice(points);
+        Ok(TimelineAnswer {
+            host: self.host.clone(),
+            step_s: self.step_s,
+            points,
+            next: NextPage { next_page_token },
+        })
+    }
+}

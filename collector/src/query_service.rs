@@ -1,0 +1,362 @@
+//! The gRPC `finwait.v1.Query` service: request fields become the HTTP API's named
+//! parameters and go through the same parsing and queries ([`crate::query`]); answers
+//! become messages. Same values accepted, same messages on errors, same answers.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use finwait_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::api::authorize;
+use crate::ingest::Tokens;
+use crate::query::groups::{GroupsQuery, LeakGroup};
+use crate::query::hosts::{Host, HostsQuery};
+use crate::query::leaks::{Leak, LeakQuery, Side, TimeWaitPressure};
+use crate::query::sockets::SocketsQuery;
+use crate::query::timeline::TimelineQuery;
+use crate::query::who::WhoQuery;
+use crate::query::{self, Context, NextPage, Params, QueryError, Socket};
+
+/// The service.
+#[derive(Clone)]
+pub struct QueryService {
+    ctx: Context,
+    tokens: Option<Arc<Tokens>>,
+}
+
+impl QueryService {
+    /// Serves `ctx`; `tokens` as for the HTTP API (`None`: open, on loopback).
+    pub fn new(ctx: Context, tokens: Option<Arc<Tokens>>) -> QueryService {
+        QueryService { ctx, tokens }
+    }
+
+    fn admit<T>(
+        &self,
+        req: &Request<T>,
+        fields: Vec<(&str, String)>,
+        allowed: &[&str],
+    ) -> Result<Params, Status> {
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        authorize(self.tokens.as_deref(), given).map_err(status)?;
+        Params::from_fields(fields, allowed).map_err(status)
+    }
+}
+
+fn status(e: QueryError) -> Status {
+    e.code.status(e.message)
+}
+
+fn page_fields(page: Option<&pb::Page>) -> [(&'static str, String); 2] {
+    let (limit, token) = page.map_or((0, String::new()), |p| (p.limit, p.page_token.clone()));
+    [
+        (
+            "limit",
+            if limit == 0 {
+                String::new()
+            } else {
+                limit.to_string()
+            },
+        ),
+        ("page_token", token),
+    ]
+}
+
+fn num(n: u32) -> String {
+    if n == 0 { String::new() } else { n.to_string() }
+}
+
+fn ms(t: Option<DateTime<Utc>>) -> i64 {
+    t.map_or(0, |t| t.timestamp_millis())
+}
+
+fn token(n: NextPage) -> String {
+    n.next_page_token.unwrap_or_default()
+}
+
+fn socket(s: Socket) -> pb::SocketView {
+    pb::SocketView {
+        host: s.host,
+        netns: s.netns as u64,
+        state: s.state.into(),
+        local: s.local,
+        remote: s.remote,
+        owners: s
+            .owners
+            .into_iter()
+            .map(|o| pb::OwnerView {
+                pid: o.pid,
+                fd: o.fd,
+                comm: o.comm,
+                cmdline: o.cmdline,
+            })
+            .collect(),
+        since_ms: s.since.timestamp_millis(),
+        age_s: s.age_s,
+        rx_queue: s.rx_queue,
+        tx_queue: s.tx_queue,
+        inode: s.inode as u64,
+        uid: s.uid as u64,
+        timer: s.timer.into(),
+        until_ms: ms(s.until),
+    }
+}
+
+fn side(s: Side) -> pb::LeakSide {
+    pb::LeakSide {
+        host: s.host,
+        netns: s.netns as u64,
+        pid: s.pid.unwrap_or(0),
+        comm: s.comm.unwrap_or_default(),
+        cmdline: s.cmdline.unwrap_or_default(),
+        fd: s.fd.unwrap_or(0),
+        state: s.state.into(),
+        local: s.local,
+        remote: s.remote,
+        since_ms: s.since.timestamp_millis(),
+        age_s: s.age_s,
+        rx_queue: s.rx_queue,
+        until_ms: ms(s.until),
+    }
+}
+
+fn leak(l: Leak) -> pb::Leak {
+    pb::Leak {
+        kind: l.kind.into(),
+        confidence: l.confidence.into(),
+        holder: Some(side(l.holder)),
+        peer: l.peer.map(side),
+        until_ms: ms(l.until),
+        hint: l.hint.into(),
+    }
+}
+
+fn pressure(p: TimeWaitPressure) -> pb::TimeWaitPressure {
+    pb::TimeWaitPressure {
+        host: p.host,
+        local_addr: p.local_addr,
+        remote: p.remote,
+        count: p.count,
+        ports: p.ports,
+        ratio: p.ratio,
+        at_ms: p.at.timestamp_millis(),
+    }
+}
+
+fn host(h: Host) -> pb::HostSummary {
+    pb::HostSummary {
+        hostname: h.hostname,
+        machine_id: h.machine_id,
+        agent_version: h.agent_version,
+        last_seen_ms: ms(h.last_seen),
+        labels: h
+            .labels
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                )
+            })
+            .collect(),
+        states: h
+            .states
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        ephemeral_low: h.ephemeral_ports.low as u32,
+        ephemeral_high: h.ephemeral_ports.high as u32,
+        time_wait_pressure: h.time_wait_pressure.map(pressure),
+    }
+}
+
+fn group(g: LeakGroup) -> pb::LeakGroup {
+    pb::LeakGroup {
+        host: g.host,
+        pid: g.pid.unwrap_or(0),
+        comm: g.comm.unwrap_or_default(),
+        cmdline: g.cmdline.unwrap_or_default(),
+        kind: g.kind.into(),
+        count: g.count,
+        open: g.open,
+        oldest_ms: g.oldest.timestamp_millis(),
+        newest_ms: g.newest.timestamp_millis(),
+        ended_ms: ms(g.ended),
+        growth_per_hour: g.growth_per_hour,
+        peers: g
+            .peers
+            .into_iter()
+            .map(|p| pb::PeerCount {
+                host: p.host,
+                count: p.count,
+            })
+            .collect(),
+        hint: g.hint.into(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::query_server::Query for QueryService {
+    async fn hosts(
+        &self,
+        req: Request<pb::HostsRequest>,
+    ) -> Result<Response<pb::HostsResponse>, Status> {
+        let fields = page_fields(req.get_ref().page.as_ref()).to_vec();
+        let p = self.admit(&req, fields, query::hosts::PARAMS)?;
+        let a = HostsQuery::parse(&p)
+            .map_err(status)?
+            .run(&self.ctx)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::HostsResponse {
+            hosts: a.hosts.into_iter().map(host).collect(),
+            next_page_token: token(a.next),
+        }))
+    }
+
+    async fn sockets(
+        &self,
+        req: Request<pb::SocketsRequest>,
+    ) -> Result<Response<pb::SocketsResponse>, Status> {
+        let r = req.get_ref();
+        let mut fields = vec![
+            ("host", r.host.clone()),
+            ("state", r.state.clone()),
+            ("port", num(r.port)),
+            ("pid", num(r.pid)),
+            ("process", r.process.clone()),
+            ("at", r.at.clone()),
+        ];
+        fields.extend(page_fields(r.page.as_ref()));
+        let p = self.admit(&req, fields, query::sockets::PARAMS)?;
+        let a = SocketsQuery::parse(&p)
+            .map_err(status)?
+            .run(&self.ctx)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SocketsResponse {
+            host: a.host,
+            as_of_ms: ms(a.as_of),
+            sockets: a.sockets.into_iter().map(socket).collect(),
+            next_page_token: token(a.next),
+        }))
+    }
+
+    async fn leaks(
+        &self,
+        req: Request<pb::LeaksRequest>,
+    ) -> Result<Response<pb::LeaksResponse>, Status> {
+        let r = req.get_ref();
+        let mut fields = vec![
+            ("since", r.since.clone()),
+            ("min_age", r.min_age.clone()),
+            ("host", r.host.clone()),
+            ("process", r.process.clone()),
+            ("kind", r.kind.clone()),
+            ("confidence", r.confidence.clone()),
+        ];
+        fields.extend(page_fields(r.page.as_ref()));
+        let p = self.admit(&req, fields, query::leaks::PARAMS)?;
+        let a = LeakQuery::parse(&p, &self.ctx)
+            .map_err(status)?
+            .run(&self.ctx)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::LeaksResponse {
+            leaks: a.leaks.into_iter().map(leak).collect(),
+            time_wait_pressure: a.time_wait_pressure.into_iter().map(pressure).collect(),
+            next_page_token: token(a.next),
+        }))
+    }
+
+    async fn leak_groups(
+        &self,
+        req: Request<pb::LeakGroupsRequest>,
+    ) -> Result<Response<pb::LeakGroupsResponse>, Status> {
+        let r = req.get_ref();
+        let mut fields = vec![
+            ("since", r.since.clone()),
+            ("min_age", r.min_age.clone()),
+            ("host", r.host.clone()),
+            ("process", r.process.clone()),
+        ];
+        fields.extend(page_fields(r.page.as_ref()));
+        let p = self.admit(&req, fields, query::groups::PARAMS)?;
+        let a = GroupsQuery::parse(&p, &self.ctx)
+            .map_err(status)?
+            .run(&self.ctx)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::LeakGroupsResponse {
+            groups: a.groups.into_iter().map(group).collect(),
+            next_page_token: token(a.next),
+        }))
+    }
+
+    async fn who(&self, req: Request<pb::WhoRequest>) -> Result<Response<pb::WhoResponse>, Status> {
+        let r = req.get_ref();
+        let mut fields = vec![("endpoint", r.endpoint.clone()), ("at", r.at.clone())];
+        fields.extend(page_fields(r.page.as_ref()));
+        let p = self.admit(&req, fields, query::who::PARAMS)?;
+        let a = WhoQuery::parse(&p)
+            .map_err(status)?
+            .run(&self.ctx)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::WhoResponse {
+            endpoint: a.endpoint,
+            as_of_ms: ms(a.as_of),
+            connections: a
+                .connections
+                .into_iter()
+                .map(|c| pb::Connection {
+                    local: c.local.map(socket),
+                    remote: c.remote.map(socket),
+                })
+                .collect(),
+            next_page_token: token(a.next),
+        }))
+    }
+
+    async fn timeline(
+        &self,
+        req: Request<pb::TimelineRequest>,
+    ) -> Result<Response<pb::TimelineResponse>, Status> {
+        let r = req.get_ref();
+        let mut fields = vec![
+            ("host", r.host.clone()),
+            ("since", r.since.clone()),
+            ("until", r.until.clone()),
+            ("step", r.step.clone()),
+        ];
+        fields.extend(page_fields(r.page.as_ref()));
+        let p = self.admit(&req, fields, query::timeline::PARAMS)?;
+        let a = TimelineQuery::parse(&p)
+            .map_err(status)?
+            .run(&self.ctx)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::TimelineResponse {
+            host: a.host,
+            step_s: a.step_s,
+            points: a
+                .points
+                .into_iter()
+                .map(|p| pb::TimelinePoint {
+                    t_ms: p.t.timestamp_millis(),
+                    states: p
+                        .states
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect(),
+                })
+                .collect(),
+            next_page_token: token(a.next),
+        }))
+    }
+}
