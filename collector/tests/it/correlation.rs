@@ -14,7 +14,7 @@ use finwait_testkit::{Lan, NetNs, Privilege, Sockpop, require_root, workspace_bi
 
 use crate::support::certificates;
 
-struct Proc(Child);
+pub(crate) struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -27,7 +27,7 @@ impl Drop for Proc {
     }
 }
 
-fn sockpop(ns: &NetNs, args: &[&str]) -> (Sockpop, serde_json::Value) {
+pub(crate) fn sockpop(ns: &NetNs, args: &[&str]) -> (Sockpop, serde_json::Value) {
     let p = Sockpop::start(Some(ns), args).expect("sockpop");
     let m = p.manifest.clone();
     (p, m)
@@ -58,7 +58,7 @@ impl Api {
     }
 }
 
-fn poll(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn poll(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(40);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -208,9 +208,9 @@ fn leaks_across_three_hosts_are_paired_exactly_and_reported_ended() {
 }
 
 /// The collector on a LAN's router over TLS with a token, and the means to query it.
-struct Fixture {
-    lan: Lan,
-    dir: PathBuf,
+pub(crate) struct Fixture {
+    pub(crate) lan: Lan,
+    pub(crate) dir: PathBuf,
     api: Api,
     ca: String,
     token_file: String,
@@ -218,7 +218,7 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn start(tag: &str, hosts: usize) -> Fixture {
+    pub(crate) fn start(tag: &str, hosts: usize) -> Fixture {
         let lan = Lan::create(tag, hosts).expect("lan");
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("{tag}-{}", std::process::id()));
@@ -278,7 +278,7 @@ impl Fixture {
         }
     }
 
-    fn agent(&self, i: usize, name: &str) -> Proc {
+    pub(crate) fn agent(&self, i: usize, name: &str) -> Proc {
         Proc(
             self.lan
                 .host(i)
@@ -308,7 +308,7 @@ impl Fixture {
         )
     }
 
-    fn leaks(&self, query: &str) -> Vec<serde_json::Value> {
+    pub(crate) fn leaks(&self, query: &str) -> Vec<serde_json::Value> {
         self.api
             .get(self.lan.router(), &format!("/api/v1/leaks?{query}"))["leaks"]
             .as_array()

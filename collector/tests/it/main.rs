@@ -8,5 +8,6 @@ mod correlation;
 mod e2e;
 mod ingest;
 mod leaks;
+mod nat;
 mod support;
 mod tls;
