@@ -164,6 +164,30 @@ fn leaks_across_three_hosts_are_paired_exactly_and_reported_ended() {
     want.sort();
     assert_eq!(peers, want, "peers on B (IPv4) and C (IPv6)");
 
+    // The CLI, run on host B: `--json` is the HTTP JSON (ages aside, which grow between
+    // the two requests); the table names the holder and carries a hint per leak.
+    let out = fx.cli(1, &["leaks", "--since", "10m", "--json"]);
+    let from_cli: serde_json::Value = serde_json::from_str(&out).expect("CLI JSON");
+    let from_api = api.get(lan.router(), "/api/v1/leaks?since=10m");
+    assert_eq!(
+        without_ages(from_cli),
+        without_ages(from_api),
+        "finwait leaks --json"
+    );
+    let table = fx.cli(1, &["leaks", "--since", "10m"]);
+    assert_eq!(table.matches("hint:").count(), 4, "{table}");
+    assert!(
+        table.contains("CLOSE_WAIT") || table.contains("close_wait"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&lm["pid"].to_string()),
+        "holder pid: {table}"
+    );
+    let who = fx.cli(1, &["who", "10.77.0.10:8080"]);
+    assert!(who.contains("host-a") && who.contains("host-b"), "{who}");
+    let leaking_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+
     // The API needs the token off loopback; bad parameters are named.
     let denied = lan
         .router()
@@ -205,6 +229,110 @@ fn leaks_across_three_hosts_are_paired_exactly_and_reported_ended() {
         Some(3),
         "{hosts:#}"
     );
+
+    // After the exit, the past is still answered: A's CLOSE_WAITs as they were while
+    // leaking, and who held the leaky endpoint then (both ends side by side).
+    let then: serde_json::Value = serde_json::from_str(&fx.cli(
+        1,
+        &[
+            "sockets",
+            "--host",
+            "host-a",
+            "--state",
+            "CLOSE_WAIT",
+            "--at",
+            &leaking_at,
+            "--json",
+        ],
+    ))
+    .expect("sockets JSON");
+    let mut remotes: Vec<String> = then["sockets"]
+        .as_array()
+        .expect("sockets")
+        .iter()
+        .map(|s| s["remote"].as_str().unwrap_or("").to_owned())
+        .collect();
+    remotes.sort();
+    let mut want_remotes: Vec<String> = b_leak["locals"]
+        .as_array()
+        .expect("b locals")
+        .iter()
+        .chain(c_leak["locals"].as_array().expect("c locals"))
+        .map(|a| a.as_str().unwrap_or("").to_owned())
+        .collect();
+    want_remotes.sort();
+    assert_eq!(
+        remotes, want_remotes,
+        "A's CLOSE_WAITs at {leaking_at}: {then:#}"
+    );
+    let now: serde_json::Value = serde_json::from_str(&fx.cli(
+        1,
+        &[
+            "sockets",
+            "--host",
+            "host-a",
+            "--state",
+            "CLOSE_WAIT",
+            "--port",
+            "8080",
+            "--json",
+        ],
+    ))
+    .expect("sockets JSON");
+    assert_eq!(
+        now["sockets"].as_array().map(Vec::len),
+        Some(0),
+        "gone now: {now:#}"
+    );
+    let who: serde_json::Value = serde_json::from_str(&fx.cli(
+        2,
+        &["who", "10.77.0.10:8080", "--at", &leaking_at, "--json"],
+    ))
+    .expect("who JSON");
+    let mut pairs: Vec<(String, String)> = who["connections"]
+        .as_array()
+        .expect("connections")
+        .iter()
+        .filter(|c| c["local"]["state"] == "CLOSE_WAIT")
+        .map(|c| {
+            assert_eq!(c["local"]["pid"].as_u64(), lm["pid"].as_u64(), "{c:#}");
+            (
+                c["remote"]["host"].as_str().unwrap_or("-").to_owned(),
+                c["remote"]["state"].as_str().unwrap_or("-").to_owned(),
+            )
+        })
+        .collect();
+    pairs.sort();
+    assert_eq!(
+        pairs,
+        vec![("host-b".to_owned(), "FIN_WAIT2".to_owned()); 2],
+        "{who:#}"
+    );
+
+    // Errors: one line on stderr and a non-zero exit.
+    let (code, err) = fx.cli_fails(1, &["sockets", "--host", "no-such-host"]);
+    assert_ne!(code, 0);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("no host named"), "{err}");
+}
+
+/// Drops every `age_s`: it grows between two requests.
+fn without_ages(mut v: serde_json::Value) -> serde_json::Value {
+    match &mut v {
+        serde_json::Value::Object(m) => {
+            m.remove("age_s");
+            for x in m.values_mut() {
+                *x = without_ages(x.take());
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for x in a.iter_mut() {
+                *x = without_ages(x.take());
+            }
+        }
+        _ => {}
+    }
+    v
 }
 
 /// The collector on a LAN's router over TLS with a token, and the means to query it.
@@ -305,6 +433,44 @@ impl Fixture {
                 .stderr(std::fs::File::create(self.dir.join(format!("{name}.log"))).expect("log"))
                 .spawn()
                 .expect("agent"),
+        )
+    }
+
+    fn cli_command(&self, host: usize, args: &[&str]) -> std::process::Command {
+        let mut cmd = self
+            .lan
+            .host(host)
+            .command(workspace_bin("finwait").expect("finwait CLI"));
+        cmd.args([
+            "--server",
+            &self.api.url,
+            "--ca",
+            &self.ca,
+            "--token-file",
+            &self.token_file,
+        ])
+        .args(args)
+        .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs the `finwait` CLI on host `host`; its stdout (fails the test on failure).
+    pub(crate) fn cli(&self, host: usize, args: &[&str]) -> String {
+        let out = self.cli_command(host, args).output().expect("finwait");
+        assert!(
+            out.status.success(),
+            "finwait {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    /// Runs the `finwait` CLI expecting failure; (exit code, stderr).
+    pub(crate) fn cli_fails(&self, host: usize, args: &[&str]) -> (i32, String) {
+        let out = self.cli_command(host, args).output().expect("finwait");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
 

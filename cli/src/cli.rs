@@ -1,0 +1,481 @@
+//! Flags and subcommands (clap derive), and the checks on argument values: durations,
+//! instants, endpoints and state names are refused here, before any request, with a
+//! message that names the flag.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::builder::NonEmptyStringValueParser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::url::ServerUrl;
+
+/// The collector's default listen address (`finwait-collector --listen`), where its
+/// HTTP/JSON API is served too.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
+
+/// finwait: asks a finwait collector which TCP connections leak, who holds them, and
+/// what a host's socket table looked like.
+#[derive(Debug, Parser)]
+#[command(name = "finwait", version)]
+pub struct Cli {
+    /// Where and how to ask.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to ask.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand takes.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct Global {
+    /// Collector URL (http:// or https://, optional path prefix).
+    #[arg(long, global = true, env = "FINWAIT_SERVER", default_value = DEFAULT_SERVER,
+          value_name = "URL", value_parser = parse_server)]
+    pub server: ServerUrl,
+    /// File holding the bearer token (else the FINWAIT_TOKEN environment variable is used).
+    #[arg(long, global = true, env = "FINWAIT_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the collector's certificate (required for https://).
+    #[arg(long, global = true, env = "FINWAIT_CA", value_name = "PATH")]
+    pub ca: Option<PathBuf>,
+    /// Print the server's JSON body byte for byte instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Most items per page (1 to 10000; the server's default is 1000).
+    #[arg(long, global = true, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit: Option<u32>,
+    /// Follow next_page_token through every page (with --json and several pages: one
+    /// object, the pages' lists concatenated, next_page_token null).
+    #[arg(long, global = true)]
+    pub all: bool,
+    /// Give up on a request (connect, TLS, answer) after this long: 90, 90s, 15m.
+    #[arg(long, global = true, default_value = "10s", value_name = "D", value_parser = parse_timeout)]
+    pub timeout: Timeout,
+}
+
+/// `--timeout`: the duration and how it was written.
+#[derive(Debug, Clone)]
+pub struct Timeout {
+    /// The bound.
+    pub duration: Duration,
+    /// As given, for messages.
+    pub shown: String,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Which hosts report to the collector, when each was last heard from, how many
+    /// sockets each has in every TCP state, and whether one is short of ephemeral ports
+    /// because of TIME_WAIT.
+    Hosts,
+    /// Which processes leak connections (CLOSE_WAIT never closed, half-closed FIN_WAIT2,
+    /// stuck LAST_ACK) and who is on the other end; --groups sums them up per process.
+    Leaks(LeaksArgs),
+    /// Who holds both ends of the connections to or from IP:PORT, side by side.
+    Who(WhoArgs),
+    /// What a host's socket table holds now, or held at an instant (--at).
+    Sockets(SocketsArgs),
+    /// How a host's socket counts per TCP state moved over time, one row per step.
+    Timeline(TimelineArgs),
+    /// What a TCP state or a leak verdict means, which side is at fault, and what fixes it
+    /// (and what does not). Works offline.
+    Explain(ExplainArgs),
+}
+
+/// A leak kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LeakKind {
+    /// A CLOSE_WAIT its process never closed.
+    #[value(name = "close_wait", alias = "close-wait")]
+    CloseWait,
+    /// A FIN_WAIT2 held half-closed, waiting for a peer that never closes.
+    #[value(name = "half_closed_wait", alias = "half-closed-wait")]
+    HalfClosedWait,
+    /// A LAST_ACK whose final ACK never comes.
+    #[value(name = "last_ack_stuck", alias = "last-ack-stuck")]
+    LastAckStuck,
+}
+
+impl LeakKind {
+    /// The API's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeakKind::CloseWait => "close_wait",
+            LeakKind::HalfClosedWait => "half_closed_wait",
+            LeakKind::LastAckStuck => "last_ack_stuck",
+        }
+    }
+}
+
+/// How sure the peer match is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Confidence {
+    /// Reversed 4-tuple.
+    Exact,
+    /// Through NAT, by the client endpoint.
+    Nat,
+    /// No peer seen.
+    #[value(name = "one_sided", alias = "one-sided")]
+    OneSided,
+}
+
+impl Confidence {
+    /// The API's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confidence::Exact => "exact",
+            Confidence::Nat => "nat",
+            Confidence::OneSided => "one_sided",
+        }
+    }
+}
+
+/// `finwait leaks`.
+#[derive(Debug, Args)]
+pub struct LeaksArgs {
+    /// Only leaks seen since this instant: RFC 3339, or a duration meaning that long ago
+    /// (server default: 24h).
+    #[arg(long, value_name = "T", value_parser = parse_instant)]
+    pub since: Option<String>,
+    /// Only holders that stayed in their state at least this long (default: the
+    /// collector's leak threshold).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub min_age: Option<String>,
+    /// Only holders on this host.
+    #[arg(long, value_name = "H", value_parser = NonEmptyStringValueParser::new())]
+    pub host: Option<String>,
+    /// Only holders whose process has this command name.
+    #[arg(long, value_name = "COMM", value_parser = NonEmptyStringValueParser::new())]
+    pub process: Option<String>,
+    /// Only this kind of leak.
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        value_name = "K",
+        conflicts_with = "groups"
+    )]
+    pub kind: Option<LeakKind>,
+    /// Only this confidence of peer match.
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        value_name = "C",
+        conflicts_with = "groups"
+    )]
+    pub confidence: Option<Confidence>,
+    /// One row per leaking process and kind (count, growth per hour, peer hosts) instead of
+    /// one per connection (/api/v1/leaks/groups).
+    #[arg(long)]
+    pub groups: bool,
+}
+
+/// `finwait who`.
+#[derive(Debug, Args)]
+pub struct WhoArgs {
+    /// The endpoint: 10.0.0.1:8080, or [2001:db8::1]:8080 for IPv6.
+    #[arg(value_name = "IP:PORT", value_parser = parse_endpoint)]
+    pub endpoint: SocketAddr,
+    /// Ask about this instant instead of now: RFC 3339, or a duration meaning that long ago.
+    #[arg(long, value_name = "T", value_parser = parse_instant)]
+    pub at: Option<String>,
+}
+
+/// `finwait sockets`.
+#[derive(Debug, Args)]
+pub struct SocketsArgs {
+    /// The host (as `finwait hosts` lists it).
+    #[arg(long, value_name = "H", value_parser = NonEmptyStringValueParser::new())]
+    pub host: String,
+    /// Only sockets in this TCP state (any case; - or _ between words).
+    #[arg(long, value_name = "S", value_parser = parse_state)]
+    pub state: Option<&'static str>,
+    /// Only sockets with this local or remote port.
+    #[arg(long, value_name = "P")]
+    pub port: Option<u16>,
+    /// Only sockets owned by this process id.
+    #[arg(long, value_name = "N")]
+    pub pid: Option<u32>,
+    /// Only sockets owned by a process with this command name.
+    #[arg(long, value_name = "COMM", value_parser = NonEmptyStringValueParser::new())]
+    pub process: Option<String>,
+    /// The table as it was at this instant: RFC 3339, or a duration meaning that long ago.
+    #[arg(long, value_name = "T", value_parser = parse_instant)]
+    pub at: Option<String>,
+}
+
+/// `finwait timeline`.
+#[derive(Debug, Args)]
+pub struct TimelineArgs {
+    /// The host.
+    #[arg(long, value_name = "H", value_parser = NonEmptyStringValueParser::new())]
+    pub host: String,
+    /// Start: RFC 3339, or a duration meaning that long ago (server default: 24h).
+    #[arg(long, value_name = "T", value_parser = parse_instant)]
+    pub since: Option<String>,
+    /// End: RFC 3339, or a duration meaning that long ago (server default: now).
+    #[arg(long, value_name = "T", value_parser = parse_instant)]
+    pub until: Option<String>,
+    /// Width of one row (server default: about 120 rows).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub step: Option<String>,
+}
+
+/// `finwait explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// A TCP state (CLOSE_WAIT, fin-wait-2, …), a leak kind (close_wait,
+    /// half_closed_wait, last_ack_stuck, time_wait_pressure) or a confidence (exact, nat,
+    /// one_sided).
+    #[arg(value_name = "STATE|VERDICT")]
+    pub name: String,
+}
+
+/// Seconds in a duration written `90`, `90s`, `15m`, `2h` or `1d` (decimals allowed), as
+/// the collector reads it; `None` for anything else.
+pub fn duration_seconds(text: &str) -> Option<f64> {
+    let t = text.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 's')) => (&t[..i], 1.0),
+        Some((i, 'm')) => (&t[..i], 60.0),
+        Some((i, 'h')) => (&t[..i], 3_600.0),
+        Some((i, 'd')) => (&t[..i], 86_400.0),
+        _ => (t, 1.0),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let ok = match num.split_once('.') {
+        None => digits(num),
+        Some((whole, frac)) => digits(whole) && digits(frac),
+    };
+    ok.then(|| num.parse::<f64>().ok())
+        .flatten()
+        .map(|n| n * mult)
+        .filter(|s| s.is_finite())
+}
+
+/// A duration flag: checked, passed on as written.
+pub fn parse_duration(text: &str) -> Result<String, String> {
+    match duration_seconds(text) {
+        Some(_) => Ok(text.trim().to_string()),
+        None => Err(format!(
+            "{text:?} is not a duration like 90, 90s, 15m, 2h or 1d"
+        )),
+    }
+}
+
+/// `--timeout`: a duration above zero.
+pub fn parse_timeout(text: &str) -> Result<Timeout, String> {
+    let secs = duration_seconds(text)
+        .ok_or_else(|| format!("{text:?} is not a duration like 10, 10s or 2m"))?;
+    if secs <= 0.0 {
+        return Err("must be more than 0".into());
+    }
+    let duration = Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())?;
+    let t = text.trim();
+    let shown = if t.ends_with(|c: char| c.is_ascii_digit()) {
+        format!("{t}s")
+    } else {
+        t.to_string()
+    };
+    Ok(Timeout { duration, shown })
+}
+
+/// An instant flag: RFC 3339 or a duration meaning that long ago; passed on as written
+/// so that "2h" is measured from the server's clock.
+pub fn parse_instant(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    if chrono::DateTime::parse_from_rfc3339(t).is_ok() || duration_seconds(t).is_some() {
+        Ok(t.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is neither an RFC 3339 time (2026-11-23T03:12:00Z) nor a duration ago (2h)"
+        ))
+    }
+}
+
+/// `IP:PORT`, IPv6 in brackets.
+pub fn parse_endpoint(text: &str) -> Result<SocketAddr, String> {
+    let t = text.trim();
+    t.parse::<SocketAddr>().map_err(|_| {
+        if t.matches(':').count() > 1 && !t.starts_with('[') {
+            format!("{text:?}: write an IPv6 endpoint as [addr]:port")
+        } else {
+            format!("{text:?} is not IP:PORT (e.g. 10.0.0.1:8080 or [2001:db8::1]:8080)")
+        }
+    })
+}
+
+/// A TCP state name in any spelling, as its canonical name.
+pub fn parse_state(text: &str) -> Result<&'static str, String> {
+    crate::explain::state_name(text).ok_or_else(|| {
+        format!(
+            "{text:?} is not a TCP state; one of {}",
+            crate::explain::STATE_NAMES.join(", ")
+        )
+    })
+}
+
+/// `--server`.
+pub fn parse_server(text: &str) -> Result<ServerUrl, String> {
+    ServerUrl::parse(text)
+}
+
+/// What `main` does with a clap error: help and version go to stdout with status 0;
+/// anything else becomes one line for stderr and status 2.
+pub enum ParseFailure {
+    /// `--help` or `--version`: print it (`clap::Error::print`) and succeed.
+    Info(clap::Error),
+    /// A usage error, as one line without the `finwait: ` prefix.
+    Usage(String),
+}
+
+impl From<clap::Error> for ParseFailure {
+    fn from(e: clap::Error) -> Self {
+        use clap::error::ErrorKind;
+        match e.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ParseFailure::Info(e),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            | ErrorKind::MissingSubcommand => ParseFailure::Usage(
+                "a command is needed: hosts, leaks, who, sockets, timeline or explain (see finwait --help)"
+                    .into(),
+            ),
+            _ => {
+                // clap's first paragraph is the message (a list of missing flags may
+                // follow on its own lines); tips and usage come after a blank line.
+                let text = e.render().to_string();
+                let first: Vec<&str> = text
+                    .lines()
+                    .map(str::trim)
+                    .take_while(|l| !l.is_empty())
+                    .collect();
+                let message = first.join(" ");
+                let message = message.strip_prefix("error: ").unwrap_or(&message);
+                ParseFailure::Usage(format!("{message} (see finwait --help)"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, ParseFailure> {
+        let mut all = vec!["finwait"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).map_err(ParseFailure::from)
+    }
+
+    fn usage_error(args: &[&str]) -> String {
+        match parse(args) {
+            Err(ParseFailure::Usage(m)) => m,
+            Err(ParseFailure::Info(_)) => panic!("{args:?} printed help"),
+            Ok(c) => panic!("{args:?} parsed: {c:?}"),
+        }
+    }
+
+    #[test]
+    fn durations_follow_the_collectors_grammar() {
+        assert_eq!(duration_seconds("90"), Some(90.0));
+        assert_eq!(duration_seconds("90s"), Some(90.0));
+        assert_eq!(duration_seconds("15m"), Some(900.0));
+        assert_eq!(duration_seconds("1.5h"), Some(5_400.0));
+        assert_eq!(duration_seconds(" 1d "), Some(86_400.0));
+        for bad in [
+            "", "s", "-5", "5 m", "1e3", "inf", "NaN", "2w", "1.", ".5", "1h30m",
+        ] {
+            assert_eq!(duration_seconds(bad), None, "{bad:?}");
+        }
+        assert!(parse_timeout("0").is_err());
+        assert_eq!(
+            parse_timeout("2m").map(|t| t.duration),
+            Ok(Duration::from_secs(120))
+        );
+    }
+
+    #[test]
+    fn instants_are_rfc3339_or_durations_ago() {
+        assert_eq!(parse_instant("2h"), Ok("2h".into()));
+        assert_eq!(
+            parse_instant("2026-11-23T03:12:00+01:00"),
+            Ok("2026-11-23T03:12:00+01:00".into())
+        );
+        assert!(parse_instant("yesterday").is_err());
+        assert!(parse_instant("2026-11-23 03:12").is_err());
+    }
+
+    #[test]
+    fn endpoints_need_a_port_and_brackets_for_ipv6() {
+        assert_eq!(
+            parse_endpoint("10.77.0.10:8080").map(|e| e.to_string()),
+            Ok("10.77.0.10:8080".into())
+        );
+        assert_eq!(
+            parse_endpoint("[2001:db8::1]:443").map(|e| e.to_string()),
+            Ok("[2001:db8::1]:443".into())
+        );
+        assert!(parse_endpoint("2001:db8::1:443").is_err_and(|e| e.contains("[addr]:port")));
+        for bad in ["10.0.0.1", "10.0.0.1:99999", "host:80", ""] {
+            assert!(parse_endpoint(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn states_are_normalised() {
+        assert_eq!(parse_state("close-wait"), Ok("CLOSE_WAIT"));
+        assert_eq!(parse_state("fin_wait_2"), Ok("FIN_WAIT2"));
+        assert!(parse_state("closed").is_err_and(|e| e.contains("ESTABLISHED")));
+    }
+
+    #[test]
+    fn global_flags_go_anywhere_and_defaults_hold() {
+        let c = match parse(&["leaks", "--json", "--limit", "5", "--kind", "CLOSE-WAIT"]) {
+            Ok(c) => c,
+            Err(_) => panic!("valid flags refused"),
+        };
+        assert!(c.global.json);
+        assert_eq!(c.global.limit, Some(5));
+        assert_eq!(c.global.timeout.duration, Duration::from_secs(10));
+        let Command::Leaks(l) = c.command else {
+            panic!("leaks expected")
+        };
+        assert_eq!(l.kind, Some(LeakKind::CloseWait));
+    }
+
+    #[test]
+    fn bad_flags_are_one_line_that_names_the_flag() {
+        let cases: [(&[&str], &str); 8] = [
+            (&["leaks", "--since", "yesterday"], "--since"),
+            (&["leaks", "--min-age", "5w"], "--min-age"),
+            (&["--limit", "0", "hosts"], "--limit"),
+            (&["who", "::1:80"], "IP:PORT"),
+            (&["sockets"], "--host"),
+            (&["sockets", "--host", "a", "--state", "bogus"], "--state"),
+            (&["leaks", "--groups", "--kind", "close_wait"], "--kind"),
+            (&["--server", "ftp://x", "hosts"], "--server"),
+        ];
+        for (args, flag) in cases {
+            let m = usage_error(args);
+            assert!(!m.contains('\n'), "{args:?}: {m}");
+            assert!(m.contains(flag), "{args:?}: {m}");
+        }
+        assert!(usage_error(&[]).contains("a command is needed"));
+    }
+
+    #[test]
+    fn help_is_information_not_an_error() {
+        for args in [&["--help"][..], &["leaks", "--help"], &["--version"]] {
+            assert!(
+                matches!(parse(args), Err(ParseFailure::Info(_))),
+                "{args:?}"
+            );
+        }
+    }
+}

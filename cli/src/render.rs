@@ -1,0 +1,383 @@
+//! The tables each command prints from the collector's answer. Every text that came over
+//! the network goes through [`format::cell`] (one line, no control characters), command
+//! lines are cut to [`CMDLINE_WIDTH`], and an empty answer is one sentence saying what
+//! was looked for.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+
+use crate::api::{
+    Group, GroupsPage, HostsPage, Leak, LeaksPage, Pressure, Side, Socket, SocketsPage,
+    TimelinePage, WhoPage,
+};
+use crate::explain::STATE_NAMES;
+use crate::format::{self, cell, num};
+use crate::table::{Align, Table};
+
+/// Command lines longer than this are cut (with `…`).
+pub const CMDLINE_WIDTH: usize = 40;
+
+const L: Align = Align::Left;
+const R: Align = Align::Right;
+
+/// State names in kernel order, then any unknown ones alphabetically.
+fn ordered_states<'a>(present: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    let present: BTreeSet<&str> = present.into_iter().map(String::as_str).collect();
+    let mut out: Vec<String> = STATE_NAMES
+        .iter()
+        .filter(|s| present.contains(*s))
+        .map(|s| (*s).to_string())
+        .collect();
+    out.extend(
+        present
+            .iter()
+            .filter(|s| !STATE_NAMES.contains(s))
+            .map(|s| format::one_line(s)),
+    );
+    out
+}
+
+fn cmdline(c: Option<&str>) -> String {
+    format::truncate(&cell(c), CMDLINE_WIDTH)
+}
+
+/// `count TIME_WAIT local -> remote = ratio of ports`.
+fn pressure(p: &Pressure) -> String {
+    format!(
+        "{} of ports: {} TIME_WAIT {} -> {}",
+        format::percent(p.ratio),
+        p.count,
+        cell(Some(&p.local_addr)),
+        cell(Some(&p.remote))
+    )
+}
+
+/// `finwait hosts`.
+pub fn hosts(page: &HostsPage, now: DateTime<Utc>) -> String {
+    if page.hosts.is_empty() {
+        return "no hosts have reported to this collector yet\n".into();
+    }
+    let states = ordered_states(page.hosts.iter().flat_map(|h| h.states.keys()));
+    let mut titles: Vec<String> = ["HOST", "LAST SEEN", "AGO", "AGENT"]
+        .map(String::from)
+        .to_vec();
+    titles.extend(states.iter().cloned());
+    titles.push("TIME_WAIT PRESSURE".into());
+    let mut aligns = vec![L, L, R, L];
+    aligns.extend(states.iter().map(|_| R));
+    aligns.push(L);
+    let mut t = Table::with_titles(titles, aligns);
+    for h in &page.hosts {
+        let mut row = vec![
+            cell(Some(&h.hostname)),
+            format::time_or(h.last_seen.as_deref(), "never"),
+            h.last_seen
+                .as_deref()
+                .map_or_else(|| "-".into(), |ts| format::ago(ts, now)),
+            cell(Some(&h.agent_version)),
+        ];
+        row.extend(
+            states
+                .iter()
+                .map(|s| h.states.get(s).copied().unwrap_or(0).to_string()),
+        );
+        row.push(
+            h.time_wait_pressure
+                .as_ref()
+                .map_or_else(|| "-".into(), pressure),
+        );
+        t.row(row);
+    }
+    t.render()
+}
+
+/// `host STATE` of a leak's peer, or `-` when none was seen.
+fn peer(p: Option<&Side>) -> String {
+    match p {
+        None => "-".into(),
+        Some(p) => {
+            let ended = if p.until.is_some() { " (gone)" } else { "" };
+            format!("{} {}{ended}", cell(Some(&p.host)), cell(Some(&p.state)))
+        }
+    }
+}
+
+fn leak_row(l: &Leak) -> Vec<String> {
+    let h = &l.holder;
+    vec![
+        cell(Some(&l.kind)),
+        cell(Some(&l.confidence)),
+        cell(Some(&h.host)),
+        num(h.pid),
+        cell(h.comm.as_deref()),
+        cell(Some(&h.local)),
+        cell(Some(&h.remote)),
+        format::age_f(h.age_s),
+        peer(l.peer.as_ref()),
+        format::time_or(l.until.as_deref(), "open"),
+    ]
+}
+
+/// `finwait leaks`: one row per leak with its hint under it, then TIME_WAIT pressure.
+/// `scope` completes "no leaks found …" (e.g. `since 24h ago on host a`).
+pub fn leaks(page: &LeaksPage, scope: &str) -> String {
+    let mut out = String::new();
+    if page.leaks.is_empty() {
+        out.push_str(&format!("no leaks found {scope}\n"));
+    } else {
+        let mut t = Table::new(&[
+            ("KIND", L),
+            ("CONF", L),
+            ("HOST", L),
+            ("PID", R),
+            ("COMM", L),
+            ("LOCAL", L),
+            ("REMOTE", L),
+            ("AGE", R),
+            ("PEER", L),
+            ("UNTIL", L),
+        ]);
+        for l in &page.leaks {
+            let row = leak_row(l);
+            match l.hint.trim() {
+                "" => t.row(row),
+                hint => t.row_with_note(row, format!("hint: {}", format::one_line(hint))),
+            }
+        }
+        out.push_str(&t.render());
+    }
+    if !page.time_wait_pressure.is_empty() {
+        out.push_str(
+            "\nTIME_WAIT pressure (not a leak: many short connections to one destination)\n",
+        );
+        let mut t = Table::new(&[
+            ("HOST", L),
+            ("LOCAL ADDR", L),
+            ("REMOTE", L),
+            ("TIME_WAIT", R),
+            ("PORTS", R),
+            ("USED", R),
+            ("AT", L),
+        ]);
+        for p in &page.time_wait_pressure {
+            t.row(vec![
+                cell(p.host.as_deref()),
+                cell(Some(&p.local_addr)),
+                cell(Some(&p.remote)),
+                p.count.to_string(),
+                p.ports.to_string(),
+                format::percent(p.ratio),
+                format::time_or(p.at.as_deref(), "-"),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    out
+}
+
+fn peers(g: &Group) -> String {
+    if g.peers.is_empty() {
+        return "-".into();
+    }
+    g.peers
+        .iter()
+        .map(|p| format!("{}({})", cell(Some(&p.host)), p.count))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `finwait leaks --groups`.
+pub fn groups(page: &GroupsPage, scope: &str) -> String {
+    if page.groups.is_empty() {
+        return format!("no leaks found {scope}\n");
+    }
+    let mut t = Table::new(&[
+        ("HOST", L),
+        ("PID", R),
+        ("COMM", L),
+        ("KIND", L),
+        ("COUNT", R),
+        ("OPEN", R),
+        ("GROWTH/H", R),
+        ("OLDEST", L),
+        ("NEWEST", L),
+        ("ENDED", L),
+        ("PEERS", L),
+        ("CMDLINE", L),
+    ]);
+    for g in &page.groups {
+        let row = vec![
+            cell(Some(&g.host)),
+            num(g.pid),
+            cell(g.comm.as_deref()),
+            cell(Some(&g.kind)),
+            g.count.to_string(),
+            g.open.to_string(),
+            if g.growth_per_hour.is_finite() {
+                format!("{:.1}", g.growth_per_hour)
+            } else {
+                "-".into()
+            },
+            format::time(&g.oldest),
+            format::time(&g.newest),
+            format::time_or(g.ended.as_deref(), "open"),
+            peers(g),
+            cmdline(g.cmdline.as_deref()),
+        ];
+        match g.hint.trim() {
+            "" => t.row(row),
+            hint => t.row_with_note(row, format!("hint: {}", format::one_line(hint))),
+        }
+    }
+    t.render()
+}
+
+/// `comm (+n)` when a socket has several owners.
+fn comm(s: &Socket) -> String {
+    let c = cell(s.comm.as_deref());
+    match s.owners.len() {
+        0 | 1 => c,
+        n => format!("{c} (+{})", n - 1),
+    }
+}
+
+/// `finwait sockets`. `filters` completes "no sockets on host a …".
+pub fn sockets(page: &SocketsPage, filters: &str) -> String {
+    let as_of = format::time_or(page.as_of.as_deref(), "now");
+    let host = cell(Some(&page.host));
+    if page.sockets.is_empty() {
+        return format!("no sockets on host {host}{filters} as of {as_of}\n");
+    }
+    let netns: BTreeSet<u64> = page.sockets.iter().map(|s| s.netns).collect();
+    let with_netns = netns.len() > 1;
+    let mut cols = vec![
+        ("STATE", L),
+        ("LOCAL", L),
+        ("REMOTE", L),
+        ("AGE", R),
+        ("UNTIL", L),
+        ("RECV-Q", R),
+        ("SEND-Q", R),
+        ("TIMER", L),
+        ("PID", R),
+        ("FD", R),
+        ("COMM", L),
+    ];
+    if with_netns {
+        cols.insert(0, ("NETNS", L));
+    }
+    cols.push(("CMDLINE", L));
+    let mut t = Table::new(&cols);
+    for s in &page.sockets {
+        let mut row = vec![
+            cell(Some(&s.state)),
+            cell(Some(&s.local)),
+            cell(Some(&s.remote)),
+            format::age_f(s.age_s),
+            format::time_or(s.until.as_deref(), "-"),
+            s.rx_queue.to_string(),
+            s.tx_queue.to_string(),
+            cell(Some(&s.timer)),
+            num(s.pid),
+            num(s.fd),
+            comm(s),
+            cmdline(s.cmdline.as_deref()),
+        ];
+        if with_netns {
+            row.insert(0, s.netns.to_string());
+        }
+        t.row(row);
+    }
+    format!("host {host} as of {as_of}\n{}", t.render())
+}
+
+/// `pid/comm`, or `-` for an unowned socket (TIME_WAIT).
+fn process(s: &Socket) -> String {
+    match (s.pid, s.comm.as_deref()) {
+        (None, _) => "-".into(),
+        (Some(pid), c) => match cell(c).as_str() {
+            "-" => pid.to_string(),
+            c => format!("{pid}/{c}"),
+        },
+    }
+}
+
+fn side_cells(s: Option<&Socket>) -> [String; 4] {
+    match s {
+        None => ["(not seen)".into(), "-".into(), "-".into(), "-".into()],
+        Some(s) => [
+            cell(Some(&s.host)),
+            cell(Some(&s.state)),
+            process(s),
+            format::age_f(s.age_s),
+        ],
+    }
+}
+
+/// `finwait who`: the end holding the endpoint on the left, the other end on the right.
+pub fn who(page: &WhoPage) -> String {
+    let endpoint = cell(Some(&page.endpoint));
+    let as_of = format::time_or(page.as_of.as_deref(), "now");
+    if page.connections.is_empty() {
+        return format!("no connection to or from {endpoint} seen as of {as_of}\n");
+    }
+    let mut t = Table::new(&[
+        ("HOST", L),
+        ("STATE", L),
+        ("PROCESS", L),
+        ("AGE", R),
+        ("OTHER END", L),
+        ("PEER HOST", L),
+        ("PEER STATE", L),
+        ("PEER PROCESS", L),
+        ("PEER AGE", R),
+    ]);
+    for c in &page.connections {
+        let other = match (&c.local, &c.remote) {
+            (Some(l), _) => cell(Some(&l.remote)),
+            (None, Some(r)) => cell(Some(&r.local)),
+            (None, None) => "-".into(),
+        };
+        let mut row: Vec<String> = side_cells(c.local.as_ref()).into();
+        row.push(other);
+        row.extend(side_cells(c.remote.as_ref()));
+        t.row(row);
+    }
+    format!(
+        "{endpoint} as of {as_of}: this end | other end\n{}",
+        t.render()
+    )
+}
+
+/// `finwait timeline`: one row per point, one column per state seen in any point.
+pub fn timeline(page: &TimelinePage) -> String {
+    let host = cell(Some(&page.host));
+    if page.points.is_empty() {
+        return format!("no socket counts for host {host} in that period\n");
+    }
+    let states = ordered_states(page.points.iter().flat_map(|p| p.states.keys()));
+    let mut titles = vec!["TIME".to_string()];
+    titles.extend(states.iter().cloned());
+    let mut aligns = vec![L];
+    aligns.extend(states.iter().map(|_| R));
+    let mut t = Table::with_titles(titles, aligns);
+    for p in &page.points {
+        let mut row = vec![format::time(&p.t)];
+        // A bucket without any count had no report: `-`, not a fleet of zeros.
+        row.extend(states.iter().map(|s| match p.states.get(s) {
+            Some(n) => n.to_string(),
+            None if p.states.is_empty() => "-".into(),
+            None => "0".into(),
+        }));
+        t.row(row);
+    }
+    format!(
+        "host {host}, peak sockets per state every {}\n{}",
+        format::age_f(page.step_s),
+        t.render()
+    )
+}
+
+#[cfg(test)]
+mod tests;
