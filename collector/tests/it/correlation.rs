@@ -309,6 +309,36 @@ fn leaks_across_three_hosts_are_paired_exactly_and_reported_ended() {
         "{who:#}"
     );
 
+    // IPv6 alike: the IPv6 leaks' holder still runs; C's FIN_WAIT2s face them.
+    let who6: serde_json::Value =
+        serde_json::from_str(&fx.cli(1, &["who", &leak6, "--json"])).expect("who JSON");
+    let mut pairs6: Vec<(String, String, String)> = who6["connections"]
+        .as_array()
+        .expect("connections")
+        .iter()
+        .filter(|c| c["local"]["state"] == "CLOSE_WAIT")
+        .map(|c| {
+            (
+                c["local"]["host"].as_str().unwrap_or("-").to_owned(),
+                c["remote"]["host"].as_str().unwrap_or("-").to_owned(),
+                c["remote"]["state"].as_str().unwrap_or("-").to_owned(),
+            )
+        })
+        .collect();
+    pairs6.sort();
+    assert_eq!(
+        pairs6,
+        vec![
+            (
+                "host-a".to_owned(),
+                "host-c".to_owned(),
+                "FIN_WAIT2".to_owned()
+            );
+            2
+        ],
+        "{who6:#}"
+    );
+
     // Errors: one line on stderr and a non-zero exit.
     let (code, err) = fx.cli_fails(1, &["sockets", "--host", "no-such-host"]);
     assert_ne!(code, 0);
