@@ -566,3 +566,67 @@ fn a_close_wait_whose_peer_expired_unseen_is_reported_one_sided() {
         assert!(l["holder"]["age_s"].as_i64().unwrap_or(0) >= 2, "{l:#}");
     }
 }
+
+#[test]
+fn time_wait_filling_the_ephemeral_range_is_reported_as_pressure() {
+    if require_root("time_wait_filling_the_ephemeral_range_is_reported_as_pressure")
+        == Privilege::OptedOut
+    {
+        return;
+    }
+    let fx = Fixture::start("twpress", 2);
+    // B has 100 ephemeral ports; 70 connections it closes first leave 70 TIME_WAITs
+    // towards one destination. A's ephemeral range stays wide.
+    fx.lan
+        .host(1)
+        .sysctl("net.ipv4.ip_local_port_range", "40000 40099")
+        .expect("sysctl");
+    let (_srv, _) = sockpop(fx.lan.host(0), &["serve", "10.77.0.10:9090"]);
+    let (_cli, _) = sockpop(
+        fx.lan.host(1),
+        &["connect", "10.77.0.10:9090", "--count", "70", "--close"],
+    );
+    let _a = fx.agent(0, "server");
+    let _b = fx.agent(1, "client");
+    let mut hosts = serde_json::Value::Null;
+    poll("TIME_WAIT pressure on the client", || {
+        hosts = fx.api.get(fx.lan.router(), "/api/v1/hosts");
+        hosts["hosts"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|h| !h["time_wait_pressure"].is_null()))
+    });
+    let hs = hosts["hosts"].as_array().expect("hosts");
+    let client = hs
+        .iter()
+        .find(|h| h["hostname"] == "client")
+        .expect("client");
+    let p = &client["time_wait_pressure"];
+    assert_eq!(p["remote"], "10.77.0.10:9090", "{client:#}");
+    assert_eq!(p["local_addr"], "10.77.0.11");
+    assert_eq!(p["ports"], 100);
+    assert!(p["count"].as_i64().unwrap_or(0) >= 50, "{p}");
+    assert_eq!(
+        client["ephemeral_ports"],
+        serde_json::json!({"low": 40000, "high": 40099})
+    );
+    assert!(
+        client["states"]["TIME_WAIT"].as_i64().unwrap_or(0) >= 50,
+        "{client:#}"
+    );
+    let server = hs
+        .iter()
+        .find(|h| h["hostname"] == "server")
+        .expect("server");
+    assert!(server["time_wait_pressure"].is_null(), "{server:#}");
+    // The leaks view lists it beside the (absent) leaks.
+    let leaks = fx.api.get(fx.lan.router(), "/api/v1/leaks?since=10m");
+    assert_eq!(
+        leaks["leaks"].as_array().map(Vec::len),
+        Some(0),
+        "{leaks:#}"
+    );
+    let tw = leaks["time_wait_pressure"].as_array().expect("pressure");
+    assert_eq!(tw.len(), 1, "{leaks:#}");
+    assert_eq!(tw[0]["host"], "client");
+    assert!(tw[0]["ratio"].as_f64().unwrap_or(0.0) >= 0.5, "{leaks:#}");
+}
