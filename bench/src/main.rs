@@ -10,6 +10,9 @@
 //!
 //! `finwait-bench ingest` plays many agents against the release collector and raw
 //! COPY of the same rows; `finwait-bench wire` compares delta and full-table bytes.
+//! `finwait-bench history [--hosts N] [--hours H] [--runs R] [--keep] ...` times the
+//! query API (leaks, groups, who, sockets, hosts, timeline) over a generated day of a
+//! 1,000-host fleet against hand-written SQL through psql (`history --help`).
 //!
 //! Needs root (namespaces) and a release build: `cargo build --release --workspace`.
 //! Timings on shared machines are noisy: read the medians and ratios, not one run.
@@ -186,6 +189,7 @@ fn agent_bench(args: &[String]) -> Result<()> {
 }
 
 mod agent_cpu;
+mod history;
 mod ingest;
 mod service;
 mod wire;
@@ -193,7 +197,8 @@ mod wire;
 const USAGE: &str = "usage: finwait-bench agent [--sockets N] [--runs R]\n\
        finwait-bench ingest [--agents N] [--sockets M] [--deltas D] [--churn F]\n\
        finwait-bench wire [--sockets N] [--churn F]\n\
-       finwait-bench agent-cpu [--sockets N] [--seconds S] [--interval I]";
+       finwait-bench agent-cpu [--sockets N] [--seconds S] [--interval I]\n\
+       finwait-bench history [--hosts N] [--hours H] [--runs R] [--keep] (see history --help)";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -202,6 +207,7 @@ fn main() -> Result<()> {
         Some("ingest") => ingest::run(&args[1..]),
         Some("wire") => wire::run(&args[1..]),
         Some("agent-cpu") => agent_cpu::run(&args[1..]),
+        Some("history") => history::run(&args[1..]),
         _ => bail!("{USAGE}"),
     }
 }
