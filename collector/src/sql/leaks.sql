@@ -23,6 +23,7 @@ WITH lt AS (
            l.owners, l.rx_queue, l.timer, l.inode, l.first_seen, l.last_seen, l.last_seen
     FROM socket_lifetimes l
     WHERE l.state IN (5, 8, 9) AND l.last_seen >= $1
+      AND l.last_seen - l.first_seen >= $2 * interval '1 second'
 ), holders AS (
     SELECT lt.*, h.hostname,
            CASE lt.state WHEN 8 THEN 'close_wait' WHEN 5 THEN 'half_closed_wait'
