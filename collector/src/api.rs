@@ -24,7 +24,7 @@ use crate::query::leaks::LeakQuery;
 use crate::query::sockets::SocketsQuery;
 use crate::query::timeline::TimelineQuery;
 use crate::query::who::WhoQuery;
-use crate::query::{self, Context, Params, QueryError};
+use crate::query::{self, Context, Params, QueryError, Question};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -70,8 +70,6 @@ pub fn authorize(tokens: Option<&Tokens>, given: Option<&str>) -> Result<(), Que
     }
 }
 
-type Answer<T> = Result<Json<T>, ApiError>;
-
 /// Token and parameters of one request.
 fn admit(
     state: &ApiState,
@@ -84,58 +82,14 @@ fn admit(
     Ok(Params::new(raw, allowed)?)
 }
 
-async fn get_hosts(
+/// `GET` of question `Q`: token, parameters, answer.
+async fn handle<Q: Question>(
     State(s): State<ApiState>,
     headers: HeaderMap,
     Query(raw): Query<HashMap<String, String>>,
-) -> Answer<query::hosts::HostsAnswer> {
-    let p = admit(&s, &headers, raw, query::hosts::PARAMS)?;
-    Ok(Json(HostsQuery::parse(&p)?.run(&s.ctx).await?))
-}
-
-async fn get_sockets(
-    State(s): State<ApiState>,
-    headers: HeaderMap,
-    Query(raw): Query<HashMap<String, String>>,
-) -> Answer<query::sockets::SocketsAnswer> {
-    let p = admit(&s, &headers, raw, query::sockets::PARAMS)?;
-    Ok(Json(SocketsQuery::parse(&p)?.run(&s.ctx).await?))
-}
-
-async fn get_leaks(
-    State(s): State<ApiState>,
-    headers: HeaderMap,
-    Query(raw): Query<HashMap<String, String>>,
-) -> Answer<query::leaks::LeaksAnswer> {
-    let p = admit(&s, &headers, raw, query::leaks::PARAMS)?;
-    Ok(Json(LeakQuery::parse(&p, &s.ctx)?.run(&s.ctx).await?))
-}
-
-async fn get_leak_groups(
-    State(s): State<ApiState>,
-    headers: HeaderMap,
-    Query(raw): Query<HashMap<String, String>>,
-) -> Answer<query::groups::GroupsAnswer> {
-    let p = admit(&s, &headers, raw, query::groups::PARAMS)?;
-    Ok(Json(GroupsQuery::parse(&p, &s.ctx)?.run(&s.ctx).await?))
-}
-
-async fn get_who(
-    State(s): State<ApiState>,
-    headers: HeaderMap,
-    Query(raw): Query<HashMap<String, String>>,
-) -> Answer<query::who::WhoAnswer> {
-    let p = admit(&s, &headers, raw, query::who::PARAMS)?;
-    Ok(Json(WhoQuery::parse(&p)?.run(&s.ctx).await?))
-}
-
-async fn get_timeline(
-    State(s): State<ApiState>,
-    headers: HeaderMap,
-    Query(raw): Query<HashMap<String, String>>,
-) -> Answer<query::timeline::TimelineAnswer> {
-    let p = admit(&s, &headers, raw, query::timeline::PARAMS)?;
-    Ok(Json(TimelineQuery::parse(&p)?.run(&s.ctx).await?))
+) -> Result<Json<Q::Answer>, ApiError> {
+    let p = admit(&s, &headers, raw, Q::PARAMS)?;
+    Ok(Json(query::ask::<Q>(&p, &s.ctx).await?))
 }
 
 #[derive(Serialize)]
@@ -158,12 +112,12 @@ async fn unknown_path(uri: axum::http::Uri) -> (StatusCode, Json<NotFound>) {
 /// The `/api/v1` router.
 pub fn router(state: ApiState) -> axum::Router {
     axum::Router::new()
-        .route("/api/v1/hosts", get(get_hosts))
-        .route("/api/v1/sockets", get(get_sockets))
-        .route("/api/v1/leaks", get(get_leaks))
-        .route("/api/v1/leaks/groups", get(get_leak_groups))
-        .route("/api/v1/who", get(get_who))
-        .route("/api/v1/timeline", get(get_timeline))
+        .route("/api/v1/hosts", get(handle::<HostsQuery>))
+        .route("/api/v1/sockets", get(handle::<SocketsQuery>))
+        .route("/api/v1/leaks", get(handle::<LeakQuery>))
+        .route("/api/v1/leaks/groups", get(handle::<GroupsQuery>))
+        .route("/api/v1/who", get(handle::<WhoQuery>))
+        .route("/api/v1/timeline", get(handle::<TimelineQuery>))
         .route("/api/v1/{*rest}", get(unknown_path))
         .with_state(state)
 }

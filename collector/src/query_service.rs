@@ -16,7 +16,7 @@ use crate::query::leaks::{Leak, LeakQuery, Side, TimeWaitPressure};
 use crate::query::sockets::SocketsQuery;
 use crate::query::timeline::TimelineQuery;
 use crate::query::who::WhoQuery;
-use crate::query::{self, Context, NextPage, Params, QueryError, Socket};
+use crate::query::{self, Context, NextPage, Params, QueryError, Question, Socket};
 
 /// The service.
 #[derive(Clone)]
@@ -31,18 +31,21 @@ impl QueryService {
         QueryService { ctx, tokens }
     }
 
-    fn admit<T>(
+    /// Token, the request's fields as question `Q`'s parameters, the answer.
+    async fn answer<Q: Question, T>(
         &self,
         req: &Request<T>,
-        fields: Vec<(&str, String)>,
-        allowed: &[&str],
-    ) -> Result<Params, Status> {
+        mut fields: Vec<(&str, String)>,
+        page: Option<&pb::Page>,
+    ) -> Result<Q::Answer, Status> {
         let given = req
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
         authorize(self.tokens.as_deref(), given).map_err(status)?;
-        Params::from_fields(fields, allowed).map_err(status)
+        fields.extend(page_fields(page));
+        let p = Params::from_fields(fields, Q::PARAMS).map_err(status)?;
+        query::ask::<Q>(&p, &self.ctx).await.map_err(status)
     }
 }
 
@@ -206,13 +209,9 @@ impl pb::query_server::Query for QueryService {
         &self,
         req: Request<pb::HostsRequest>,
     ) -> Result<Response<pb::HostsResponse>, Status> {
-        let fields = page_fields(req.get_ref().page.as_ref()).to_vec();
-        let p = self.admit(&req, fields, query::hosts::PARAMS)?;
-        let a = HostsQuery::parse(&p)
-            .map_err(status)?
-            .run(&self.ctx)
-            .await
-            .map_err(status)?;
+        let a = self
+            .answer::<HostsQuery, _>(&req, vec![], req.get_ref().page.as_ref())
+            .await?;
         Ok(Response::new(pb::HostsResponse {
             hosts: a.hosts.into_iter().map(host).collect(),
             next_page_token: token(a.next),
@@ -224,7 +223,7 @@ impl pb::query_server::Query for QueryService {
         req: Request<pb::SocketsRequest>,
     ) -> Result<Response<pb::SocketsResponse>, Status> {
         let r = req.get_ref();
-        let mut fields = vec![
+        let fields = vec![
             ("host", r.host.clone()),
             ("state", r.state.clone()),
             ("port", num(r.port)),
@@ -232,13 +231,9 @@ impl pb::query_server::Query for QueryService {
             ("process", r.process.clone()),
             ("at", r.at.clone()),
         ];
-        fields.extend(page_fields(r.page.as_ref()));
-        let p = self.admit(&req, fields, query::sockets::PARAMS)?;
-        let a = SocketsQuery::parse(&p)
-            .map_err(status)?
-            .run(&self.ctx)
-            .await
-            .map_err(status)?;
+        let a = self
+            .answer::<SocketsQuery, _>(&req, fields, r.page.as_ref())
+            .await?;
         Ok(Response::new(pb::SocketsResponse {
             host: a.host,
             as_of_ms: ms(a.as_of),
@@ -252,7 +247,7 @@ impl pb::query_server::Query for QueryService {
         req: Request<pb::LeaksRequest>,
     ) -> Result<Response<pb::LeaksResponse>, Status> {
         let r = req.get_ref();
-        let mut fields = vec![
+        let fields = vec![
             ("since", r.since.clone()),
             ("min_age", r.min_age.clone()),
             ("host", r.host.clone()),
@@ -260,13 +255,9 @@ impl pb::query_server::Query for QueryService {
             ("kind", r.kind.clone()),
             ("confidence", r.confidence.clone()),
         ];
-        fields.extend(page_fields(r.page.as_ref()));
-        let p = self.admit(&req, fields, query::leaks::PARAMS)?;
-        let a = LeakQuery::parse(&p, &self.ctx)
-            .map_err(status)?
-            .run(&self.ctx)
-            .await
-            .map_err(status)?;
+        let a = self
+            .answer::<LeakQuery, _>(&req, fields, r.page.as_ref())
+            .await?;
         Ok(Response::new(pb::LeaksResponse {
             leaks: a.leaks.into_iter().map(leak).collect(),
             time_wait_pressure: a.time_wait_pressure.into_iter().map(pressure).collect(),
@@ -279,19 +270,15 @@ impl pb::query_server::Query for QueryService {
         req: Request<pb::LeakGroupsRequest>,
     ) -> Result<Response<pb::LeakGroupsResponse>, Status> {
         let r = req.get_ref();
-        let mut fields = vec![
+        let fields = vec![
             ("since", r.since.clone()),
             ("min_age", r.min_age.clone()),
             ("host", r.host.clone()),
             ("process", r.process.clone()),
         ];
-        fields.extend(page_fields(r.page.as_ref()));
-        let p = self.admit(&req, fields, query::groups::PARAMS)?;
-        let a = GroupsQuery::parse(&p, &self.ctx)
-            .map_err(status)?
-            .run(&self.ctx)
-            .await
-            .map_err(status)?;
+        let a = self
+            .answer::<GroupsQuery, _>(&req, fields, r.page.as_ref())
+            .await?;
         Ok(Response::new(pb::LeakGroupsResponse {
             groups: a.groups.into_iter().map(group).collect(),
             next_page_token: token(a.next),
@@ -300,14 +287,10 @@ impl pb::query_server::Query for QueryService {
 
     async fn who(&self, req: Request<pb::WhoRequest>) -> Result<Response<pb::WhoResponse>, Status> {
         let r = req.get_ref();
-        let mut fields = vec![("endpoint", r.endpoint.clone()), ("at", r.at.clone())];
-        fields.extend(page_fields(r.page.as_ref()));
-        let p = self.admit(&req, fields, query::who::PARAMS)?;
-        let a = WhoQuery::parse(&p)
-            .map_err(status)?
-            .run(&self.ctx)
-            .await
-            .map_err(status)?;
+        let fields = vec![("endpoint", r.endpoint.clone()), ("at", r.at.clone())];
+        let a = self
+            .answer::<WhoQuery, _>(&req, fields, r.page.as_ref())
+            .await?;
         Ok(Response::new(pb::WhoResponse {
             endpoint: a.endpoint,
             as_of_ms: ms(a.as_of),
@@ -328,19 +311,15 @@ impl pb::query_server::Query for QueryService {
         req: Request<pb::TimelineRequest>,
     ) -> Result<Response<pb::TimelineResponse>, Status> {
         let r = req.get_ref();
-        let mut fields = vec![
+        let fields = vec![
             ("host", r.host.clone()),
             ("since", r.since.clone()),
             ("until", r.until.clone()),
             ("step", r.step.clone()),
         ];
-        fields.extend(page_fields(r.page.as_ref()));
-        let p = self.admit(&req, fields, query::timeline::PARAMS)?;
-        let a = TimelineQuery::parse(&p)
-            .map_err(status)?
-            .run(&self.ctx)
-            .await
-            .map_err(status)?;
+        let a = self
+            .answer::<TimelineQuery, _>(&req, fields, r.page.as_ref())
+            .await?;
         Ok(Response::new(pb::TimelineResponse {
             host: a.host,
             step_s: a.step_s,

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::leaks::{self, Leak, LeakQuery, hint};
-use super::{Context, NextPage, PageReq, Params, QueryError};
+use super::{Context, NextPage, PageReq, Params, QueryError, Question};
 
 /// Parameters the grouped view accepts.
 pub const PARAMS: &[&str] = &["since", "min_age", "host", "process", "limit", "page_token"];
@@ -76,9 +76,12 @@ pub struct GroupsAnswer {
     pub next: NextPage,
 }
 
-impl GroupsQuery {
+impl Question for GroupsQuery {
+    const PARAMS: &'static [&'static str] = PARAMS;
+    type Answer = GroupsAnswer;
+
     /// Reads and checks the parameters.
-    pub fn parse(p: &Params, ctx: &Context) -> Result<GroupsQuery, QueryError> {
+    fn parse(p: &Params, ctx: &Context) -> Result<GroupsQuery, QueryError> {
         let mut leaks = LeakQuery::parse(p, ctx)?;
         let page = leaks.page;
         leaks.page = PageReq {
@@ -90,7 +93,7 @@ impl GroupsQuery {
 
     /// Answers it.
     #[tracing::instrument(name = "query_leak_groups", skip_all, fields(host = ?self.leaks.host), err)]
-    pub async fn run(&self, ctx: &Context) -> Result<GroupsAnswer, QueryError> {
+    async fn run(&self, ctx: &Context) -> Result<GroupsAnswer, QueryError> {
         let all = leaks::leaks(&ctx.pool, &self.leaks).await?;
         if all.len() as i64 > MAX_LEAKS {
             tracing::warn!(max = MAX_LEAKS, "grouping only the oldest leaks");

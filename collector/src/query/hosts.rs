@@ -8,7 +8,8 @@ use sqlx::Row;
 
 use super::leaks::TimeWaitPressure;
 use super::{
-    Context, NextPage, PageReq, Params, QueryError, TIME_WAIT_PRESSURE_RATIO, endpoint, state_name,
+    Context, NextPage, PageReq, Params, QueryError, Question, TIME_WAIT_PRESSURE_RATIO, endpoint,
+    state_name,
 };
 
 /// Parameters `hosts` accepts.
@@ -62,15 +63,18 @@ pub struct HostsAnswer {
     pub next: NextPage,
 }
 
-impl HostsQuery {
+impl Question for HostsQuery {
+    const PARAMS: &'static [&'static str] = PARAMS;
+    type Answer = HostsAnswer;
+
     /// Reads and checks the parameters.
-    pub fn parse(p: &Params) -> Result<HostsQuery, QueryError> {
+    fn parse(p: &Params, _ctx: &Context) -> Result<HostsQuery, QueryError> {
         Ok(HostsQuery { page: p.page()? })
     }
 
     /// Answers it.
     #[tracing::instrument(name = "query_hosts", skip_all, err)]
-    pub async fn run(&self, ctx: &Context) -> Result<HostsAnswer, QueryError> {
+    async fn run(&self, ctx: &Context) -> Result<HostsAnswer, QueryError> {
         let rows = sqlx::query(include_str!("../sql/hosts.sql"))
             .bind(self.page.fetch())
             .bind(self.page.offset)

@@ -16,7 +16,8 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use super::{
-    Context, NextPage, PageReq, Params, QueryError, TIME_WAIT_PRESSURE_RATIO, endpoint, state_name,
+    Context, NextPage, PageReq, Params, QueryError, Question, TIME_WAIT_PRESSURE_RATIO, endpoint,
+    state_name,
 };
 use crate::model::OwnerRecord;
 
@@ -137,10 +138,13 @@ pub struct LeaksAnswer {
     pub next: NextPage,
 }
 
-impl LeakQuery {
+impl Question for LeakQuery {
+    const PARAMS: &'static [&'static str] = PARAMS;
+    type Answer = LeaksAnswer;
+
     /// Reads and checks the parameters; defaults: since 24 h ago, the collector's
     /// threshold and slack.
-    pub fn parse(p: &Params, ctx: &Context) -> Result<LeakQuery, QueryError> {
+    fn parse(p: &Params, ctx: &Context) -> Result<LeakQuery, QueryError> {
         Ok(LeakQuery {
             since: p
                 .instant("since")?
@@ -157,7 +161,7 @@ impl LeakQuery {
 
     /// Answers it.
     #[tracing::instrument(name = "query_leaks", skip_all, fields(host = ?self.host, process = ?self.process), err)]
-    pub async fn run(&self, ctx: &Context) -> Result<LeaksAnswer, QueryError> {
+    async fn run(&self, ctx: &Context) -> Result<LeaksAnswer, QueryError> {
         let mut leaks = leaks(&ctx.pool, self).await?;
         let next_page_token = self.page.finish(&mut leaks);
         let time_wait_pressure =

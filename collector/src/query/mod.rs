@@ -129,6 +129,26 @@ pub(crate) async fn host_id(pool: &PgPool, hostname: &str) -> Result<i64, QueryE
     id.ok_or_else(|| QueryError::not_found("host", format!("no host named {hostname:?}")))
 }
 
+/// One on-call question: its parameters, how it reads them, how it is answered.
+pub trait Question: Sized {
+    /// The parameter names it accepts (anything else is refused, named).
+    const PARAMS: &'static [&'static str];
+    /// Its answer, serialised as is by the HTTP API.
+    type Answer: Serialize + Send;
+    /// Reads and checks the parameters.
+    fn parse(p: &Params, ctx: &Context) -> Result<Self, QueryError>;
+    /// Answers it.
+    fn run(
+        &self,
+        ctx: &Context,
+    ) -> impl std::future::Future<Output = Result<Self::Answer, QueryError>> + Send;
+}
+
+/// Parses and answers question `Q`.
+pub async fn ask<Q: Question>(p: &Params, ctx: &Context) -> Result<Q::Answer, QueryError> {
+    Q::parse(p, ctx)?.run(ctx).await
+}
+
 /// A list answer's paging field, serialised as `next_page_token`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct NextPage {

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Context, NextPage, PageReq, Params, QueryError, Socket, host_id};
+use super::{Context, NextPage, PageReq, Params, QueryError, Question, Socket, host_id};
 
 /// Parameters `sockets` accepts.
 pub const PARAMS: &[&str] = &[
@@ -51,9 +51,12 @@ pub struct SocketsAnswer {
     pub next: NextPage,
 }
 
-impl SocketsQuery {
+impl Question for SocketsQuery {
+    const PARAMS: &'static [&'static str] = PARAMS;
+    type Answer = SocketsAnswer;
+
     /// Reads and checks the parameters.
-    pub fn parse(p: &Params) -> Result<SocketsQuery, QueryError> {
+    fn parse(p: &Params, _ctx: &Context) -> Result<SocketsQuery, QueryError> {
         Ok(SocketsQuery {
             host: p.required("host")?,
             state: p.state("state")?,
@@ -67,7 +70,7 @@ impl SocketsQuery {
 
     /// Answers it.
     #[tracing::instrument(name = "query_sockets", skip_all, fields(host = %self.host, at = ?self.at), err)]
-    pub async fn run(&self, ctx: &Context) -> Result<SocketsAnswer, QueryError> {
+    async fn run(&self, ctx: &Context) -> Result<SocketsAnswer, QueryError> {
         let host_id = host_id(&ctx.pool, &self.host).await?;
         let as_of: Option<DateTime<Utc>> = match self.at {
             None => {

@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::params::MAX_LIMIT;
-use super::{Context, NextPage, PageReq, Params, QueryError, host_id, state_name};
+use super::{Context, NextPage, PageReq, Params, QueryError, Question, host_id, state_name};
 
 /// Parameters `timeline` accepts.
 pub const PARAMS: &[&str] = &["host", "since", "until", "step", "limit", "page_token"];
@@ -53,9 +53,12 @@ pub struct TimelineAnswer {
     pub next: NextPage,
 }
 
-impl TimelineQuery {
+impl Question for TimelineQuery {
+    const PARAMS: &'static [&'static str] = PARAMS;
+    type Answer = TimelineAnswer;
+
     /// Reads and checks the parameters: since 24 h ago until now, about 120 buckets.
-    pub fn parse(p: &Params) -> Result<TimelineQuery, QueryError> {
+    fn parse(p: &Params, _ctx: &Context) -> Result<TimelineQuery, QueryError> {
         let until = p.instant("until")?.unwrap_or_else(Utc::now);
         let since = p
             .instant("since")?
@@ -90,7 +93,7 @@ impl TimelineQuery {
 
     /// Answers it.
     #[tracing::instrument(name = "query_timeline", skip_all, fields(host = %self.host), err)]
-    pub async fn run(&self, ctx: &Context) -> Result<TimelineAnswer, QueryError> {
+    async fn run(&self, ctx: &Context) -> Result<TimelineAnswer, QueryError> {
         let host_id = host_id(&ctx.pool, &self.host).await?;
         let rows = sqlx::query(include_str!("../sql/timeline.sql"))
             .bind(host_id)

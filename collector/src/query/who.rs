@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Context, NextPage, PageReq, Params, QueryError, Socket, endpoint};
+use super::{Context, NextPage, PageReq, Params, QueryError, Question, Socket, endpoint};
 
 /// Parameters `who` accepts.
 pub const PARAMS: &[&str] = &["endpoint", "at", "limit", "page_token"];
@@ -48,9 +48,12 @@ pub struct WhoAnswer {
     pub next: NextPage,
 }
 
-impl WhoQuery {
+impl Question for WhoQuery {
+    const PARAMS: &'static [&'static str] = PARAMS;
+    type Answer = WhoAnswer;
+
     /// Reads and checks the parameters.
-    pub fn parse(p: &Params) -> Result<WhoQuery, QueryError> {
+    fn parse(p: &Params, _ctx: &Context) -> Result<WhoQuery, QueryError> {
         let (addr, port) = p.endpoint("endpoint")?;
         Ok(WhoQuery {
             addr,
@@ -62,7 +65,7 @@ impl WhoQuery {
 
     /// Answers it.
     #[tracing::instrument(name = "query_who", skip_all, fields(addr = %self.addr, port = self.port, at = ?self.at), err)]
-    pub async fn run(&self, ctx: &Context) -> Result<WhoAnswer, QueryError> {
+    async fn run(&self, ctx: &Context) -> Result<WhoAnswer, QueryError> {
         let rows = sqlx::query(include_str!("../sql/who.sql"))
             .bind(ipnetwork::IpNetwork::from(self.addr))
             .bind(i32::from(self.port))
