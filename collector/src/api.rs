@@ -14,7 +14,6 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Serialize;
 
 use crate::error::ErrorCode;
 use crate::ingest::Tokens;
@@ -92,21 +91,12 @@ async fn handle<Q: Question>(
     Ok(Json(query::ask::<Q>(&p, &s.ctx).await?))
 }
 
-#[derive(Serialize)]
-struct NotFound {
-    error: serde_json::Value,
-}
-
-async fn unknown_path(uri: axum::http::Uri) -> (StatusCode, Json<NotFound>) {
-    (
-        StatusCode::NOT_FOUND,
-        Json(NotFound {
-            error: serde_json::json!({
-                "code": "NotFound",
-                "message": format!("{}: no such endpoint; see /api/v1/{{hosts,sockets,leaks,leaks/groups,who,timeline}}", uri.path()),
-            }),
-        }),
-    )
+/// Any other path under `/api/v1`: a 404 in the API's error shape.
+async fn unknown_path(uri: axum::http::Uri) -> ApiError {
+    ApiError(QueryError::not_found(
+        uri.path(),
+        "no such endpoint; see /api/v1/{hosts,sockets,leaks,leaks/groups,who,timeline}",
+    ))
 }
 
 /// The `/api/v1` router.

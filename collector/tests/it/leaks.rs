@@ -535,6 +535,12 @@ async fn who_sockets_groups_and_timeline_answer_for_past_instants_over_http_and_
     }
     let (st, body) = http(&c, "/api/v1/sockets?host=nosuch");
     assert_eq!(st, 404, "{body}");
+    let (st, body) = http(&c, "/api/v1/nosuch");
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (404, Some("NotFound")),
+        "{body}"
+    );
 
     let mut grpc = pb::query_client::QueryClient::connect(format!("http://{}", c.addr))
         .await
