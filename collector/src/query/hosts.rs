@@ -6,10 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
 
-use super::leaks::TimeWaitPressure;
+use super::leaks::{TimeWaitPressure, pressure_from_row};
 use super::{
-    Context, NextPage, PageReq, Params, QueryError, Question, TIME_WAIT_PRESSURE_RATIO, endpoint,
-    state_name,
+    Context, NextPage, PageReq, Params, QueryError, Question, TIME_WAIT_PRESSURE_RATIO, state_name,
 };
 
 /// Parameters `hosts` accepts.
@@ -96,21 +95,8 @@ impl Question for HostsQuery {
                 .collect();
             let low: i32 = row.try_get("ephemeral_low")?;
             let high: i32 = row.try_get("ephemeral_high")?;
-            let ports = i64::from(high - low + 1);
-            let tw_count: Option<i64> = row.try_get("tw_count")?;
-            let time_wait_pressure = match tw_count {
-                Some(count) => Some(TimeWaitPressure {
-                    host: hostname.clone(),
-                    local_addr: row.try_get("tw_local_addr")?,
-                    remote: endpoint(
-                        &row.try_get::<String, _>("tw_remote_addr")?,
-                        row.try_get("tw_remote_port")?,
-                    ),
-                    count,
-                    ports,
-                    ratio: count as f64 / ports as f64,
-                    at: row.try_get("tw_at")?,
-                }),
+            let time_wait_pressure = match row.try_get::<Option<i64>, _>("tw_count")? {
+                Some(_) => Some(pressure_from_row(row, "tw_")?),
                 None => None,
             };
             hosts.push(Host {

@@ -15,11 +15,10 @@ use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
+use super::socket::Cols;
 use super::{
-    Context, NextPage, PageReq, Params, QueryError, Question, TIME_WAIT_PRESSURE_RATIO, endpoint,
-    state_name,
+    Context, NextPage, PageReq, Params, QueryError, Question, TIME_WAIT_PRESSURE_RATIO, state_name,
 };
-use crate::model::OwnerRecord;
 
 /// Parameters `leaks` accepts.
 pub const PARAMS: &[&str] = &[
@@ -174,37 +173,28 @@ impl Question for LeakQuery {
     }
 }
 
-fn side(row: &PgRow, p: &str) -> Result<Option<Side>, sqlx::Error> {
-    let col = |c: &str| format!("{p}{c}");
-    let Some(host) = row.try_get::<Option<String>, _>(col("hostname").as_str())? else {
+fn side(row: &PgRow, prefix: &str) -> Result<Option<Side>, sqlx::Error> {
+    let c = Cols { row, prefix };
+    let Some(host) = c.get::<Option<String>>("hostname")? else {
         return Ok(None);
     };
-    let owners: serde_json::Value = row.try_get(col("owners").as_str())?;
-    let owner: Option<OwnerRecord> = serde_json::from_value::<Vec<OwnerRecord>>(owners)
-        .ok()
-        .and_then(|o| o.into_iter().next());
-    let first: DateTime<Utc> = row.try_get(col("first_seen").as_str())?;
-    let last: DateTime<Utc> = row.try_get(col("last_seen").as_str())?;
+    let owner = c.owners()?.into_iter().next();
+    let first: DateTime<Utc> = c.get("first_seen")?;
+    let last: DateTime<Utc> = c.get("last_seen")?;
     Ok(Some(Side {
         host,
-        netns: row.try_get(col("netns").as_str())?,
+        netns: c.get("netns")?,
         pid: owner.as_ref().map(|o| o.pid),
-        comm: owner.as_ref().map(|o| o.comm.clone()),
-        cmdline: owner.as_ref().map(|o| o.cmdline.clone()),
         fd: owner.as_ref().map(|o| o.fd),
-        state: state_name(row.try_get(col("state").as_str())?),
-        local: endpoint(
-            &row.try_get::<String, _>(col("local_addr").as_str())?,
-            row.try_get(col("local_port").as_str())?,
-        ),
-        remote: endpoint(
-            &row.try_get::<String, _>(col("remote_addr").as_str())?,
-            row.try_get(col("remote_port").as_str())?,
-        ),
+        comm: owner.as_ref().map(|o| o.comm.clone()),
+        cmdline: owner.map(|o| o.cmdline),
+        state: state_name(c.get("state")?),
+        local: c.endpoint("local")?,
+        remote: c.endpoint("remote")?,
         since: first,
         age_s: (last - first).num_seconds(),
-        rx_queue: row.try_get(col("rx_queue").as_str())?,
-        until: row.try_get(col("ended").as_str())?,
+        rx_queue: c.get("rx_queue")?,
+        until: c.get("ended")?,
     }))
 }
 
@@ -276,20 +266,22 @@ pub async fn time_wait_pressure(
         .bind(limit)
         .fetch_all(pool)
         .await?;
-    rows.iter().map(pressure_from_row).collect()
+    rows.iter().map(|r| pressure_from_row(r, "")).collect()
 }
 
-/// Decodes a row of `sql/time_wait_pressure.sql`.
-pub(crate) fn pressure_from_row(row: &PgRow) -> Result<TimeWaitPressure, sqlx::Error> {
-    let count: i64 = row.try_get("count")?;
-    let ports: i64 = row.try_get("ports")?;
+/// Decodes the `{prefix}`-named columns of `sql/time_wait_pressure.sql`'s shape
+/// (`hostname, local_addr, remote_addr, remote_port, count, ports, at`).
+pub(super) fn pressure_from_row(
+    row: &PgRow,
+    prefix: &str,
+) -> Result<TimeWaitPressure, sqlx::Error> {
+    let c = Cols { row, prefix };
+    let count: i64 = c.get("count")?;
+    let ports: i64 = c.get("ports")?;
     Ok(TimeWaitPressure {
-        host: row.try_get("hostname")?,
-        local_addr: row.try_get("local_addr")?,
-        remote: endpoint(
-            &row.try_get::<String, _>("remote_addr")?,
-            row.try_get("remote_port")?,
-        ),
+        host: c.get("hostname")?,
+        local_addr: c.get("local_addr")?,
+        remote: c.endpoint("remote")?,
         count,
         ports,
         ratio: if ports > 0 {
@@ -297,6 +289,6 @@ pub(crate) fn pressure_from_row(row: &PgRow) -> Result<TimeWaitPressure, sqlx::E
         } else {
             0.0
         },
-        at: row.try_get("at")?,
+        at: c.get("at")?,
     })
 }

@@ -53,40 +53,64 @@ impl Socket {
     /// Decodes the columns named `{prefix}hostname`, `{prefix}netns`, ... (see
     /// `sql/sockets.sql`); `None` when `{prefix}hostname` is null (an unmatched side).
     pub fn from_row(row: &PgRow, prefix: &str) -> Result<Option<Socket>, sqlx::Error> {
-        let col = |c: &str| format!("{prefix}{c}");
-        let get_text = |c: &str| row.try_get::<String, _>(col(c).as_str());
-        let Some(host) = row.try_get::<Option<String>, _>(col("hostname").as_str())? else {
+        let c = Cols { row, prefix };
+        let Some(host) = c.get::<Option<String>>("hostname")? else {
             return Ok(None);
         };
-        let owners: serde_json::Value = row.try_get(col("owners").as_str())?;
-        let owners: Vec<OwnerRecord> = serde_json::from_value(owners).unwrap_or_default();
+        let owners = c.owners()?;
         let first = owners.first();
         Ok(Some(Socket {
             host,
-            netns: row.try_get(col("netns").as_str())?,
-            state: state_name(row.try_get(col("state").as_str())?),
-            local: endpoint(
-                &get_text("local_addr")?,
-                row.try_get(col("local_port").as_str())?,
-            ),
-            remote: endpoint(
-                &get_text("remote_addr")?,
-                row.try_get(col("remote_port").as_str())?,
-            ),
+            netns: c.get("netns")?,
+            state: state_name(c.get("state")?),
+            local: c.endpoint("local")?,
+            remote: c.endpoint("remote")?,
             pid: first.map(|o| o.pid),
             comm: first.map(|o| o.comm.clone()),
             cmdline: first.map(|o| o.cmdline.clone()),
             fd: first.map(|o| o.fd),
-            since: row.try_get(col("first_seen").as_str())?,
-            age_s: row.try_get(col("age_s").as_str())?,
-            rx_queue: row.try_get(col("rx_queue").as_str())?,
-            tx_queue: row.try_get(col("tx_queue").as_str())?,
-            inode: row.try_get(col("inode").as_str())?,
-            uid: row.try_get(col("uid").as_str())?,
-            timer: timer_name(row.try_get(col("timer").as_str())?),
-            until: row.try_get(col("ended").as_str())?,
+            since: c.get("first_seen")?,
+            age_s: c.get("age_s")?,
+            rx_queue: c.get("rx_queue")?,
+            tx_queue: c.get("tx_queue")?,
+            inode: c.get("inode")?,
+            uid: c.get("uid")?,
+            timer: timer_name(c.get("timer")?),
+            until: c.get("ended")?,
             owners,
         }))
+    }
+}
+
+/// The columns of one side of a result row: `{prefix}{name}`.
+pub(crate) struct Cols<'r> {
+    /// The row.
+    pub row: &'r PgRow,
+    /// Prepended to every column name.
+    pub prefix: &'r str,
+}
+
+impl Cols<'_> {
+    /// Column `{prefix}{name}`.
+    pub fn get<'a, T>(&'a self, name: &str) -> Result<T, sqlx::Error>
+    where
+        T: sqlx::Decode<'a, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    {
+        self.row.try_get(format!("{}{name}", self.prefix).as_str())
+    }
+
+    /// `addr:port` from `{prefix}{which}_addr` (text) and `{prefix}{which}_port`.
+    pub fn endpoint(&self, which: &str) -> Result<String, sqlx::Error> {
+        Ok(endpoint(
+            &self.get::<String>(&format!("{which}_addr"))?,
+            self.get(&format!("{which}_port"))?,
+        ))
+    }
+
+    /// The holders in `{prefix}owners` (none when the JSON is not an owner list).
+    pub fn owners(&self) -> Result<Vec<OwnerRecord>, sqlx::Error> {
+        let owners: serde_json::Value = self.get("owners")?;
+        Ok(serde_json::from_value(owners).unwrap_or_default())
     }
 }
 

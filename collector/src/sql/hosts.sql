@@ -14,8 +14,9 @@ SELECT h.hostname, h.machine_id, h.agent_version, h.last_report AS last_seen, h.
             FROM (SELECT c.state, count(*) AS n FROM current_sockets c
                   WHERE c.host_id = h.host_id GROUP BY c.state) s),
            '{}'::jsonb) AS states,
-       tw.local_addr AS tw_local_addr, tw.remote_addr AS tw_remote_addr,
-       tw.remote_port AS tw_remote_port, tw.count AS tw_count, tw.ts AS tw_at
+       h.hostname AS tw_hostname, tw.local_addr AS tw_local_addr, tw.remote_addr AS tw_remote_addr,
+       tw.remote_port AS tw_remote_port, tw.count AS tw_count,
+       (h.ephemeral_high - h.ephemeral_low + 1)::bigint AS tw_ports, tw.ts AS tw_at
 FROM hosts h
 LEFT JOIN LATERAL (
     SELECT host(t.local_addr) AS local_addr, host(t.remote_addr) AS remote_addr, t.remote_port,

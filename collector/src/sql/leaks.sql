@@ -33,8 +33,6 @@ WITH lt AS (
       AND (lt.state IN (8, 9) OR (lt.state = 5 AND lt.timer = 0 AND lt.inode <> 0))
       AND ($4::text IS NULL OR h.hostname = $4)
       AND ($5::text IS NULL OR lt.owners @> jsonb_build_array(jsonb_build_object('comm', $5::text)))
-      AND ($6::text IS NULL OR $6 = CASE lt.state WHEN 8 THEN 'close_wait'
-                                        WHEN 5 THEN 'half_closed_wait' ELSE 'last_ack_stuck' END)
       AND NOT (lt.state = 5 AND EXISTS (
           SELECT 1 FROM (
               SELECT cw.host_id, cw.first_seen, ch.last_report AS last_seen
@@ -91,6 +89,6 @@ SELECT kind, confidence, hostname, netns, state, host(local_addr) AS local_addr,
        host(p_remote_addr) AS p_remote_addr, p_remote_port, p_owners, p_rx_queue, p_first_seen,
        p_last_seen, p_ended
 FROM paired
-WHERE ($7::text IS NULL OR confidence = $7)
+WHERE ($6::text IS NULL OR kind = $6) AND ($7::text IS NULL OR confidence = $7)
 ORDER BY first_seen, hostname, netns, local_addr, local_port, remote_addr, remote_port, state
 LIMIT $8 OFFSET $9
