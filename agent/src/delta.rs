@@ -178,6 +178,7 @@ mod tests {
                                 start_ticks: 1,
                                 comm: format!("p{pid}"),
                                 cmdline: format!("/bin/p{pid}"),
+                                cgroup: format!("/system.slice/p{pid}.service"),
                             }),
                             fd,
                         })

@@ -38,6 +38,10 @@ pub struct KernelSampler {
     owners: OwnerScanner,
     /// Sockets seen last cycle, to size this cycle's vector once.
     last_len: usize,
+    /// Capabilities lacking for a complete view (read once: they do not change).
+    missing_caps: Vec<String>,
+    /// Our effective uid.
+    uid: u32,
 }
 
 /// Reads socket tables; separate from the owner scan so both can run at once.
@@ -77,6 +81,8 @@ impl KernelSampler {
                 diag: IntMap::default(),
                 open_own: DiagSocket::open,
             },
+            missing_caps: crate::privilege::missing_here(config.all_netns),
+            uid: rustix::process::geteuid().as_raw(),
             config,
             last_len: 0,
         })
@@ -177,7 +183,11 @@ impl TableSource for KernelSampler {
     #[tracing::instrument(level = "debug", skip_all, err)]
     fn sample(&mut self) -> Result<Sample, SampleError> {
         let taken_at = SystemTime::now();
-        let mut stats = CycleStats::default();
+        let mut stats = CycleStats {
+            capabilities_missing: self.missing_caps.clone(),
+            agent_uid: Some(self.uid),
+            ..CycleStats::default()
+        };
         let t0 = Instant::now();
         let own_ns = self.tables.own_ns;
         let namespaces = if self.config.all_netns {

@@ -30,6 +30,8 @@ pub mod netns;
 #[cfg(target_os = "linux")]
 pub mod owners;
 #[cfg(target_os = "linux")]
+pub mod privilege;
+#[cfg(target_os = "linux")]
 pub mod procnet;
 
 /// Errors at the agent's boundary (its commands).

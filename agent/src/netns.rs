@@ -43,13 +43,29 @@ pub fn cgroup_hint(proc_root: &str, pid: u32) -> String {
     parse_cgroup(&text)
 }
 
-/// Picks the cgroup path from `/proc/PID/cgroup` text.
+/// Picks the cgroup path that names a process's service from `/proc/PID/cgroup` text:
+/// the unified hierarchy's (`0::/PATH`), else systemd's v1 hierarchy
+/// (`N:name=systemd:/PATH`), else the first other path below the root; `/` when every
+/// hierarchy puts it at the root (hybrid hosts often keep the unified one empty).
 pub fn parse_cgroup(text: &str) -> String {
-    let path_of = |l: &str| l.splitn(3, ':').nth(2).map(str::to_owned);
-    text.lines()
-        .find(|l| l.starts_with("0::"))
-        .and_then(path_of)
-        .or_else(|| text.lines().next().and_then(path_of))
+    let entries: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let _id = it.next()?;
+            Some((it.next()?, it.next()?))
+        })
+        .collect();
+    let below_root = |want: &dyn Fn(&str) -> bool| {
+        entries
+            .iter()
+            .find(|(ctl, path)| want(ctl) && *path != "/")
+            .map(|(_, path)| (*path).to_owned())
+    };
+    below_root(&|c| c.is_empty())
+        .or_else(|| below_root(&|c| c == "name=systemd"))
+        .or_else(|| below_root(&|_| true))
+        .or_else(|| entries.first().map(|(_, p)| (*p).to_owned()))
         .unwrap_or_default()
 }
 
@@ -120,6 +136,15 @@ mod tests {
         );
         assert_eq!(parse_cgroup("5:memory:/kubepods/pod1\n"), "/kubepods/pod1");
         assert_eq!(parse_cgroup(""), "");
+        // A hybrid host: the unified hierarchy at the root, systemd's v1 one set.
+        assert_eq!(
+            parse_cgroup(
+                "9:name=systemd:/system.slice/nginx.service\n4:memory:/process_api/x\n0::/\n"
+            ),
+            "/system.slice/nginx.service"
+        );
+        assert_eq!(parse_cgroup("4:memory:/m\n1:cpu:/\n0::/\n"), "/m");
+        assert_eq!(parse_cgroup("1:cpu:/\n0::/\n"), "/");
     }
 
     #[test]

@@ -292,6 +292,7 @@ impl OwnerScanner {
                 .is_none_or(|e| e.process.start_ticks != start_ticks);
             if fresh {
                 let cmdline = read_cmdline(&self.proc_root, pid);
+                let cgroup = crate::netns::cgroup_hint(&self.proc_root, pid);
                 self.procs.insert(
                     pid,
                     ProcEntry {
@@ -300,6 +301,7 @@ impl OwnerScanner {
                             start_ticks,
                             comm,
                             cmdline,
+                            cgroup,
                         }),
                         fds: IntMap::default(),
                         seen: 0,

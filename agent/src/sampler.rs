@@ -98,6 +98,13 @@ pub struct CycleStats {
     pub namespaces_skipped: Vec<(u64, String)>,
     /// Processes whose namespace link could not be read.
     pub namespace_links_unreadable: u32,
+    /// Capabilities the agent lacks for a complete view.
+    pub capabilities_missing: Vec<String>,
+    /// The agent's effective uid (`None` for recorded tables).
+    pub agent_uid: Option<u32>,
+    /// Batches dropped from the run mode's full buffer since start (set by the sender
+    /// side before encoding; 0 in snapshots).
+    pub batches_dropped: u64,
 }
 
 /// Serialises per-state counts as `{"LISTEN": 3, ...}`, non-zero states only.

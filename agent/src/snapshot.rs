@@ -41,7 +41,7 @@ pub fn parse_states(list: &str) -> Result<Vec<TcpState>, String> {
     list.split(',')
         .filter(|w| !w.trim().is_empty())
         .map(|w| {
-            TcpState::parse_word(w).ok_or_else(|| {
+            TcpState::parse(w).ok_or_else(|| {
                 format!(
                     "unknown TCP state {w:?}; use ss's words: established, syn-sent, syn-recv, \
                      fin-wait-1, fin-wait-2, time-wait, closed, close-wait, last-ack, listen, closing"
@@ -77,6 +77,7 @@ struct JsonOwner<'a> {
     fd: u32,
     comm: &'a str,
     cmdline: &'a str,
+    cgroup: &'a str,
 }
 
 fn containers(sample: &Sample) -> HashMap<u64, &str> {
@@ -115,6 +116,7 @@ pub fn write_json(out: &mut impl Write, sample: &Sample, filter: &Filter) -> io:
                     fd: o.fd,
                     comm: &o.process.comm,
                     cmdline: &o.process.cmdline,
+                    cgroup: &o.process.cgroup,
                 })
                 .collect(),
         };

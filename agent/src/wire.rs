@@ -42,6 +42,7 @@ pub fn socket(s: &Socket, processes: &mut BTreeMap<u32, pb::Process>) -> pb::Soc
             start_ticks: o.process.start_ticks,
             comm: o.process.comm.clone(),
             cmdline: o.process.cmdline.clone(),
+            cgroup: o.process.cgroup.clone(),
         });
     }
     pb::Socket {
@@ -125,6 +126,9 @@ fn stats(s: &CycleStats) -> pb::CycleStats {
             })
             .collect(),
         sockets_without_owner: s.sockets_without_owner,
+        batches_dropped: s.batches_dropped,
+        capabilities_missing: s.capabilities_missing.clone(),
+        agent_uid: s.agent_uid,
     }
 }
 

@@ -83,6 +83,7 @@ fn processes(n: usize) -> Vec<pb::Process> {
             start_ticks: 1,
             comm: "java".into(),
             cmdline: "/usr/bin/java -Xmx4g -jar /srv/app/service.jar --port 443".into(),
+            cgroup: "/system.slice/billing.service".into(),
         })
         .collect()
 }

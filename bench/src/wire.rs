@@ -61,6 +61,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 start_ticks: 1,
                 comm: "java".into(),
                 cmdline: "/usr/bin/java -jar /srv/app/service.jar".into(),
+                cgroup: "/system.slice/billing.service".into(),
             })
         })
         .collect();

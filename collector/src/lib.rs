@@ -11,6 +11,7 @@ pub mod model;
 pub mod postgres;
 pub mod query;
 pub mod query_service;
+pub mod service;
 pub mod store;
 pub mod telemetry;
 pub mod validate;

@@ -30,18 +30,9 @@ pub struct HostHello {
     pub instance_id: String,
 }
 
-/// One holder of a socket, process details inlined.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct OwnerRecord {
-    /// Process id.
-    pub pid: u32,
-    /// Descriptor.
-    pub fd: u32,
-    /// Command name (sanitised).
-    pub comm: String,
-    /// Command line (sanitised).
-    pub cmdline: String,
-}
+/// One holder of a socket, process details inlined (sanitised), with the service
+/// named from its cgroup: stored as is in the `owners` JSON column and answered as is.
+pub type OwnerRecord = finwait_vocab::answer::Owner;
 
 /// One socket, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +127,52 @@ pub struct TimeWaitCount {
     pub count: i32,
 }
 
+/// A network namespace an agent read, with the container that uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceRecord {
+    /// Namespace inode.
+    pub netns: i64,
+    /// The agent's own namespace.
+    pub is_host: bool,
+    /// Cgroup path of a process inside it (sanitised; empty for the host's).
+    pub cgroup: String,
+    /// Service named from that cgroup.
+    pub service: Option<String>,
+    /// Container short id named from that cgroup.
+    pub container: Option<String>,
+}
+
+/// The agent's account of one cycle, stored per batch and shown as a host's coverage.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CycleAccount {
+    /// `netlink` or `proc`.
+    pub source: String,
+    /// Microseconds reading tables.
+    pub dump_us: u64,
+    /// Microseconds finding owners.
+    pub owner_scan_us: u64,
+    /// Sockets read.
+    pub sockets: u64,
+    /// Processes looked at.
+    pub processes_scanned: u32,
+    /// Processes whose descriptors could not be read.
+    pub processes_unreadable: u32,
+    /// Processes that exited mid-scan.
+    pub processes_vanished: u32,
+    /// Sockets with an inode and no owner.
+    pub sockets_without_owner: u64,
+    /// Namespaces read.
+    pub namespaces_read: u32,
+    /// Namespaces skipped: (inode, reason).
+    pub namespaces_skipped: Vec<(i64, String)>,
+    /// Batches the agent dropped since it started.
+    pub batches_dropped: u64,
+    /// Capabilities the agent lacks.
+    pub capabilities_missing: Vec<String>,
+    /// The agent's effective uid.
+    pub agent_uid: Option<u32>,
+}
+
 /// One validated batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
@@ -151,6 +188,10 @@ pub struct Batch {
     pub counts: Vec<StateCount>,
     /// TIME_WAIT summaries.
     pub time_wait: Vec<TimeWaitCount>,
+    /// The namespaces read this cycle.
+    pub namespaces: Vec<NamespaceRecord>,
+    /// How the cycle went; `None` when the agent sent no account.
+    pub account: Option<CycleAccount>,
 }
 
 impl Batch {

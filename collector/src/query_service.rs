@@ -10,13 +10,16 @@ use tonic::{Request, Response, Status};
 
 use crate::api::authorize;
 use crate::ingest::Tokens;
-use crate::query::groups::{GroupsQuery, LeakGroup};
-use crate::query::hosts::{Host, HostsQuery};
-use crate::query::leaks::{Leak, LeakQuery, Side, TimeWaitPressure};
+use crate::query::groups::GroupsQuery;
+use crate::query::hosts::HostsQuery;
+use crate::query::leaks::LeakQuery;
 use crate::query::sockets::SocketsQuery;
 use crate::query::timeline::TimelineQuery;
 use crate::query::who::WhoQuery;
-use crate::query::{self, Context, NextPage, Params, QueryError, Question, Socket};
+use crate::query::{self, Context, Params, QueryError, Question};
+use finwait_vocab::answer::{
+    Coverage, Host, Leak, LeakGroup, Owner, Side, Socket, TimeWaitPressure,
+};
 
 /// The service.
 #[derive(Clone)]
@@ -76,35 +79,66 @@ fn ms(t: Option<DateTime<Utc>>) -> i64 {
     t.map_or(0, |t| t.timestamp_millis())
 }
 
-fn token(n: NextPage) -> String {
-    n.next_page_token.unwrap_or_default()
+fn token(t: Option<String>) -> String {
+    t.unwrap_or_default()
+}
+
+fn owner(o: Owner) -> pb::OwnerView {
+    pb::OwnerView {
+        pid: o.pid,
+        fd: o.fd,
+        comm: o.comm,
+        cmdline: o.cmdline,
+        service: o.service.unwrap_or_default(),
+        container: o.container.unwrap_or_default(),
+    }
+}
+
+fn coverage(c: Coverage) -> pb::Coverage {
+    pb::Coverage {
+        at_ms: c.at.timestamp_millis(),
+        complete: c.complete,
+        problems: c.problems,
+        source: c.source,
+        processes_scanned: c.processes_scanned,
+        processes_unreadable: c.processes_unreadable,
+        processes_vanished: c.processes_vanished,
+        sockets_without_owner: c.sockets_without_owner,
+        namespaces_read: c.namespaces_read,
+        namespaces_skipped: c
+            .namespaces_skipped
+            .into_iter()
+            .map(|n| pb::NamespaceSkipView {
+                netns: n.netns as u64,
+                reason: n.reason,
+            })
+            .collect(),
+        capabilities_missing: c.capabilities_missing,
+        agent_uid: c.agent_uid.unwrap_or(-1),
+        dump_ms: c.dump_ms,
+        owner_scan_ms: c.owner_scan_ms,
+        batches_dropped: c.batches_dropped,
+    }
 }
 
 fn socket(s: Socket) -> pb::SocketView {
     pb::SocketView {
         host: s.host,
         netns: s.netns as u64,
-        state: s.state.into(),
+        state: s.state.name().into(),
         local: s.local,
         remote: s.remote,
-        owners: s
-            .owners
-            .into_iter()
-            .map(|o| pb::OwnerView {
-                pid: o.pid,
-                fd: o.fd,
-                comm: o.comm,
-                cmdline: o.cmdline,
-            })
-            .collect(),
+        owners: s.owners.into_iter().map(owner).collect(),
         since_ms: s.since.timestamp_millis(),
         age_s: s.age_s,
         rx_queue: s.rx_queue,
         tx_queue: s.tx_queue,
         inode: s.inode as u64,
         uid: s.uid as u64,
-        timer: s.timer.into(),
+        timer: s.timer.map_or_else(String::new, |t| t.name().into()),
         until_ms: ms(s.until),
+        service: s.service.unwrap_or_default(),
+        container: s.container.unwrap_or_default(),
     }
 }
 
@@ -116,24 +150,26 @@ fn side(s: Side) -> pb::LeakSide {
         comm: s.comm.unwrap_or_default(),
         cmdline: s.cmdline.unwrap_or_default(),
         fd: s.fd.unwrap_or(0),
-        state: s.state.into(),
+        state: s.state.name().into(),
         local: s.local,
         remote: s.remote,
         since_ms: s.since.timestamp_millis(),
         age_s: s.age_s,
         rx_queue: s.rx_queue,
         until_ms: ms(s.until),
+        service: s.service.unwrap_or_default(),
+        container: s.container.unwrap_or_default(),
     }
 }
 
 fn leak(l: Leak) -> pb::Leak {
     pb::Leak {
-        kind: l.kind.into(),
-        confidence: l.confidence.into(),
+        kind: l.kind.name().into(),
+        confidence: l.confidence.name().into(),
         holder: Some(side(l.holder)),
         peer: l.peer.map(side),
         until_ms: ms(l.until),
-        hint: l.hint.into(),
+        hint: l.hint,
     }
 }
 
@@ -155,36 +191,28 @@ fn host(h: Host) -> pb::HostSummary {
         machine_id: h.machine_id,
         agent_version: h.agent_version,
         last_seen_ms: ms(h.last_seen),
-        labels: h
-            .labels
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.as_str().map_or_else(|| v.to_string(), str::to_owned),
-                )
-            })
-            .collect(),
+        labels: h.labels.into_iter().collect(),
         states: h
             .states
             .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
+            .map(|(k, v)| (k.name().to_owned(), v))
             .collect(),
         ephemeral_low: h.ephemeral_ports.low as u32,
         ephemeral_high: h.ephemeral_ports.high as u32,
         time_wait_pressure: h.time_wait_pressure.map(pressure),
+        coverage: h.coverage.map(coverage),
     }
 }
 
 fn group(g: LeakGroup) -> pb::LeakGroup {
     pb::LeakGroup {
-        host: g.host,
+        host: g.host.unwrap_or_default(),
+        hosts: g.hosts,
+        service: g.service.unwrap_or_default(),
         pid: g.pid.unwrap_or(0),
         comm: g.comm.unwrap_or_default(),
         cmdline: g.cmdline.unwrap_or_default(),
-        kind: g.kind.into(),
+        kind: g.kind.name().into(),
         count: g.count,
         open: g.open,
         oldest_ms: g.oldest.timestamp_millis(),
@@ -197,9 +225,10 @@ fn group(g: LeakGroup) -> pb::LeakGroup {
             .map(|p| pb::PeerCount {
                 host: p.host,
                 count: p.count,
+                service: p.service.unwrap_or_default(),
             })
             .collect(),
-        hint: g.hint.into(),
+        hint: g.hint,
     }
 }
 
@@ -214,7 +243,7 @@ impl pb::query_server::Query for QueryService {
             .await?;
         Ok(Response::new(pb::HostsResponse {
             hosts: a.hosts.into_iter().map(host).collect(),
-            next_page_token: token(a.next),
+            next_page_token: token(a.next_page_token),
         }))
     }
 
@@ -229,6 +258,7 @@ impl pb::query_server::Query for QueryService {
             ("port", num(r.port)),
             ("pid", num(r.pid)),
             ("process", r.process.clone()),
+            ("service", r.service.clone()),
             ("at", r.at.clone()),
         ];
         let a = self
@@ -238,7 +268,7 @@ impl pb::query_server::Query for QueryService {
             host: a.host,
             as_of_ms: ms(a.as_of),
             sockets: a.sockets.into_iter().map(socket).collect(),
-            next_page_token: token(a.next),
+            next_page_token: token(a.next_page_token),
         }))
     }
 
@@ -252,6 +282,7 @@ impl pb::query_server::Query for QueryService {
             ("min_age", r.min_age.clone()),
             ("host", r.host.clone()),
             ("process", r.process.clone()),
+            ("service", r.service.clone()),
             ("kind", r.kind.clone()),
             ("confidence", r.confidence.clone()),
         ];
@@ -261,7 +292,7 @@ impl pb::query_server::Query for QueryService {
         Ok(Response::new(pb::LeaksResponse {
             leaks: a.leaks.into_iter().map(leak).collect(),
             time_wait_pressure: a.time_wait_pressure.into_iter().map(pressure).collect(),
-            next_page_token: token(a.next),
+            next_page_token: token(a.next_page_token),
         }))
     }
 
@@ -275,13 +306,15 @@ impl pb::query_server::Query for QueryService {
             ("min_age", r.min_age.clone()),
             ("host", r.host.clone()),
             ("process", r.process.clone()),
+            ("service", r.service.clone()),
+            ("by", r.by.clone()),
         ];
         let a = self
             .answer::<GroupsQuery, _>(&req, fields, r.page.as_ref())
             .await?;
         Ok(Response::new(pb::LeakGroupsResponse {
             groups: a.groups.into_iter().map(group).collect(),
-            next_page_token: token(a.next),
+            next_page_token: token(a.next_page_token),
         }))
     }
 
@@ -302,7 +335,7 @@ impl pb::query_server::Query for QueryService {
                     remote: c.remote.map(socket),
                 })
                 .collect(),
-            next_page_token: token(a.next),
+            next_page_token: token(a.next_page_token),
         }))
     }
 
@@ -331,11 +364,11 @@ impl pb::query_server::Query for QueryService {
                     states: p
                         .states
                         .into_iter()
-                        .map(|(k, v)| (k.to_owned(), v))
+                        .map(|(k, v)| (k.name().to_owned(), v))
                         .collect(),
                 })
                 .collect(),
-            next_page_token: token(a.next),
+            next_page_token: token(a.next_page_token),
         }))
     }
 }

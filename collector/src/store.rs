@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
-use crate::model::{Batch, HostHello, Payload, SocketId, SocketRecord};
+use crate::model::{Batch, HostHello, NamespaceRecord, Payload, SocketId, SocketRecord};
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -304,9 +304,10 @@ impl Store {
         let last_report: Option<DateTime<Utc>> = host.try_get(2)?;
         let holder: Option<String> = host.try_get(3)?;
 
+        let account = b.account.as_ref().map(sqlx::types::Json);
         let fresh = sqlx::query(
-            "INSERT INTO ingest_batches (host_id, epoch, seq, full_table, taken_at, sockets) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            "INSERT INTO ingest_batches (host_id, epoch, seq, full_table, taken_at, sockets, account) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         )
         .bind(host_id)
         .bind(b.epoch)
@@ -314,6 +315,7 @@ impl Store {
         .bind(matches!(b.payload, Payload::Full(_)))
         .bind(b.taken_at)
         .bind(b.socket_count() as i32)
+        .bind(account)
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -382,9 +384,12 @@ impl Store {
             }
         }
         insert_counts(&mut tx, host_id, b).await?;
+        upsert_namespaces(&mut tx, host_id, &b.namespaces).await?;
         sqlx::query(
             "UPDATE hosts SET last_epoch = $2, last_seq = $3, last_report = GREATEST(last_report, $4), \
-             live_until = now() + GREATEST($5::interval, sample_interval_ms * interval '3 milliseconds') \
+             live_until = now() + GREATEST($5::interval, sample_interval_ms * interval '3 milliseconds'), \
+             account = COALESCE($6, account), \
+             account_at = CASE WHEN $6 IS NULL THEN account_at ELSE $4 END \
              WHERE host_id = $1",
         )
         .bind(host_id)
@@ -392,6 +397,7 @@ impl Store {
         .bind(b.seq)
         .bind(b.taken_at)
         .bind(interval(self.lease))
+        .bind(account)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -400,6 +406,42 @@ impl Store {
 }
 
 /// Ends lifetimes of `removed` sockets and of `records` whose state changed.
+/// Records the batch's namespaces and their containers; a row is rewritten only when
+/// what it says changed, so the steady state writes nothing.
+async fn upsert_namespaces(
+    tx: &mut Transaction<'_, Postgres>,
+    host_id: i64,
+    namespaces: &[NamespaceRecord],
+) -> Result<(), StoreError> {
+    if namespaces.is_empty() {
+        return Ok(());
+    }
+    let mut cols: (
+        Vec<i64>,
+        Vec<bool>,
+        Vec<&str>,
+        Vec<Option<&str>>,
+        Vec<Option<&str>>,
+    ) = Default::default();
+    for n in namespaces {
+        cols.0.push(n.netns);
+        cols.1.push(n.is_host);
+        cols.2.push(&n.cgroup);
+        cols.3.push(n.service.as_deref());
+        cols.4.push(n.container.as_deref());
+    }
+    sqlx::query(include_str!("sql/upsert_namespaces.sql"))
+        .bind(host_id)
+        .bind(&cols.0)
+        .bind(&cols.1)
+        .bind(&cols.2)
+        .bind(&cols.3)
+        .bind(&cols.4)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 async fn close_listed(
     tx: &mut Transaction<'_, Postgres>,
     host_id: i64,

@@ -14,8 +14,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use finwait_proto::v1 as pb;
 
 use crate::model::{
-    Batch, HostHello, OwnerRecord, Payload, SocketId, SocketRecord, StateCount, TimeWaitCount,
+    Batch, CycleAccount, HostHello, NamespaceRecord, OwnerRecord, Payload, SocketId, SocketRecord,
+    StateCount, TimeWaitCount,
 };
+use crate::service;
 
 /// A message the collector refuses, naming the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +53,8 @@ impl Default for Limits {
 
 const COMM_MAX: usize = 64;
 const CMDLINE_MAX: usize = 4096;
+/// Longest cgroup path kept, in bytes (the kernel's PATH_MAX).
+const CGROUP_MAX: usize = 4096;
 /// 2020-01-01T00:00:00Z: no agent reading is older.
 const MIN_TIME_MS: i64 = 1_577_836_800_000;
 
@@ -202,10 +206,30 @@ pub fn hello(h: &pb::Hello) -> Result<HostHello, Invalid> {
     })
 }
 
+/// A batch's process, sanitised and named once for all its sockets.
+struct ProcessInfo {
+    comm: String,
+    cmdline: String,
+    service: Option<String>,
+    container: Option<String>,
+}
+
+impl ProcessInfo {
+    fn of(p: &pb::Process) -> ProcessInfo {
+        let named = service::name(&sanitise(&p.cgroup, CGROUP_MAX));
+        ProcessInfo {
+            comm: sanitise(&p.comm, COMM_MAX),
+            cmdline: sanitise(&p.cmdline, CMDLINE_MAX),
+            service: named.service,
+            container: named.container,
+        }
+    }
+}
+
 fn socket(
     field: &str,
     s: &pb::Socket,
-    processes: &HashMap<u32, &pb::Process>,
+    processes: &HashMap<u32, ProcessInfo>,
 ) -> Result<SocketRecord, Invalid> {
     let local = endpoint(&format!("{field}.local"), s.local.as_ref())?;
     let remote = endpoint(&format!("{field}.remote"), s.remote.as_ref())?;
@@ -240,8 +264,10 @@ fn socket(
         owners.push(OwnerRecord {
             pid: o.pid,
             fd: o.fd,
-            comm: sanitise(&p.comm, COMM_MAX),
-            cmdline: sanitise(&p.cmdline, CMDLINE_MAX),
+            comm: p.comm.clone(),
+            cmdline: p.cmdline.clone(),
+            service: p.service.clone(),
+            container: p.container.clone(),
         });
     }
     owners.sort_by_key(|o| (o.pid, o.fd));
@@ -291,7 +317,11 @@ pub fn batch(b: &pb::Batch, limits: &Limits) -> Result<Batch, Invalid> {
         return Err(invalid("batch.seq", "must be in 1..=2^63-1"));
     }
     let taken_at = time_ms("batch.taken_at_ms", b.taken_at_ms)?;
-    let processes: HashMap<u32, &pb::Process> = b.processes.iter().map(|p| (p.pid, p)).collect();
+    let processes: HashMap<u32, ProcessInfo> = b
+        .processes
+        .iter()
+        .map(|p| (p.pid, ProcessInfo::of(p)))
+        .collect();
     let records = match &b.payload {
         Some(pb::batch::Payload::Full(f)) => f.sockets.len(),
         Some(pb::batch::Payload::Delta(d)) => d.added.len() + d.removed.len() + d.changed.len(),
@@ -362,6 +392,28 @@ pub fn batch(b: &pb::Batch, limits: &Limits) -> Result<Batch, Invalid> {
             })
         })
         .collect::<Result<_, Invalid>>()?;
+    let namespaces = b
+        .namespaces
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let cgroup = sanitise(&n.container_hint, CGROUP_MAX);
+            let named = if n.is_host {
+                service::ServiceName::default()
+            } else {
+                service::name(&cgroup)
+            };
+            Ok(NamespaceRecord {
+                netns: i64::try_from(n.inode)
+                    .map_err(|_| invalid(format!("batch.namespaces[{i}].inode"), "out of range"))?,
+                is_host: n.is_host,
+                cgroup,
+                service: named.service,
+                container: named.container,
+            })
+        })
+        .collect::<Result<_, Invalid>>()?;
+    let account = b.stats.as_ref().map(account).transpose()?;
     Ok(Batch {
         epoch: b.epoch as i64,
         seq: b.seq as i64,
@@ -369,6 +421,50 @@ pub fn batch(b: &pb::Batch, limits: &Limits) -> Result<Batch, Invalid> {
         payload,
         counts,
         time_wait,
+        namespaces,
+        account,
+    })
+}
+
+/// The cycle's self-account, bounded: reasons and capability names are sanitised and
+/// their lists cut, so a hostile agent cannot make a host's coverage row large.
+fn account(s: &pb::CycleStats) -> Result<CycleAccount, Invalid> {
+    const LIST_MAX: usize = 32;
+    let source = match pb::TableSource::try_from(s.source) {
+        Ok(pb::TableSource::Netlink) => "netlink",
+        Ok(pb::TableSource::Proc) => "proc",
+        Ok(pb::TableSource::Unspecified) => "unknown",
+        Err(_) => {
+            return Err(invalid(
+                "batch.stats.source",
+                format!("unknown table source {}", s.source),
+            ));
+        }
+    };
+    Ok(CycleAccount {
+        source: source.to_owned(),
+        dump_us: s.dump_us,
+        owner_scan_us: s.owner_scan_us,
+        sockets: s.sockets,
+        processes_scanned: s.processes_scanned,
+        processes_unreadable: s.processes_unreadable,
+        processes_vanished: s.processes_vanished,
+        sockets_without_owner: s.sockets_without_owner,
+        namespaces_read: s.namespaces_read,
+        namespaces_skipped: s
+            .namespaces_skipped
+            .iter()
+            .take(LIST_MAX)
+            .map(|n| (n.netns as i64, sanitise(&n.reason, 256)))
+            .collect(),
+        batches_dropped: s.batches_dropped,
+        capabilities_missing: s
+            .capabilities_missing
+            .iter()
+            .take(LIST_MAX)
+            .map(|c| sanitise(c, 64))
+            .collect(),
+        agent_uid: s.agent_uid,
     })
 }
 
@@ -404,6 +500,7 @@ mod tests {
                 start_ticks: 1,
                 comm: "na\0me\x07".into(),
                 cmdline: "x".repeat(5000),
+                cgroup: "/system.slice/billing.service".into(),
             }],
             ..Default::default()
         }
@@ -424,6 +521,7 @@ mod tests {
         assert_eq!(s[0].state, 8);
         assert_eq!(s[0].owners[0].comm, "na\u{fffd}me\u{fffd}");
         assert_eq!(s[0].owners[0].cmdline.len(), CMDLINE_MAX);
+        assert_eq!(s[0].owners[0].service.as_deref(), Some("billing.service"));
     }
 
     #[test]

@@ -1,17 +1,31 @@
-//! The grouped leak view: leaks of one kind held by one process on one host, with how
+//! The grouped leak view: leaks of one kind held by one process on one host
+//! (`by=process`, the default) or by one service on any host (`by=service`), with how
 //! many, the oldest, growth per hour and the peers involved. Ended groups stay, with
 //! the time the last one ended.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use finwait_vocab::LeakKind;
+use finwait_vocab::answer::{GroupsPage, Leak, LeakGroup, PeerCount};
 
-use super::leaks::{self, Leak, LeakQuery, hint};
-use super::{Context, NextPage, PageReq, Params, QueryError, Question};
+use super::leaks::{self, LeakQuery};
+use super::{Context, PageReq, Params, QueryError, Question};
 
 /// Parameters the grouped view accepts.
-pub const PARAMS: &[&str] = &["since", "min_age", "host", "process", "limit", "page_token"];
+pub const PARAMS: &[&str] = &[
+    "since",
+    "min_age",
+    "host",
+    "process",
+    "service",
+    "by",
+    "limit",
+    "page_token",
+];
+
+/// What leaks are grouped by.
+pub const GROUP_BY: &[&str] = &["process", "service"];
 
 /// Leaks grouped over at most this many verdicts.
 const MAX_LEAKS: i64 = 200_000;
@@ -21,64 +35,15 @@ const MAX_LEAKS: i64 = 200_000;
 pub struct GroupsQuery {
     /// Which leaks (its page is ignored).
     pub leaks: LeakQuery,
+    /// Group by service (across hosts) instead of by process on a host.
+    pub by_service: bool,
     /// The page of groups.
     pub page: PageReq,
 }
 
-/// How many of a group's leaks have their peer on one host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PeerCount {
-    /// Peer hostname.
-    pub host: String,
-    /// Leaks with their peer there.
-    pub count: i64,
-}
-
-/// Leaks of one kind held by one process on one host.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LeakGroup {
-    /// Hostname.
-    pub host: String,
-    /// Holding pid (null for sockets no process holds).
-    pub pid: Option<u32>,
-    /// Its command name.
-    pub comm: Option<String>,
-    /// Its command line.
-    pub cmdline: Option<String>,
-    /// The leak kind.
-    pub kind: &'static str,
-    /// Leaks in the group.
-    pub count: i64,
-    /// How many still last.
-    pub open: i64,
-    /// When the oldest began.
-    pub oldest: DateTime<Utc>,
-    /// When the newest began.
-    pub newest: DateTime<Utc>,
-    /// When the last one ended; null while any lasts.
-    pub ended: Option<DateTime<Utc>>,
-    /// Leaks per hour from the oldest's start to now (or to the end); spans under an
-    /// hour count as an hour.
-    pub growth_per_hour: f64,
-    /// Peer hosts, most leaks first.
-    pub peers: Vec<PeerCount>,
-    /// What it means and what fixes it.
-    pub hint: &'static str,
-}
-
-/// The answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct GroupsAnswer {
-    /// Groups, most leaks first.
-    pub groups: Vec<LeakGroup>,
-    /// Paging.
-    #[serde(flatten)]
-    pub next: NextPage,
-}
-
 impl Question for GroupsQuery {
     const PARAMS: &'static [&'static str] = PARAMS;
-    type Answer = GroupsAnswer;
+    type Answer = GroupsPage;
 
     /// Reads and checks the parameters.
     fn parse(p: &Params, ctx: &Context) -> Result<GroupsQuery, QueryError> {
@@ -88,48 +53,62 @@ impl Question for GroupsQuery {
             offset: 0,
             limit: MAX_LEAKS,
         };
-        Ok(GroupsQuery { leaks, page })
+        let by_service = p.choice("by", GROUP_BY)? == Some("service");
+        Ok(GroupsQuery {
+            leaks,
+            by_service,
+            page,
+        })
     }
 
     /// Answers it.
     #[tracing::instrument(name = "query_leak_groups", skip_all, fields(host = ?self.leaks.host), err)]
-    async fn run(&self, ctx: &Context) -> Result<GroupsAnswer, QueryError> {
+    async fn run(&self, ctx: &Context) -> Result<GroupsPage, QueryError> {
         let all = leaks::leaks(&ctx.pool, &self.leaks).await?;
         if all.len() as i64 > MAX_LEAKS {
             tracing::warn!(max = MAX_LEAKS, "grouping only the oldest leaks");
         }
-        let (groups, next_page_token) = self.page.slice(group(all, Utc::now()));
-        Ok(GroupsAnswer {
+        let (groups, next_page_token) = self.page.slice(group(all, self.by_service, Utc::now()));
+        Ok(GroupsPage {
             groups,
-            next: NextPage { next_page_token },
+            next_page_token,
         })
     }
 }
 
-/// Groups leaks by (host, pid, comm, cmdline, kind), most leaks first.
-pub fn group(leaks: Vec<Leak>, now: DateTime<Utc>) -> Vec<LeakGroup> {
-    type Key = (
-        String,
-        Option<u32>,
-        Option<String>,
-        Option<String>,
-        &'static str,
-    );
+/// A group's key: host, pid, comm and cmdline are `None` when grouped by service.
+type Key = (
+    Option<String>,
+    Option<String>,
+    Option<u32>,
+    Option<String>,
+    Option<String>,
+    LeakKind,
+);
+
+/// Groups leaks by (host, pid, comm, cmdline, kind), or by (service, kind) across
+/// hosts; most open leaks first.
+pub fn group(leaks: Vec<Leak>, by_service: bool, now: DateTime<Utc>) -> Vec<LeakGroup> {
     let mut by: BTreeMap<Key, Vec<Leak>> = BTreeMap::new();
     for l in leaks {
         let h = &l.holder;
-        let key = (
-            h.host.clone(),
-            h.pid,
-            h.comm.clone(),
-            h.cmdline.clone(),
-            l.kind,
-        );
+        let key = if by_service {
+            (None, h.service.clone(), None, None, None, l.kind)
+        } else {
+            (
+                Some(h.host.clone()),
+                h.service.clone(),
+                h.pid,
+                h.comm.clone(),
+                h.cmdline.clone(),
+                l.kind,
+            )
+        };
         by.entry(key).or_default().push(l);
     }
     let mut out: Vec<LeakGroup> = by
         .into_iter()
-        .map(|((host, pid, comm, cmdline, kind), ls)| {
+        .map(|((host, service, pid, comm, cmdline, kind), ls)| {
             let oldest = ls.iter().map(|l| l.holder.since).min().unwrap_or(now);
             let newest = ls.iter().map(|l| l.holder.since).max().unwrap_or(now);
             let open = ls.iter().filter(|l| l.until.is_none()).count() as i64;
@@ -137,18 +116,27 @@ pub fn group(leaks: Vec<Leak>, now: DateTime<Utc>) -> Vec<LeakGroup> {
                 .then(|| ls.iter().filter_map(|l| l.until).max())
                 .flatten();
             let span_h = ((ended.unwrap_or(now) - oldest).num_seconds() as f64 / 3600.0).max(1.0);
-            let mut peers: BTreeMap<String, i64> = BTreeMap::new();
+            let mut peers: BTreeMap<(String, Option<String>), i64> = BTreeMap::new();
             for p in ls.iter().filter_map(|l| l.peer.as_ref()) {
-                *peers.entry(p.host.clone()).or_default() += 1;
+                *peers
+                    .entry((p.host.clone(), p.service.clone()))
+                    .or_default() += 1;
             }
             let mut peers: Vec<PeerCount> = peers
                 .into_iter()
-                .map(|(host, count)| PeerCount { host, count })
+                .map(|((host, service), count)| PeerCount {
+                    host,
+                    service,
+                    count,
+                })
                 .collect();
             peers.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.host.cmp(&b.host)));
+            let hosts: BTreeSet<&str> = ls.iter().map(|l| l.holder.host.as_str()).collect();
             let count = ls.len() as i64;
             LeakGroup {
+                hosts: hosts.into_iter().map(str::to_owned).collect(),
                 host,
+                service,
                 pid,
                 comm,
                 cmdline,
@@ -160,7 +148,7 @@ pub fn group(leaks: Vec<Leak>, now: DateTime<Utc>) -> Vec<LeakGroup> {
                 ended,
                 growth_per_hour: (count as f64 / span_h * 100.0).round() / 100.0,
                 peers,
-                hint: hint(kind),
+                hint: kind.hint().to_owned(),
             }
         })
         .collect();
@@ -169,6 +157,7 @@ pub fn group(leaks: Vec<Leak>, now: DateTime<Utc>) -> Vec<LeakGroup> {
             .cmp(&a.open)
             .then(b.count.cmp(&a.count))
             .then_with(|| a.host.cmp(&b.host))
+            .then_with(|| a.service.cmp(&b.service))
             .then(a.pid.cmp(&b.pid))
     });
     out
@@ -177,8 +166,9 @@ pub fn group(leaks: Vec<Leak>, now: DateTime<Utc>) -> Vec<LeakGroup> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::leaks::Side;
     use chrono::TimeZone;
+    use finwait_vocab::answer::Side;
+    use finwait_vocab::{Confidence, TcpState};
 
     fn leak(host: &str, pid: u32, since_min: i64, until: Option<i64>, peer: Option<&str>) -> Leak {
         let t0 = Utc
@@ -192,7 +182,9 @@ mod tests {
             comm: Some("srv".into()),
             cmdline: Some("srv --port 80".into()),
             fd: Some(3),
-            state: "CLOSE_WAIT",
+            service: Some(format!("{h}-svc.service")),
+            container: None,
+            state: TcpState::CloseWait,
             local: "10.0.0.1:80".into(),
             remote: "10.0.0.2:4000".into(),
             since: t0 + chrono::Duration::minutes(since_min),
@@ -201,12 +193,12 @@ mod tests {
             until: until.map(|m| t0 + chrono::Duration::minutes(m)),
         };
         Leak {
-            kind: "close_wait",
-            confidence: "exact",
+            kind: LeakKind::CloseWait,
+            confidence: Confidence::Exact,
             holder: side(host),
             peer: peer.map(side),
             until: until.map(|m| t0 + chrono::Duration::minutes(m)),
-            hint: hint("close_wait"),
+            hint: LeakKind::CloseWait.hint().to_owned(),
         }
     }
 
@@ -225,13 +217,14 @@ mod tests {
                 leak("a", 10, 180, Some(200), None),
                 leak("d", 7, 0, Some(30), Some("b")),
             ],
+            false,
             now,
         );
         assert_eq!(g.len(), 2);
         let a = &g[0];
         assert_eq!(
-            (a.host.as_str(), a.count, a.open, a.ended),
-            ("a", 4, 3, None)
+            (a.host.as_deref(), a.count, a.open, a.ended),
+            (Some("a"), 4, 3, None)
         );
         assert_eq!(a.oldest, t0);
         assert_eq!(a.newest, t0 + chrono::Duration::minutes(180));
@@ -241,10 +234,12 @@ mod tests {
             vec![
                 PeerCount {
                     host: "b".into(),
+                    service: Some("b-svc.service".into()),
                     count: 2
                 },
                 PeerCount {
                     host: "c".into(),
+                    service: Some("c-svc.service".into()),
                     count: 1
                 }
             ]
@@ -256,5 +251,23 @@ mod tests {
             d.growth_per_hour, 1.0,
             "spans under an hour count as an hour"
         );
+    }
+
+    #[test]
+    fn groups_by_service_span_hosts() {
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 11, 23, 0, 0, 0)
+            .single()
+            .expect("t0");
+        let mut l1 = leak("a", 10, 0, None, Some("b"));
+        let mut l2 = leak("d", 7, 0, None, Some("b"));
+        l1.holder.service = Some("billing.service".into());
+        l2.holder.service = Some("billing.service".into());
+        let g = group(vec![l1, l2], true, t0 + chrono::Duration::hours(2));
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].service.as_deref(), Some("billing.service"));
+        assert_eq!((g[0].host.as_deref(), g[0].pid), (None, None));
+        assert_eq!(g[0].hosts, ["a", "d"]);
+        assert_eq!(g[0].count, 2);
     }
 }

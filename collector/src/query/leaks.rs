@@ -11,14 +11,13 @@
 //! (`until`). The SQL is in `sql/leaks.sql` and `sql/time_wait_pressure.sql`.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use finwait_vocab::answer::{Leak, LeaksPage, Side, TimeWaitPressure};
+use finwait_vocab::{Confidence, LeakKind};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use super::socket::Cols;
-use super::{
-    Context, NextPage, PageReq, Params, QueryError, Question, TIME_WAIT_PRESSURE_RATIO, state_name,
-};
+use super::{Context, PageReq, Params, QueryError, Question, TIME_WAIT_PRESSURE_RATIO};
 
 /// Parameters `leaks` accepts.
 pub const PARAMS: &[&str] = &[
@@ -26,16 +25,12 @@ pub const PARAMS: &[&str] = &[
     "min_age",
     "host",
     "process",
+    "service",
     "kind",
     "confidence",
     "limit",
     "page_token",
 ];
-
-/// Leak kinds.
-pub const KINDS: &[&str] = &["close_wait", "half_closed_wait", "last_ack_stuck"];
-/// Confidences.
-pub const CONFIDENCES: &[&str] = &["exact", "nat", "one_sided"];
 
 /// What to look for.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,96 +45,19 @@ pub struct LeakQuery {
     pub host: Option<String>,
     /// Only holders whose process has this command name.
     pub process: Option<String>,
+    /// Only holders of this service.
+    pub service: Option<String>,
     /// Only this kind.
-    pub kind: Option<&'static str>,
+    pub kind: Option<LeakKind>,
     /// Only this confidence.
-    pub confidence: Option<&'static str>,
+    pub confidence: Option<Confidence>,
     /// The page.
     pub page: PageReq,
 }
 
-/// One end of a leaking connection.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Side {
-    /// Hostname.
-    pub host: String,
-    /// Network namespace inode.
-    pub netns: i64,
-    /// Holding process (first holder), if any.
-    pub pid: Option<u32>,
-    /// Its command name.
-    pub comm: Option<String>,
-    /// Its command line.
-    pub cmdline: Option<String>,
-    /// Its descriptor.
-    pub fd: Option<u32>,
-    /// TCP state.
-    pub state: &'static str,
-    /// Local `addr:port`.
-    pub local: String,
-    /// Remote `addr:port`.
-    pub remote: String,
-    /// When it entered this state.
-    pub since: DateTime<Utc>,
-    /// Seconds in this state (up to the last report, or to its end).
-    pub age_s: i64,
-    /// Unread bytes.
-    pub rx_queue: i64,
-    /// When it left this state; absent while it lasts.
-    pub until: Option<DateTime<Utc>>,
-}
-
-/// A leak verdict.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Leak {
-    /// `close_wait`, `half_closed_wait` or `last_ack_stuck`.
-    pub kind: &'static str,
-    /// `exact`, `nat` or `one_sided`.
-    pub confidence: &'static str,
-    /// The socket whose process is at fault.
-    pub holder: Side,
-    /// The other end, when seen.
-    pub peer: Option<Side>,
-    /// When the leak ended (the holder closed or exited); absent while it lasts.
-    pub until: Option<DateTime<Utc>>,
-    /// One line on what it means and what fixes it.
-    pub hint: &'static str,
-}
-
-/// TIME_WAIT towards one destination filling much of a host's ephemeral port range.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TimeWaitPressure {
-    /// Hostname.
-    pub host: String,
-    /// Local address of the TIME_WAIT sockets.
-    pub local_addr: String,
-    /// Their destination `addr:port`.
-    pub remote: String,
-    /// Peak TIME_WAIT count towards it.
-    pub count: i64,
-    /// Size of the host's ephemeral port range.
-    pub ports: i64,
-    /// `count / ports`.
-    pub ratio: f64,
-    /// Last time it was this high.
-    pub at: DateTime<Utc>,
-}
-
-/// The answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LeaksAnswer {
-    /// The leaks, oldest first.
-    pub leaks: Vec<Leak>,
-    /// TIME_WAIT pressure in the same window, worst first.
-    pub time_wait_pressure: Vec<TimeWaitPressure>,
-    /// Paging.
-    #[serde(flatten)]
-    pub next: NextPage,
-}
-
 impl Question for LeakQuery {
     const PARAMS: &'static [&'static str] = PARAMS;
-    type Answer = LeaksAnswer;
+    type Answer = LeaksPage;
 
     /// Reads and checks the parameters; defaults: since 24 h ago, the collector's
     /// threshold and slack.
@@ -152,23 +70,24 @@ impl Question for LeakQuery {
             slack_s: ctx.slack_s,
             host: p.text("host"),
             process: p.text("process"),
-            kind: p.choice("kind", KINDS)?,
-            confidence: p.choice("confidence", CONFIDENCES)?,
+            service: p.text("service"),
+            kind: p.parsed("kind")?,
+            confidence: p.parsed("confidence")?,
             page: p.page()?,
         })
     }
 
     /// Answers it.
     #[tracing::instrument(name = "query_leaks", skip_all, fields(host = ?self.host, process = ?self.process), err)]
-    async fn run(&self, ctx: &Context) -> Result<LeaksAnswer, QueryError> {
+    async fn run(&self, ctx: &Context) -> Result<LeaksPage, QueryError> {
         let mut leaks = leaks(&ctx.pool, self).await?;
         let next_page_token = self.page.finish(&mut leaks);
         let time_wait_pressure =
             time_wait_pressure(&ctx.pool, self.since, self.host.as_deref(), 100).await?;
-        Ok(LeaksAnswer {
+        Ok(LeaksPage {
             leaks,
             time_wait_pressure,
-            next: NextPage { next_page_token },
+            next_page_token,
         })
     }
 }
@@ -179,6 +98,7 @@ fn side(row: &PgRow, prefix: &str) -> Result<Option<Side>, sqlx::Error> {
         return Ok(None);
     };
     let owner = c.owners()?.into_iter().next();
+    let (service, container) = c.service(owner.as_ref())?;
     let first: DateTime<Utc> = c.get("first_seen")?;
     let last: DateTime<Utc> = c.get("last_seen")?;
     Ok(Some(Side {
@@ -188,7 +108,9 @@ fn side(row: &PgRow, prefix: &str) -> Result<Option<Side>, sqlx::Error> {
         fd: owner.as_ref().map(|o| o.fd),
         comm: owner.as_ref().map(|o| o.comm.clone()),
         cmdline: owner.map(|o| o.cmdline),
-        state: state_name(c.get("state")?),
+        service,
+        container,
+        state: c.state()?,
         local: c.endpoint("local")?,
         remote: c.endpoint("remote")?,
         since: first,
@@ -198,26 +120,11 @@ fn side(row: &PgRow, prefix: &str) -> Result<Option<Side>, sqlx::Error> {
     }))
 }
 
-/// The one-line hint for a leak kind.
-pub fn hint(kind: &str) -> &'static str {
-    match kind {
-        "close_wait" => {
-            "the holding process never called close() after its peer closed: fix its close path \
-             (keepalive sysctls do not clear CLOSE_WAIT)"
-        }
-        "half_closed_wait" => {
-            "this side shut down writing and still holds the socket, waiting for a peer that never closes its end"
-        }
-        _ => "our FIN is never acknowledged: the peer is gone or packets are dropped on the way",
-    }
-}
-
-fn known(v: &str, choices: &[&'static str], default: &'static str) -> &'static str {
-    choices
-        .iter()
-        .find(|c| **c == v)
-        .copied()
-        .unwrap_or(default)
+/// A word the SQL wrote, read back as its vocabulary type.
+fn word<T: std::str::FromStr<Err = String>>(row: &PgRow, col: &str) -> Result<T, sqlx::Error> {
+    row.try_get::<&str, _>(col)?
+        .parse()
+        .map_err(|e: String| sqlx::Error::Decode(e.into()))
 }
 
 /// Finds leaks: one page, plus one row more when another page follows.
@@ -228,10 +135,11 @@ pub async fn leaks(pool: &PgPool, q: &LeakQuery) -> Result<Vec<Leak>, sqlx::Erro
         .bind(q.slack_s)
         .bind(&q.host)
         .bind(&q.process)
-        .bind(q.kind)
-        .bind(q.confidence)
+        .bind(q.kind.map(LeakKind::name))
+        .bind(q.confidence.map(Confidence::name))
         .bind(q.page.fetch())
         .bind(q.page.offset)
+        .bind(&q.service)
         .fetch_all(pool)
         .await?;
     let mut out = Vec::with_capacity(rows.len());
@@ -239,14 +147,14 @@ pub async fn leaks(pool: &PgPool, q: &LeakQuery) -> Result<Vec<Leak>, sqlx::Erro
         let Some(holder) = side(row, "")? else {
             continue;
         };
-        let kind = known(row.try_get("kind")?, KINDS, "last_ack_stuck");
+        let kind: LeakKind = word(row, "kind")?;
         out.push(Leak {
             kind,
-            confidence: known(row.try_get("confidence")?, CONFIDENCES, "one_sided"),
+            confidence: word(row, "confidence")?,
             until: holder.until,
             peer: side(row, "p_")?,
             holder,
-            hint: hint(kind),
+            hint: kind.hint().to_owned(),
         });
     }
     Ok(out)

@@ -7,6 +7,7 @@
 //! answers into messages. So both transports accept the same values, reject the same
 //! ones with the same message, and answer alike.
 
+pub mod coverage;
 pub mod groups;
 pub mod hosts;
 pub mod leaks;
@@ -16,8 +17,8 @@ pub mod sockets;
 pub mod timeline;
 pub mod who;
 
-pub use params::{Params, parse_duration};
-pub use socket::{Socket, endpoint, parse_state, state_name, timer_name};
+pub use params::Params;
+pub use socket::{endpoint, socket_from_row};
 
 use serde::Serialize;
 use sqlx::PgPool;
@@ -147,11 +148,4 @@ pub trait Question: Sized {
 /// Parses and answers question `Q`.
 pub async fn ask<Q: Question>(p: &Params, ctx: &Context) -> Result<Q::Answer, QueryError> {
     Q::parse(p, ctx)?.run(ctx).await
-}
-
-/// A list answer's paging field, serialised as `next_page_token`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct NextPage {
-    /// Pass as `page_token` for the next page; null on the last page.
-    pub next_page_token: Option<String>,
 }

@@ -5,8 +5,10 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use chrono::{DateTime, Utc};
+use finwait_vocab::TcpState;
+use finwait_vocab::time::{DURATION_HELP, INSTANT_HELP, InstantSpec, parse_duration};
 
-use super::{PageReq, QueryError, parse_state};
+use super::{PageReq, QueryError};
 
 /// Default page length.
 pub const DEFAULT_LIMIT: i64 = 1000;
@@ -66,9 +68,9 @@ impl Params {
         let Some(v) = self.text(k) else {
             return Ok(None);
         };
-        parse_duration(&v).map(Some).ok_or_else(|| {
-            QueryError::bad(k, format!("{v:?} is not a duration like 90, 15m, 2h or 1d"))
-        })
+        parse_duration(&v)
+            .map(Some)
+            .ok_or_else(|| QueryError::bad(k, format!("{v:?} is not {DURATION_HELP}")))
     }
 
     /// An instant: RFC 3339, or a duration meaning that long ago.
@@ -76,18 +78,9 @@ impl Params {
         let Some(v) = self.text(k) else {
             return Ok(None);
         };
-        if let Ok(t) = DateTime::parse_from_rfc3339(&v) {
-            return Ok(Some(t.with_timezone(&Utc)));
-        }
-        match parse_duration(&v) {
-            Some(s) if s <= 10.0 * 365.0 * 86_400.0 => Ok(Some(
-                Utc::now() - chrono::Duration::milliseconds((s * 1000.0) as i64),
-            )),
-            _ => Err(QueryError::bad(
-                k,
-                format!("{v:?} is neither RFC 3339 nor a duration like 2h"),
-            )),
-        }
+        InstantSpec::parse(&v)
+            .map(|i| Some(i.resolve(Utc::now())))
+            .ok_or_else(|| QueryError::bad(k, format!("{v:?} is not {INSTANT_HELP}")))
     }
 
     /// A whole number in `range`.
@@ -112,17 +105,20 @@ impl Params {
         }
     }
 
-    /// A TCP state number from its name.
-    pub fn state(&self, k: &str) -> Result<Option<i16>, QueryError> {
-        let Some(v) = self.text(k) else {
-            return Ok(None);
-        };
-        parse_state(&v).map(Some).ok_or_else(|| {
-            QueryError::bad(
-                k,
-                format!("{v:?} is not a TCP state (ESTABLISHED, CLOSE_WAIT, FIN_WAIT2, ...)"),
-            )
-        })
+    /// A value of a vocabulary type (a TCP state in any spelling, a leak kind, a
+    /// confidence), its parse error naming the choices.
+    pub fn parsed<T: std::str::FromStr<Err = String>>(
+        &self,
+        k: &str,
+    ) -> Result<Option<T>, QueryError> {
+        self.text(k)
+            .map(|v| v.parse::<T>().map_err(|e| QueryError::bad(k, e)))
+            .transpose()
+    }
+
+    /// A TCP state in any spelling.
+    pub fn state(&self, k: &str) -> Result<Option<TcpState>, QueryError> {
+        self.parsed(k)
     }
 
     /// One of `choices`.
@@ -181,27 +177,6 @@ pub(super) fn page_token(offset: i64) -> String {
     format!("o{offset}")
 }
 
-/// Parses `90`, `90s`, `15m`, `2h`, `1d` into seconds.
-pub fn parse_duration(v: &str) -> Option<f64> {
-    let v = v.trim();
-    let (num, unit) = match v.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&v[..i], &v[i..]),
-        None => (v, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .ok()
-        .filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
-    let mult = match unit {
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86_400.0,
-        _ => return None,
-    };
-    Some(n * mult)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,17 +189,6 @@ mod tests {
                 .collect(),
             allowed,
         )
-    }
-
-    #[test]
-    fn durations_parse_and_nonsense_does_not() {
-        assert_eq!(parse_duration("90"), Some(90.0));
-        assert_eq!(parse_duration("15m"), Some(900.0));
-        assert_eq!(parse_duration("2h"), Some(7200.0));
-        assert_eq!(parse_duration("1d"), Some(86_400.0));
-        assert_eq!(parse_duration("-5"), None);
-        assert_eq!(parse_duration("5 weeks"), None);
-        assert_eq!(parse_duration("h"), None);
     }
 
     #[test]
@@ -280,7 +244,7 @@ mod tests {
             q.endpoint("endpoint").expect("endpoint"),
             ("fd77::a".parse().expect("ip"), 8080)
         );
-        assert_eq!(q.state("state").expect("state"), Some(8));
+        assert_eq!(q.state("state").expect("state"), Some(TcpState::CloseWait));
         let at = q.instant("at").expect("at").expect("some");
         let ago = (Utc::now() - at).num_seconds();
         assert!((7195..=7205).contains(&ago), "{ago}");

@@ -2,9 +2,10 @@
 //! lifetimes as of the host's last report at or before that instant.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use finwait_vocab::TcpState;
+use finwait_vocab::answer::SocketsPage;
 
-use super::{Context, NextPage, PageReq, Params, QueryError, Question, Socket, host_id};
+use super::{Context, PageReq, Params, QueryError, Question, host_id, socket_from_row};
 
 /// Parameters `sockets` accepts.
 pub const PARAMS: &[&str] = &[
@@ -13,6 +14,7 @@ pub const PARAMS: &[&str] = &[
     "port",
     "pid",
     "process",
+    "service",
     "at",
     "limit",
     "page_token",
@@ -23,37 +25,25 @@ pub const PARAMS: &[&str] = &[
 pub struct SocketsQuery {
     /// Hostname.
     pub host: String,
-    /// Kernel state number.
-    pub state: Option<i16>,
+    /// State.
+    pub state: Option<TcpState>,
     /// Local or remote port.
     pub port: Option<i64>,
     /// Owning pid.
     pub pid: Option<i64>,
     /// Owning command name.
     pub process: Option<String>,
+    /// Owning service (or the namespace's).
+    pub service: Option<String>,
     /// The instant; `None` for now.
     pub at: Option<DateTime<Utc>>,
     /// The page.
     pub page: PageReq,
 }
 
-/// The answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SocketsAnswer {
-    /// Hostname.
-    pub host: String,
-    /// Taken-at time of the report the answer is rebuilt from.
-    pub as_of: Option<DateTime<Utc>>,
-    /// The sockets.
-    pub sockets: Vec<Socket>,
-    /// Paging.
-    #[serde(flatten)]
-    pub next: NextPage,
-}
-
 impl Question for SocketsQuery {
     const PARAMS: &'static [&'static str] = PARAMS;
-    type Answer = SocketsAnswer;
+    type Answer = SocketsPage;
 
     /// Reads and checks the parameters.
     fn parse(p: &Params, _ctx: &Context) -> Result<SocketsQuery, QueryError> {
@@ -63,6 +53,7 @@ impl Question for SocketsQuery {
             port: p.number("port", 1..=65_535)?,
             pid: p.number("pid", 1..=i64::from(u32::MAX))?,
             process: p.text("process"),
+            service: p.text("service"),
             at: p.instant("at")?,
             page: p.page()?,
         })
@@ -70,7 +61,7 @@ impl Question for SocketsQuery {
 
     /// Answers it.
     #[tracing::instrument(name = "query_sockets", skip_all, fields(host = %self.host, at = ?self.at), err)]
-    async fn run(&self, ctx: &Context) -> Result<SocketsAnswer, QueryError> {
+    async fn run(&self, ctx: &Context) -> Result<SocketsPage, QueryError> {
         let host_id = host_id(&ctx.pool, &self.host).await?;
         let as_of: Option<DateTime<Utc>> = match self.at {
             None => {
@@ -84,24 +75,25 @@ impl Question for SocketsQuery {
         let rows = sqlx::query(include_str!("../sql/sockets.sql"))
             .bind(host_id)
             .bind(self.at.and(as_of))
-            .bind(self.state)
+            .bind(self.state.map(|s| i16::from(s.as_kernel())))
             .bind(self.port.map(|p| p as i32))
             .bind(self.pid)
             .bind(&self.process)
             .bind(self.page.fetch())
             .bind(self.page.offset)
+            .bind(&self.service)
             .fetch_all(&ctx.pool)
             .await?;
         let mut sockets = Vec::with_capacity(rows.len());
         for row in &rows {
-            sockets.extend(Socket::from_row(row, "")?);
+            sockets.extend(socket_from_row(row, "")?);
         }
         let next_page_token = self.page.finish(&mut sockets);
-        Ok(SocketsAnswer {
+        Ok(SocketsPage {
             host: self.host.clone(),
             as_of,
             sockets,
-            next: NextPage { next_page_token },
+            next_page_token,
         })
     }
 }

@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use finwait_vocab::TcpState;
+use finwait_vocab::answer::{Point, TimelinePage};
 use sqlx::Row;
 
 use super::params::MAX_LIMIT;
-use super::{Context, NextPage, PageReq, Params, QueryError, Question, host_id, state_name};
+use super::{Context, PageReq, Params, QueryError, Question, host_id};
 
 /// Parameters `timeline` accepts.
 pub const PARAMS: &[&str] = &["host", "since", "until", "step", "limit", "page_token"];
@@ -30,32 +31,9 @@ pub struct TimelineQuery {
     pub page: PageReq,
 }
 
-/// One bucket.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Point {
-    /// Bucket start.
-    pub t: DateTime<Utc>,
-    /// Peak count per state in the bucket.
-    pub states: BTreeMap<&'static str, i64>,
-}
-
-/// The answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TimelineAnswer {
-    /// Hostname.
-    pub host: String,
-    /// Bucket width, seconds.
-    pub step_s: i64,
-    /// Buckets with data, oldest first.
-    pub points: Vec<Point>,
-    /// Paging.
-    #[serde(flatten)]
-    pub next: NextPage,
-}
-
 impl Question for TimelineQuery {
     const PARAMS: &'static [&'static str] = PARAMS;
-    type Answer = TimelineAnswer;
+    type Answer = TimelinePage;
 
     /// Reads and checks the parameters: since 24 h ago until now, about 120 buckets.
     fn parse(p: &Params, _ctx: &Context) -> Result<TimelineQuery, QueryError> {
@@ -93,7 +71,7 @@ impl Question for TimelineQuery {
 
     /// Answers it.
     #[tracing::instrument(name = "query_timeline", skip_all, fields(host = %self.host), err)]
-    async fn run(&self, ctx: &Context) -> Result<TimelineAnswer, QueryError> {
+    async fn run(&self, ctx: &Context) -> Result<TimelinePage, QueryError> {
         let host_id = host_id(&ctx.pool, &self.host).await?;
         let rows = sqlx::query(include_str!("../sql/timeline.sql"))
             .bind(host_id)
@@ -105,7 +83,10 @@ impl Question for TimelineQuery {
         let mut points: Vec<Point> = Vec::new();
         for row in &rows {
             let t: DateTime<Utc> = row.try_get("t")?;
-            let state = state_name(row.try_get("state")?);
+            let n: i16 = row.try_get("state")?;
+            let Some(state) = TcpState::from_number(n) else {
+                continue;
+            };
             let n: i64 = row.try_get("n")?;
             match points.last_mut() {
                 Some(p) if p.t == t => {
@@ -118,11 +99,11 @@ impl Question for TimelineQuery {
             }
         }
         let (points, next_page_token) = self.page.slice(points);
-        Ok(TimelineAnswer {
+        Ok(TimelinePage {
             host: self.host.clone(),
             step_s: self.step_s,
             points,
-            next: NextPage { next_page_token },
+            next_page_token,
         })
     }
 }

@@ -4,9 +4,9 @@
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use finwait_vocab::answer::{Connection, WhoPage};
 
-use super::{Context, NextPage, PageReq, Params, QueryError, Question, Socket, endpoint};
+use super::{Context, PageReq, Params, QueryError, Question, endpoint, socket_from_row};
 
 /// Parameters `who` accepts.
 pub const PARAMS: &[&str] = &["endpoint", "at", "limit", "page_token"];
@@ -24,33 +24,9 @@ pub struct WhoQuery {
     pub page: PageReq,
 }
 
-/// One connection: the socket with the endpoint as local address, and the one with
-/// it as remote address; either may be unseen.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Connection {
-    /// The endpoint's own socket.
-    pub local: Option<Socket>,
-    /// The other end's socket.
-    pub remote: Option<Socket>,
-}
-
-/// The answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct WhoAnswer {
-    /// The endpoint asked about.
-    pub endpoint: String,
-    /// The instant asked about; null for now.
-    pub as_of: Option<DateTime<Utc>>,
-    /// The connections.
-    pub connections: Vec<Connection>,
-    /// Paging.
-    #[serde(flatten)]
-    pub next: NextPage,
-}
-
 impl Question for WhoQuery {
     const PARAMS: &'static [&'static str] = PARAMS;
-    type Answer = WhoAnswer;
+    type Answer = WhoPage;
 
     /// Reads and checks the parameters.
     fn parse(p: &Params, _ctx: &Context) -> Result<WhoQuery, QueryError> {
@@ -65,7 +41,7 @@ impl Question for WhoQuery {
 
     /// Answers it.
     #[tracing::instrument(name = "query_who", skip_all, fields(addr = %self.addr, port = self.port, at = ?self.at), err)]
-    async fn run(&self, ctx: &Context) -> Result<WhoAnswer, QueryError> {
+    async fn run(&self, ctx: &Context) -> Result<WhoPage, QueryError> {
         let rows = sqlx::query(include_str!("../sql/who.sql"))
             .bind(ipnetwork::IpNetwork::from(self.addr))
             .bind(i32::from(self.port))
@@ -77,16 +53,16 @@ impl Question for WhoQuery {
         let mut connections = Vec::with_capacity(rows.len());
         for row in &rows {
             connections.push(Connection {
-                local: Socket::from_row(row, "l_")?,
-                remote: Socket::from_row(row, "r_")?,
+                local: socket_from_row(row, "l_")?,
+                remote: socket_from_row(row, "r_")?,
             });
         }
         let next_page_token = self.page.finish(&mut connections);
-        Ok(WhoAnswer {
+        Ok(WhoPage {
             endpoint: endpoint(&self.addr.to_string(), i32::from(self.port)),
             as_of: self.at,
             connections,
-            next: NextPage { next_page_token },
+            next_page_token,
         })
     }
 }

@@ -5,7 +5,7 @@
 -- namespaces; they include summarised TIME_WAIT), or the open lifetimes when a host
 -- sent none.
 SELECT h.hostname, h.machine_id, h.agent_version, h.last_report AS last_seen, h.labels,
-       h.ephemeral_low, h.ephemeral_high,
+       h.ephemeral_low, h.ephemeral_high, h.account, h.account_at,
        COALESCE(
            (SELECT jsonb_object_agg(s.state, s.n)
             FROM (SELECT sc.state, sum(sc.count)::bigint AS n FROM state_counts sc

@@ -1,7 +1,7 @@
 -- One host's sockets now ($2 NULL) or as of its report $2, rebuilt from lifetimes.
 -- $1 host_id   $2 as_of (a report's taken_at) or NULL
 -- $3 state (NULL all)   $4 port, local or remote (NULL all)   $5 pid (NULL all)
--- $6 comm (NULL all)   $7 rows to fetch   $8 rows to skip
+-- $6 comm (NULL all)   $7 rows to fetch   $8 rows to skip   $9 service (NULL all)
 --
 -- A lifetime was in the table at report R when first_seen <= R <= last_seen; an open
 -- one (current_sockets) is seen until the host's last report. Age counts up to the
@@ -22,11 +22,15 @@ WITH lt AS (
 SELECT h.hostname, lt.netns, lt.state, host(lt.local_addr) AS local_addr, lt.local_port,
        host(lt.remote_addr) AS remote_addr, lt.remote_port, lt.owners, lt.rx_queue, lt.tx_queue,
        lt.inode, lt.uid, lt.timer, lt.first_seen, lt.ended,
+       ns.service AS ns_service, ns.container AS ns_container,
        GREATEST(0, EXTRACT(EPOCH FROM COALESCE($2, h.last_report, lt.first_seen) - lt.first_seen))::bigint AS age_s
 FROM lt JOIN hosts h ON h.host_id = $1
+LEFT JOIN namespaces ns ON ns.host_id = $1 AND ns.netns = lt.netns
 WHERE ($3::smallint IS NULL OR lt.state = $3)
   AND ($4::int IS NULL OR lt.local_port = $4 OR lt.remote_port = $4)
   AND ($5::bigint IS NULL OR lt.owners @> jsonb_build_array(jsonb_build_object('pid', $5::bigint)))
   AND ($6::text IS NULL OR lt.owners @> jsonb_build_array(jsonb_build_object('comm', $6::text)))
+  AND ($9::text IS NULL OR ns.service = $9
+       OR lt.owners @> jsonb_build_array(jsonb_build_object('service', $9::text)))
 ORDER BY lt.state, lt.local_addr, lt.local_port, lt.remote_addr, lt.remote_port, lt.netns, lt.sock_key
 LIMIT $7 OFFSET $8

@@ -156,6 +156,7 @@ async fn close_wait_is_paired_with_its_peer_exactly_through_nat_or_not_at_all() 
         slack_s: 20.0,
         host: None,
         process: None,
+        service: None,
         kind: None,
         confidence: None,
         page: PageReq {
@@ -168,8 +169,8 @@ async fn close_wait_is_paired_with_its_peer_exactly_through_nat_or_not_at_all() 
         .iter()
         .map(|l| {
             (
-                l.kind,
-                l.confidence,
+                l.kind.name(),
+                l.confidence.name(),
                 l.holder.remote.clone(),
                 l.peer.as_ref().map(|p| p.host.clone()),
                 l.until.is_some(),
@@ -215,7 +216,7 @@ async fn close_wait_is_paired_with_its_peer_exactly_through_nat_or_not_at_all() 
     assert_eq!(exact.holder.local, "10.1.0.1:80");
     let peer = exact.peer.as_ref().expect("peer");
     assert_eq!(
-        (peer.state, peer.local.as_str(), peer.remote.as_str()),
+        (peer.state.name(), peer.local.as_str(), peer.remote.as_str()),
         ("FIN_WAIT2", "10.1.0.2:40000", "10.1.0.1:80")
     );
     assert_eq!(

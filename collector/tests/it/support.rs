@@ -306,6 +306,7 @@ fn processes(sockets: &[&pb::Socket]) -> Vec<pb::Process> {
             start_ticks: 1,
             comm: format!("proc{pid}"),
             cmdline: format!("/bin/proc{pid} --serve"),
+            cgroup: format!("/system.slice/proc{pid}.service"),
         })
         .collect()
 }
