@@ -315,3 +315,66 @@ impl Drop for Sockpop {
         self.stop();
     }
 }
+
+/// A cgroup made for one test (as a systemd transient unit would be), removed on drop.
+///
+/// It is made in the unified (v2) hierarchy, or in systemd's v1 one on hosts without a
+/// v2 mount, which are the two hierarchies the agent reads a process's service from.
+#[derive(Debug)]
+pub struct Cgroup {
+    dir: PathBuf,
+    root: PathBuf,
+    path: String,
+}
+
+impl Cgroup {
+    /// Creates `/NAME` (e.g. `finwait-it.slice/leaky-42.service`, its parents too).
+    pub fn create(name: &str) -> Result<Cgroup> {
+        let root = [
+            "/sys/fs/cgroup/unified",
+            "/sys/fs/cgroup/systemd",
+            "/sys/fs/cgroup",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cgroup.procs").exists())
+        .context("no writable cgroup hierarchy under /sys/fs/cgroup (is cgroupfs mounted?)")?;
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating cgroup {} (needs root)", dir.display()))?;
+        Ok(Cgroup {
+            dir,
+            root,
+            path: format!("/{name}"),
+        })
+    }
+
+    /// The cgroup's path as `/proc/PID/cgroup` shows it.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Moves process `pid` into the cgroup.
+    pub fn add(&self, pid: u32) -> Result<()> {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+            .with_context(|| format!("moving {pid} into {}", self.dir.display()))
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // A cgroup with processes cannot be removed: move any left back to the root.
+        if let Ok(procs) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
+            for pid in procs.lines() {
+                let _ = std::fs::write(self.root.join("cgroup.procs"), pid);
+            }
+        }
+        let mut dir = self.dir.as_path();
+        while dir != self.root && std::fs::remove_dir(dir).is_ok() {
+            match dir.parent() {
+                Some(p) => dir = p,
+                None => break,
+            }
+        }
+    }
+}

@@ -16,6 +16,12 @@ use crate::support::certificates;
 
 pub(crate) struct Proc(Child);
 
+impl From<Child> for Proc {
+    fn from(c: Child) -> Proc {
+        Proc(c)
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         drop(self.0.stdin.take());

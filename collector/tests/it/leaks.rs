@@ -483,9 +483,13 @@ async fn who_sockets_groups_and_timeline_answer_for_past_instants_over_http_and_
         (Some("server-a"), Some("proc100"), Some(3), Some(2)),
         "{g0:#}"
     );
+    assert_eq!(g0["service"].as_str(), Some("proc100.service"), "{g0:#}");
     assert_eq!(
         g0["peers"],
-        serde_json::json!([{"host": "client-b", "count": 1}, {"host": "client-c", "count": 1}])
+        serde_json::json!([
+            {"host": "client-b", "service": null, "count": 1},
+            {"host": "client-c", "service": null, "count": 1}
+        ])
     );
     assert!(g0["ended"].is_null());
 

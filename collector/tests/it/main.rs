@@ -9,5 +9,6 @@ mod e2e;
 mod ingest;
 mod leaks;
 mod nat;
+mod samehost;
 mod support;
 mod tls;

@@ -41,7 +41,7 @@ table ip6 finwait_nat {{
 
 /// The NAT needs `nft`; without it the test fails (it never skips) and says what to
 /// install.
-fn require_nft() {
+pub(crate) fn require_nft() {
     let out = Command::new("nft")
         .arg("--version")
         .stdin(Stdio::null())
