@@ -8,6 +8,7 @@
 //! the previous table; [`snapshot`] prints one sample for people and scripts.
 
 pub mod cli;
+pub mod config;
 pub mod decimal;
 pub mod delta;
 pub mod identity;
@@ -41,6 +42,9 @@ pub enum AgentError {
     /// A flag value is invalid.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The `run` configuration has problems (all of them listed).
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
     /// Writing output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
