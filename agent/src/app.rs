@@ -2,8 +2,8 @@
 //! prepares the sampler and the collector endpoint (no network I/O: the sender
 //! connects when it runs); [`App::run_until_stopped`] samples and streams until the
 //! shutdown future resolves, then stops in one shape: the root cancellation token is
-//! cancelled (the sampler and the sender stop), the tracked tasks get [`GRACE`], and
-//! whatever is still running after it is aborted.
+//! cancelled (the sampler stops, the sender drains its live stream), the tracked tasks
+//! get [`GRACE`], and whatever is still running after it is aborted.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,8 +19,9 @@ use crate::run::{self, Cycler, Shared};
 use crate::sampler::TableSource;
 use crate::sender::{self, Link};
 
-/// How long, after shutdown starts, the tasks have to finish (a sampling cycle in
-/// flight); short enough for a service manager's stop timeout.
+/// How long, after shutdown starts, the sender may wait for the collector to
+/// acknowledge what it has been sent (short enough for a service manager's stop
+/// timeout, long enough for a commit).
 pub const GRACE: Duration = Duration::from_secs(3);
 
 /// A built agent, ready to run.

@@ -1,6 +1,10 @@
 //! `finwait-agent run`, the sender side: one ingest stream at a time to the collector,
 //! reconnecting with jittered exponential backoff, resending what was not
 //! acknowledged, and dropping batches from the outbox only on the collector's Ack.
+//!
+//! On stop, a live stream is drained rather than dropped: what is queued is sent and
+//! the sender waits for the acknowledgements; [`crate::app::App`] bounds that wait with
+//! its grace period. Without a live stream there is nothing to drain.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,13 +42,13 @@ pub(crate) struct Link {
 
 /// Why a stream ended.
 enum StreamEnd {
-    /// Stop requested.
+    /// Stop requested, and the stream drained (or there was none).
     Stopped,
     /// Transport or collector trouble: retry.
     Retry(String),
 }
 
-/// The sender task: streams until `stop`.
+/// The sender task: streams until `stop`, then drains the live stream, if any.
 pub(crate) async fn send_loop(
     link: Link,
     shared: Arc<Shared>,
@@ -140,6 +144,8 @@ async fn stream_once(
         .outbox()
         .new_stream(welcome.last_epoch, welcome.last_seq);
     shared.sample_now.notify_one();
+    // Set once stop is requested: send what is queued, wait for the acks, then end.
+    let mut draining = false;
     loop {
         let unsent = shared.outbox().unsent();
         for b in unsent {
@@ -152,8 +158,16 @@ async fn stream_once(
             }
             shared.outbox().sent_upto = seq;
         }
+        if draining && shared.outbox().len_bytes().0 == 0 {
+            tracing::info!("every batch acknowledged");
+            return StreamEnd::Stopped;
+        }
         tokio::select! {
-            _ = stop.cancelled() => return StreamEnd::Stopped,
+            _ = stop.cancelled(), if !draining => {
+                draining = true;
+                let (n, _) = shared.outbox().len_bytes();
+                tracing::info!(unacknowledged = n, "stopping: waiting for the collector's acknowledgements");
+            }
             _ = shared.queued.notified() => {}
             m = inbound.message() => match m {
                 Ok(Some(pb::CollectorMessage { body: Some(Body::Ack(a)) })) => {
@@ -163,7 +177,9 @@ async fn stream_once(
                 }
                 Ok(Some(pb::CollectorMessage { body: Some(Body::Resync(r)) })) => {
                     tracing::info!(seq = r.seq, reason = %r.reason, "collector asked for a full table");
-                    if shared.outbox().resync(r.seq) {
+                    // While draining, the refused batches are simply dropped: the next
+                    // agent starts a new epoch with a full table anyway.
+                    if shared.outbox().resync(r.seq) && !draining {
                         shared.sample_now.notify_one();
                     }
                 }
