@@ -41,7 +41,7 @@ pub struct RunArgs {
     /// Collector URL: https://HOST:PORT, or http://127.0.0.1:PORT with --insecure-loopback.
     #[arg(long, env = "FINWAIT_COLLECTOR")]
     pub collector: String,
-    /// Sampling interval in seconds (jittered by ±10 %); keep it well inside
+    /// Sampling interval in seconds, 0.1 to 3600 (jittered by ±10 %); keep it well inside
     /// tcp_fin_timeout (60 s) so orphaned FIN_WAIT2 peers are seen.
     #[arg(long, env = "FINWAIT_INTERVAL", default_value_t = 10.0)]
     pub interval: f64,
@@ -72,66 +72,6 @@ pub struct RunArgs {
     /// A label key=value for this host (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = crate::identity::parse_label)]
     pub labels: Vec<(String, String)>,
-}
-
-/// Runs `run` until SIGINT or SIGTERM.
-pub fn run(args: &RunArgs) -> Result<(), AgentError> {
-    if !(args.interval.is_finite() && args.interval >= 0.1) {
-        return Err(AgentError::InvalidArgument(
-            "--interval must be at least 0.1 s".into(),
-        ));
-    }
-    let interval = std::time::Duration::from_secs_f64(args.interval);
-    let read_file = |p: &std::path::Path| {
-        std::fs::read(p)
-            .map_err(|e| AgentError::InvalidArgument(format!("cannot read {}: {e}", p.display())))
-    };
-    let token = match &args.token_file {
-        Some(p) => Some(String::from_utf8_lossy(&read_file(p)?).trim().to_owned()),
-        None => None,
-    };
-    let overrides = crate::identity::IdentityOverrides {
-        hostname: args.hostname.clone(),
-        machine_id: args.machine_id.clone(),
-        labels: args.labels.clone(),
-    };
-    let cfg = crate::run::RunConfig {
-        collector: args.collector.clone(),
-        interval,
-        token,
-        ca_pem: args.ca_file.as_deref().map(read_file).transpose()?,
-        insecure_loopback: args.insecure_loopback,
-        buffer_bytes: args.buffer_mib.max(1) * 1024 * 1024,
-        time_wait: args.time_wait,
-        identity: crate::identity::host_identity(&overrides, interval.as_millis() as u32)
-            .map_err(AgentError::InvalidArgument)?,
-        instance_id: crate::identity::instance_id(),
-    };
-    cfg.validate().map_err(AgentError::InvalidArgument)?;
-    let source = new_source(&args.read)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .max_blocking_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let stop = tokio_util::sync::CancellationToken::new();
-        let signal_stop = stop.clone();
-        tokio::spawn(async move {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(t) => t,
-                    Err(_) => return,
-                };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            tracing::info!("stopping");
-            signal_stop.cancel();
-        });
-        crate::run::run(cfg, source, stop).await
-    })
 }
 
 /// How to read the table (shared by every command that reads it).
@@ -207,7 +147,7 @@ pub fn snapshot(args: &SnapshotArgs) -> Result<Option<Sample>, AgentError> {
             "--repeat must be at least 1".into(),
         ));
     }
-    let mut source = new_source(&args.read)?;
+    let mut source = new_source(args.read.sampler_config())?;
     let mut sample = None;
     for _ in 0..args.repeat {
         // Drop the previous table first: only one is needed at a time.
@@ -242,14 +182,14 @@ pub fn snapshot(args: &SnapshotArgs) -> Result<Option<Sample>, AgentError> {
     Ok(Some(sample))
 }
 
+/// The kernel's tables, read as `config` says.
 #[cfg(target_os = "linux")]
-fn new_source(read: &ReadArgs) -> Result<Box<dyn TableSource>, AgentError> {
-    Ok(Box::new(crate::kernel::KernelSampler::new(
-        read.sampler_config(),
-    )?))
+pub(crate) fn new_source(config: SamplerConfig) -> Result<Box<dyn TableSource>, AgentError> {
+    Ok(Box::new(crate::kernel::KernelSampler::new(config)?))
 }
 
+/// No kernel tables off Linux.
 #[cfg(not(target_os = "linux"))]
-fn new_source(_read: &ReadArgs) -> Result<Box<dyn TableSource>, AgentError> {
+pub(crate) fn new_source(_config: SamplerConfig) -> Result<Box<dyn TableSource>, AgentError> {
     Err(crate::sampler::SampleError::Unsupported.into())
 }

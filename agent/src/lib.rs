@@ -6,14 +6,21 @@
 //! netlink sock_diag ([`netlink`]) or /proc ([`procnet`]), attributes sockets to
 //! processes ([`owners`]), and returns a [`sampler::Sample`]; [`delta`] compares it with
 //! the previous table; [`snapshot`] prints one sample for people and scripts.
+//!
+//! The `run` mode is [`app::App`]: a checked [`config::Config`], a sampler task
+//! ([`run`]) and a sender task ([`sender`]) around the bounded [`outbox`], one shutdown.
 
+pub mod app;
+pub(crate) mod backoff;
 pub mod cli;
+pub mod config;
 pub mod decimal;
 pub mod delta;
 pub mod identity;
 pub mod outbox;
 pub mod run;
 pub mod sampler;
+pub(crate) mod sender;
 pub mod snapshot;
 pub mod socket;
 pub mod telemetry;
@@ -43,6 +50,15 @@ pub enum AgentError {
     /// A flag value is invalid.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The `run` configuration has problems (all of them listed).
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// A `run` task failed.
+    #[error("stopped: {0}")]
+    Task(String),
     /// Writing output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),

@@ -1,7 +1,11 @@
-//! `finwait-agent`: thin entry point; see the library for everything else.
+//! `finwait-agent`: thin entry point (telemetry, config, build, run); see the library
+//! for everything else.
 
 use clap::Parser;
-use finwait_agent::cli::{self, Cli, Command};
+use finwait_agent::AgentError;
+use finwait_agent::app::{self, App};
+use finwait_agent::cli::{self, Cli, Command, RunArgs};
+use finwait_agent::config::Config;
 use finwait_agent::telemetry;
 
 fn main() -> std::process::ExitCode {
@@ -13,7 +17,7 @@ fn main() -> std::process::ExitCode {
             // kernel reclaim the memory.
             std::mem::forget(table);
         }),
-        Command::Run(args) => cli::run(args),
+        Command::Run(args) => run(args),
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -22,4 +26,11 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `run`: every configuration problem reported before anything starts, then sample
+/// and stream until SIGINT or SIGTERM.
+fn run(args: &RunArgs) -> Result<(), AgentError> {
+    let app = App::build(Config::from_args(args)?)?;
+    app::runtime()?.block_on(app.run_until_stopped(app::shutdown_signal()))
 }

@@ -1,0 +1,186 @@
+//! The agent's `run` mode as a library: [`App::build`] checks the [`Config`] and
+//! prepares the sampler and the collector endpoint (no network I/O: the sender
+//! connects when it runs); [`App::run_until_stopped`] samples and streams until the
+//! shutdown future resolves, then stops in one shape: the root cancellation token is
+//! cancelled (the sampler stops, the sender drains its live stream), the tracked tasks
+//! get [`GRACE`], and whatever is still running after it is aborted.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Endpoint;
+
+use crate::AgentError;
+use crate::config::Config;
+use crate::run::{self, Cycler, Shared};
+use crate::sampler::TableSource;
+use crate::sender::{self, Link};
+
+/// How long, after shutdown starts, the sender may wait for the collector to
+/// acknowledge what it has been sent (short enough for a service manager's stop
+/// timeout, long enough for a commit).
+pub const GRACE: Duration = Duration::from_secs(3);
+
+/// A built agent, ready to run.
+pub struct App {
+    /// The checked configuration.
+    config: Config,
+    /// The collector, ready to connect to.
+    endpoint: Endpoint,
+    /// Where tables come from.
+    source: Box<dyn TableSource>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `Config`'s Debug redacts the token.
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Checks `config` and prepares the kernel sampler and the collector endpoint.
+    pub fn build(config: Config) -> Result<App, AgentError> {
+        config.validate()?;
+        let source = crate::cli::new_source(config.sampler.clone())?;
+        App::build_with_source(config, source)
+    }
+
+    /// Like [`App::build`], with tables from `source` instead of the kernel (tests,
+    /// recordings).
+    pub fn build_with_source(
+        config: Config,
+        source: Box<dyn TableSource>,
+    ) -> Result<App, AgentError> {
+        config.validate()?;
+        let endpoint = config.endpoint().map_err(|e| {
+            AgentError::Config(crate::config::ConfigError {
+                problems: vec![format!("--collector {}: {e}", config.collector)],
+            })
+        })?;
+        Ok(App {
+            config,
+            endpoint,
+            source,
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Samples and streams until `shutdown` resolves (or a task fails), then stops
+    /// within [`GRACE`]. Fails only when a task failed.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), AgentError> {
+        let App {
+            config,
+            endpoint,
+            source,
+        } = self;
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64);
+        let shared = Arc::new(Shared::new(epoch, config.buffer_bytes));
+        let link = Link {
+            endpoint,
+            collector: config.collector.clone(),
+            token: config.token.clone(),
+            identity: config.identity.clone(),
+            instance_id: config.instance_id.clone(),
+        };
+        tracing::info!(
+            collector = %config.collector,
+            epoch,
+            interval_ms = config.interval.as_millis() as u64,
+            "agent running"
+        );
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let sampler = tracker.spawn(run::sample_loop(
+            Cycler::new(source, config.time_wait),
+            config.interval,
+            Arc::clone(&shared),
+            stop.clone(),
+        ));
+        let sender = tracker.spawn(sender::send_loop(link, Arc::clone(&shared), stop.clone()));
+        tracker.close();
+
+        tokio::select! {
+            () = shutdown => tracing::info!("stopping"),
+            // A task stopped the agent; its error is reported below.
+            () = stop.cancelled() => {}
+        }
+        stop.cancel();
+        if tokio::time::timeout(GRACE, tracker.wait()).await.is_err() {
+            let (n, _) = shared.outbox().len_bytes();
+            tracing::warn!(
+                unacknowledged = n,
+                "grace period over: stopping without the collector's acknowledgement"
+            );
+            sampler.abort();
+            sender.abort();
+        }
+        let mut failures = Vec::new();
+        for (task, handle) in [("sampler", sampler), ("sender", sender)] {
+            match handle.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failures.push(e),
+                Err(e) if e.is_cancelled() => {}
+                Err(e) => failures.push(format!("{task} task: {e}")),
+            }
+        }
+        if failures.is_empty() {
+            tracing::info!("stopped");
+            Ok(())
+        } else {
+            Err(AgentError::Task(failures.join("; ")))
+        }
+    }
+}
+
+/// The agent's runtime: one async worker is plenty (the work is on blocking threads:
+/// a cycle at a time, plus the owner scan's own threads).
+pub fn runtime() -> Result<tokio::runtime::Runtime, AgentError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .map_err(AgentError::Runtime)
+}
+
+/// Resolves on the first SIGINT or SIGTERM. A handler that cannot be installed is
+/// logged and its signal ignored, rather than taken as a request to stop.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot watch SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

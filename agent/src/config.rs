@@ -1,0 +1,488 @@
+//! The typed configuration of `finwait-agent run`: built once from the flags and
+//! `FINWAIT_*` environment variables ([`RunArgs`]), the token and CA files read, the
+//! host identity resolved, and every rule checked before anything connects. All
+//! problems are reported at once, each naming its flag.
+//!
+//! The bearer token lives in [`Token`], whose `Debug` never shows it, so printing a
+//! [`Config`] (or anything holding one) cannot leak it.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use finwait_proto::v1 as pb;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+use crate::cli::RunArgs;
+use crate::delta::TimeWaitMode;
+use crate::identity::{self, IdentityOverrides};
+use crate::sampler::SamplerConfig;
+
+/// Shortest sampling interval.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest sampling interval: beyond it the collector's lease (60 s by default) has
+/// long lapsed between reports, and short-lived leaks are never seen.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// How long to wait for a TCP (and TLS) connection to the collector.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings on the stream, so a half-open connection is noticed.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// A bearer token, held as the ready `authorization` value (`Bearer ...`), marked
+/// sensitive so HTTP/2 never indexes it. `Debug` prints `<redacted>`; there is no
+/// `Display`.
+#[derive(Clone)]
+pub struct Token(MetadataValue<Ascii>);
+
+impl Token {
+    /// A token from its text (surrounding whitespace removed); refuses an empty token
+    /// and one that cannot travel in a header (printable ASCII only).
+    pub fn new(secret: &str) -> Result<Token, String> {
+        let secret = secret.trim();
+        if secret.is_empty() {
+            return Err("holds no token".into());
+        }
+        let mut value: MetadataValue<Ascii> = format!("Bearer {secret}")
+            .parse()
+            .map_err(|_| "the token must be printable ASCII".to_owned())?;
+        value.set_sensitive(true);
+        Ok(Token(value))
+    }
+
+    /// Reads a token file.
+    pub fn from_file(path: &Path) -> Result<Token, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| "the token must be printable ASCII")?;
+        Token::new(text)
+    }
+
+    /// The `authorization` metadata value.
+    pub fn header(&self) -> &MetadataValue<Ascii> {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The CA certificate(s) (PEM) that signed the collector's certificate. Not secret;
+/// `Debug` prints the size rather than the bytes.
+#[derive(Clone)]
+pub struct CaCertificate(Vec<u8>);
+
+impl CaCertificate {
+    /// PEM text holding at least one certificate.
+    pub fn from_pem(pem: Vec<u8>) -> Result<CaCertificate, String> {
+        let marker = b"-----BEGIN CERTIFICATE-----";
+        if !pem.windows(marker.len()).any(|w| w == marker) {
+            return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+        }
+        Ok(CaCertificate(pem))
+    }
+
+    /// Reads a PEM file.
+    pub fn from_file(path: &Path) -> Result<CaCertificate, String> {
+        CaCertificate::from_pem(std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?)
+    }
+
+    /// The PEM bytes.
+    pub fn pem(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CaCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CaCertificate({} bytes)", self.0.len())
+    }
+}
+
+/// Every problem found in a run configuration, each naming its flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .problems.join("\n  "))]
+pub struct ConfigError {
+    /// One line per problem, starting with the flag it is about.
+    pub problems: Vec<String>,
+}
+
+/// Everything `finwait-agent run` needs, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Collector URL: `https://`, or `http://` to a loopback address with
+    /// `insecure_loopback`.
+    pub collector: String,
+    /// Sampling interval before jitter, within [`MIN_INTERVAL`]..=[`MAX_INTERVAL`].
+    pub interval: Duration,
+    /// Bearer token the collector accepts (required for https unless
+    /// `insecure_loopback`).
+    pub token: Option<Token>,
+    /// CA that signed the collector's certificate (required for https).
+    pub ca: Option<CaCertificate>,
+    /// Plaintext without a token is allowed (loopback collectors only).
+    pub insecure_loopback: bool,
+    /// Bound of the unacknowledged-batch buffer, in bytes.
+    pub buffer_bytes: usize,
+    /// TIME_WAIT summarised or sent one by one.
+    pub time_wait: TimeWaitMode,
+    /// How the table is read.
+    pub sampler: SamplerConfig,
+    /// Who this host is, as sent in every hello.
+    pub identity: pb::HostIdentity,
+    /// This process's instance id (tells a restarted agent from a duplicate one).
+    pub instance_id: String,
+}
+
+/// Records the problem of a step that failed and yields its value if it did not.
+fn keep<T>(problems: &mut Vec<String>, flag: String, r: Result<T, String>) -> Option<T> {
+    r.map_err(|e| problems.push(format!("{flag}: {e}"))).ok()
+}
+
+impl Config {
+    /// Builds the configuration from the flags: reads the token and CA files, resolves
+    /// the host identity, and checks every rule; returns every problem found.
+    pub fn from_args(args: &RunArgs) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let interval = keep(
+            &mut problems,
+            format!("--interval {}", args.interval),
+            interval_from_secs(args.interval),
+        );
+        let token = args.token_file.as_deref().and_then(|p| {
+            let flag = format!("--token-file {}", p.display());
+            keep(&mut problems, flag, Token::from_file(p))
+        });
+        let ca = args.ca_file.as_deref().and_then(|p| {
+            let flag = format!("--ca-file {}", p.display());
+            keep(&mut problems, flag, CaCertificate::from_file(p))
+        });
+        let buffer_bytes = keep(
+            &mut problems,
+            format!("--buffer-mib {}", args.buffer_mib),
+            // 0 has always meant the smallest buffer, 1 MiB.
+            args.buffer_mib
+                .max(1)
+                .checked_mul(1024 * 1024)
+                .ok_or_else(|| "too large".to_owned()),
+        );
+        let overrides = IdentityOverrides {
+            hostname: args.hostname.clone(),
+            machine_id: args.machine_id.clone(),
+            labels: args.labels.clone(),
+        };
+        let interval_ms = interval.map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(0));
+        // Its messages already name the flag to give.
+        let identity = identity::host_identity(&overrides, interval_ms)
+            .map_err(|e| problems.push(e))
+            .ok();
+        let config = Config {
+            collector: args.collector.clone(),
+            interval: interval.unwrap_or(MIN_INTERVAL),
+            token,
+            ca,
+            insecure_loopback: args.insecure_loopback,
+            buffer_bytes: buffer_bytes.unwrap_or(1),
+            time_wait: args.time_wait,
+            sampler: args.read.sampler_config(),
+            identity: identity.unwrap_or_default(),
+            instance_id: identity::instance_id(),
+        };
+        // A file that was given but could not be read is reported once, above, not
+        // again as missing.
+        problems.extend(config.problems(args.token_file.is_some(), args.ca_file.is_some()));
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// Checks the rules that need no files: interval, buffer, transport (plaintext only
+    /// to loopback when asked; https with a CA and a token); returns every problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = self.problems(self.token.is_some(), self.ca.is_some());
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    fn problems(&self, token_given: bool, ca_given: bool) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&self.interval) {
+            problems.push(format!(
+                "--interval {}: {}",
+                self.interval.as_secs_f64(),
+                interval_range()
+            ));
+        }
+        if self.buffer_bytes == 0 {
+            problems.push("--buffer-mib: must be at least 1".into());
+        }
+        let collector = format!("--collector {}", self.collector);
+        let uri: tonic::codegen::http::Uri = match self.collector.parse() {
+            Ok(uri) => uri,
+            Err(e) => {
+                problems.push(format!("{collector}: {e}"));
+                return problems;
+            }
+        };
+        let host = uri.host().unwrap_or("");
+        let loopback = host == "localhost"
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        match uri.scheme_str() {
+            Some("http") if self.insecure_loopback && !loopback => problems.push(format!(
+                "--insecure-loopback: allows plaintext only to a loopback collector, not {host}"
+            )),
+            Some("http") if !self.insecure_loopback => problems.push(format!(
+                "{collector}: plaintext http:// needs --insecure-loopback (and a loopback collector); use https://"
+            )),
+            Some("http") => {}
+            Some("https") => {
+                if !ca_given {
+                    problems.push(format!(
+                        "--ca-file: {collector} needs the CA that signed the collector's certificate"
+                    ));
+                }
+                if !token_given && !self.insecure_loopback {
+                    problems.push(format!(
+                        "--token-file: {collector} needs the token the collector accepts"
+                    ));
+                }
+                if self.ca.is_some()
+                    && let Err(e) = self.endpoint()
+                {
+                    problems.push(format!("{collector} with --ca-file: {e}"));
+                }
+            }
+            _ => problems.push(format!("{collector}: use http:// or https://")),
+        }
+        problems
+    }
+
+    /// The collector endpoint: timeouts, keepalive and, for https, TLS trusting the CA.
+    /// No I/O: connecting happens on each stream.
+    pub fn endpoint(&self) -> Result<Endpoint, String> {
+        let mut ep = Endpoint::from_shared(self.collector.clone())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE)
+            .keep_alive_while_idle(true);
+        if let (Some(ca), true) = (&self.ca, self.collector.starts_with("https:")) {
+            let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca.pem()));
+            ep = ep.tls_config(tls).map_err(|e| format!("TLS set-up: {e}"))?;
+        }
+        Ok(ep)
+    }
+}
+
+fn interval_range() -> String {
+    format!(
+        "must be between {} and {} seconds",
+        MIN_INTERVAL.as_secs_f64(),
+        MAX_INTERVAL.as_secs_f64()
+    )
+}
+
+/// Seconds as given on the command line; NaN, negative and out-of-range values are
+/// refused here rather than panicking in `Duration`.
+fn interval_from_secs(secs: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| (MIN_INTERVAL..=MAX_INTERVAL).contains(d))
+        .ok_or_else(interval_range)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    fn args(flags: &[&str]) -> RunArgs {
+        let mut all = vec![
+            "finwait-agent",
+            "run",
+            "--hostname",
+            "h",
+            "--machine-id",
+            "m",
+        ];
+        all.extend_from_slice(flags);
+        match Cli::try_parse_from(all).expect("flags parse").command {
+            Command::Run(a) => a,
+            Command::Snapshot(_) => unreachable!("parsed run"),
+        }
+    }
+
+    fn problems(flags: &[&str]) -> Vec<String> {
+        match Config::from_args(&args(flags)) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems,
+        }
+    }
+
+    fn scratch(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("finwait-config-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("scratch dir");
+        d
+    }
+
+    #[test]
+    fn plaintext_only_to_loopback_when_asked() {
+        for ok in [
+            "http://127.0.0.1:7070",
+            "http://[::1]:7070",
+            "http://localhost:7070",
+        ] {
+            assert_eq!(
+                problems(&["--insecure-loopback", "--collector", ok]),
+                Vec::<String>::new(),
+                "{ok}"
+            );
+        }
+        let p = problems(&["--insecure-loopback", "--collector", "http://10.1.2.3:7070"]);
+        assert!(
+            p.len() == 1 && p[0].starts_with("--insecure-loopback"),
+            "{p:?}"
+        );
+        let p = problems(&["--collector", "http://127.0.0.1:7070"]);
+        assert!(p.len() == 1 && p[0].starts_with("--collector"), "{p:?}");
+        let p = problems(&["--collector", "ftp://collector"]);
+        assert!(p.len() == 1 && p[0].contains("https://"), "{p:?}");
+    }
+
+    #[test]
+    fn https_needs_a_ca_and_a_token_and_works_with_both() {
+        let dir = scratch("https");
+        let (ca, token) = (dir.join("ca.pem"), dir.join("token"));
+        std::fs::write(&ca, PEM).expect("ca");
+        std::fs::write(&token, "secret-token\n").expect("token");
+        let (ca, token) = (ca.to_str().expect("utf-8"), token.to_str().expect("utf-8"));
+        let url = "https://collector.example:7070";
+        let p = problems(&["--collector", url, "--token-file", token]);
+        assert!(p.len() == 1 && p[0].starts_with("--ca-file"), "{p:?}");
+        let p = problems(&["--collector", url, "--ca-file", ca]);
+        assert!(p.len() == 1 && p[0].starts_with("--token-file"), "{p:?}");
+        let cfg = Config::from_args(&args(&[
+            "--collector",
+            url,
+            "--ca-file",
+            ca,
+            "--token-file",
+            token,
+        ]))
+        .expect("valid");
+        assert_eq!(
+            cfg.token.as_ref().map(|t| t.header().to_str().ok()),
+            Some(Some("Bearer secret-token"))
+        );
+        assert!(cfg.endpoint().is_ok());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_each_naming_its_flag() {
+        let dir = scratch("all");
+        let missing = dir.join("no-such-token");
+        let p = problems(&[
+            "--collector",
+            "https://collector.example:7070",
+            "--interval",
+            "0.01",
+            "--token-file",
+            missing.to_str().expect("utf-8"),
+        ]);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(
+            p[0].starts_with("--interval 0.01: must be between"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].starts_with("--token-file ") && p[1].contains("cannot read"),
+            "{p:?}"
+        );
+        assert!(p[2].starts_with("--ca-file: "), "{p:?}");
+        let err = Config::from_args(&args(&[
+            "--collector",
+            "http://10.0.0.1:1",
+            "--interval",
+            "NaN",
+            "--buffer-mib",
+            &usize::MAX.to_string(),
+        ]))
+        .expect_err("invalid");
+        let text = err.to_string();
+        for flag in ["--interval NaN", "--buffer-mib", "--collector"] {
+            assert!(text.contains(flag), "{flag} missing from {text}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn unusable_token_and_ca_files_are_named() {
+        let dir = scratch("files");
+        let (ca, token) = (dir.join("ca.pem"), dir.join("token"));
+        std::fs::write(&ca, "not a certificate").expect("ca");
+        std::fs::write(&token, " \n").expect("token");
+        let p = problems(&[
+            "--collector",
+            "https://collector.example:7070",
+            "--ca-file",
+            ca.to_str().expect("utf-8"),
+            "--token-file",
+            token.to_str().expect("utf-8"),
+        ]);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].starts_with("--token-file") && p[0].ends_with("holds no token"));
+        assert!(p[1].starts_with("--ca-file") && p[1].contains("no PEM certificate"));
+        assert!(Token::new("tab\tinside\u{7f}").is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_hand_built_config_is_checked_too() {
+        let mut cfg = Config::from_args(&args(&[
+            "--insecure-loopback",
+            "--collector",
+            "http://127.0.0.1:7070",
+        ]))
+        .expect("valid");
+        assert!(cfg.validate().is_ok());
+        cfg.interval = Duration::from_secs(7200);
+        cfg.collector = "https://collector.example:7070".into();
+        let e = cfg.validate().expect_err("invalid");
+        assert_eq!(e.problems.len(), 2, "{e}");
+    }
+
+    #[test]
+    fn debug_never_prints_the_token() {
+        let cfg = Config {
+            token: Some(Token::new("s3cr3t-t0ken").expect("token")),
+            ..Config::from_args(&args(&[
+                "--insecure-loopback",
+                "--collector",
+                "http://127.0.0.1:7070",
+            ]))
+            .expect("valid")
+        };
+        for text in [format!("{cfg:?}"), format!("{cfg:#?}")] {
+            assert!(!text.contains("s3cr3t"), "{text}");
+            assert!(text.contains("<redacted>"), "{text}");
+        }
+        let header = cfg.token.as_ref().map(|t| format!("{:?}", t.header()));
+        assert!(header.is_some_and(|h| !h.contains("s3cr3t")));
+    }
+}

@@ -1,0 +1,212 @@
+//! `finwait-agent run`, the sender side: one ingest stream at a time to the collector,
+//! reconnecting with jittered exponential backoff, resending what was not
+//! acknowledged, and dropping batches from the outbox only on the collector's Ack.
+//!
+//! On stop, a live stream is drained rather than dropped: what is queued is sent and
+//! the sender waits for the acknowledgements; [`crate::app::App`] bounds that wait with
+//! its grace period. Without a live stream there is nothing to drain.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use finwait_proto::v1 as pb;
+use finwait_proto::v1::collector_message::Body;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+use tracing::Instrument;
+
+use crate::backoff::Backoff;
+use crate::config::Token;
+use crate::run::Shared;
+
+/// How long the collector has to answer hello.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest message accepted from the collector.
+const MAX_DECODING_BYTES: usize = 64 * 1024 * 1024;
+
+/// Everything a stream needs, fixed for the agent's life.
+pub(crate) struct Link {
+    /// Where and how to connect (TLS, timeouts, keepalive); no connection yet.
+    pub(crate) endpoint: Endpoint,
+    /// The collector URL, for logs.
+    pub(crate) collector: String,
+    /// Sent as `authorization` on every stream.
+    pub(crate) token: Option<Token>,
+    /// Who this host is, sent in hello.
+    pub(crate) identity: pb::HostIdentity,
+    /// This process's instance id, sent in hello.
+    pub(crate) instance_id: String,
+}
+
+/// Why a stream ended.
+enum StreamEnd {
+    /// Stop requested, and the stream drained (or there was none).
+    Stopped,
+    /// Transport or collector trouble: retry.
+    Retry(String),
+}
+
+/// The sender task: streams until `stop`, then drains the live stream, if any.
+pub(crate) async fn send_loop(
+    link: Link,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    let mut backoff = Backoff::new();
+    loop {
+        let span = tracing::info_span!("stream", collector = %link.collector);
+        match stream_once(&link, &shared, &stop, &mut backoff)
+            .instrument(span)
+            .await
+        {
+            StreamEnd::Stopped => return Ok(()),
+            StreamEnd::Retry(_) if stop.is_cancelled() => return Ok(()),
+            StreamEnd::Retry(why) => {
+                let wait = backoff.step();
+                tracing::warn!(reason = %why, retry_in_ms = wait.as_millis() as u64, "stream ended");
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn stream_once(
+    link: &Link,
+    shared: &Shared,
+    stop: &CancellationToken,
+    backoff: &mut Backoff,
+) -> StreamEnd {
+    let channel = tokio::select! {
+        _ = stop.cancelled() => return StreamEnd::Stopped,
+        c = link.endpoint.connect() => match c {
+            Ok(c) => c,
+            Err(e) => return StreamEnd::Retry(format!("cannot connect: {e}")),
+        },
+    };
+    let token = link.token.clone();
+    let mut client = pb::ingest_client::IngestClient::with_interceptor(
+        channel,
+        move |mut req: tonic::Request<()>| {
+            if let Some(t) = &token {
+                req.metadata_mut()
+                    .insert("authorization", t.header().clone());
+            }
+            Ok(req)
+        },
+    )
+    .max_decoding_message_size(MAX_DECODING_BYTES)
+    .max_encoding_message_size(usize::MAX);
+    let (tx, rx) = mpsc::channel::<pb::AgentMessage>(16);
+    let epoch = shared.outbox().epoch;
+    let hello = pb::AgentMessage {
+        body: Some(pb::agent_message::Body::Hello(pb::Hello {
+            host: Some(link.identity.clone()),
+            epoch,
+            instance_id: link.instance_id.clone(),
+        })),
+    };
+    if tx.send(hello).await.is_err() {
+        return StreamEnd::Retry("stream closed before hello".into());
+    }
+    let opened = tokio::select! {
+        _ = stop.cancelled() => return StreamEnd::Stopped,
+        r = client.stream(ReceiverStream::new(rx)) => r,
+    };
+    let mut inbound = match opened {
+        Ok(r) => r.into_inner(),
+        Err(s) => return refused(s),
+    };
+    let welcome = tokio::select! {
+        _ = stop.cancelled() => return StreamEnd::Stopped,
+        m = tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()) => m,
+    };
+    let welcome = match welcome {
+        Ok(Ok(Some(pb::CollectorMessage {
+            body: Some(Body::Welcome(w)),
+        }))) => w,
+        Ok(Ok(_)) => return StreamEnd::Retry("collector did not answer hello with welcome".into()),
+        Ok(Err(s)) => return refused(s),
+        Err(_) => return StreamEnd::Retry("no welcome within 30 s".into()),
+    };
+    backoff.reset();
+    tracing::info!(
+        host_id = welcome.host_id,
+        last_epoch = welcome.last_epoch,
+        last_seq = welcome.last_seq,
+        "connected"
+    );
+    shared
+        .outbox()
+        .new_stream(welcome.last_epoch, welcome.last_seq);
+    shared.sample_now.notify_one();
+    // Set once stop is requested: send what is queued, wait for the acks, then end.
+    let mut draining = false;
+    loop {
+        let unsent = shared.outbox().unsent();
+        for b in unsent {
+            let seq = b.seq;
+            let m = pb::AgentMessage {
+                body: Some(pb::agent_message::Body::Batch(b)),
+            };
+            if tx.send(m).await.is_err() {
+                return StreamEnd::Retry("stream closed".into());
+            }
+            shared.outbox().sent_upto = seq;
+        }
+        if draining && shared.outbox().len_bytes().0 == 0 {
+            tracing::info!("every batch acknowledged");
+            return StreamEnd::Stopped;
+        }
+        tokio::select! {
+            _ = stop.cancelled(), if !draining => {
+                draining = true;
+                let (n, _) = shared.outbox().len_bytes();
+                tracing::info!(unacknowledged = n, "stopping: waiting for the collector's acknowledgements");
+            }
+            _ = shared.queued.notified() => {}
+            m = inbound.message() => match m {
+                Ok(Some(pb::CollectorMessage { body: Some(Body::Ack(a)) })) => {
+                    if a.epoch == epoch {
+                        shared.outbox().ack(a.seq);
+                    }
+                }
+                Ok(Some(pb::CollectorMessage { body: Some(Body::Resync(r)) })) => {
+                    tracing::info!(seq = r.seq, reason = %r.reason, "collector asked for a full table");
+                    // While draining, the refused batches are simply dropped: the next
+                    // agent starts a new epoch with a full table anyway.
+                    if shared.outbox().resync(r.seq) && !draining {
+                        shared.sample_now.notify_one();
+                    }
+                }
+                Ok(Some(_)) => return StreamEnd::Retry("unexpected message from the collector".into()),
+                Ok(None) => return StreamEnd::Retry("collector closed the stream".into()),
+                // Invalid or too large: resending it would fail forever.
+                Err(s) if matches!(s.code(), tonic::Code::InvalidArgument | tonic::Code::OutOfRange) => {
+                    let n = shared.outbox().drop_unacked_sent();
+                    tracing::error!(status = %s.message(), dropped = n, "collector refused a batch as invalid; dropped it and will send a full table");
+                    return StreamEnd::Retry("invalid batch".into());
+                }
+                Err(s) => return refused(s),
+            },
+        }
+    }
+}
+
+/// Logs refusals that need an operator, and turns every status into a retry.
+fn refused(s: tonic::Status) -> StreamEnd {
+    match s.code() {
+        tonic::Code::AlreadyExists => {
+            tracing::error!(status = %s.message(), "another live agent claims this host identity; give this one a distinct --hostname or --machine-id");
+        }
+        tonic::Code::Unauthenticated => {
+            tracing::error!(status = %s.message(), "the collector refused our token")
+        }
+        _ => {}
+    }
+    StreamEnd::Retry(format!("{}: {}", s.code(), s.message()))
+}
