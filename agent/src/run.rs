@@ -84,6 +84,8 @@ impl Cycler {
         let (epoch, seq, full) = {
             let mut o = shared.outbox();
             let full = o.need_full || self.prev.is_none();
+            // The collector shows drops in the host's coverage.
+            sample.stats.batches_dropped = o.dropped;
             (o.epoch, o.next_seq(full), full)
         };
         let _span = tracing::debug_span!("cycle", seq, full).entered();
