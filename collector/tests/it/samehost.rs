@@ -104,8 +104,8 @@ fn same_host_peers_pair_across_namespaces_and_never_across_loopbacks() {
     std::fs::write(
         &rules,
         format!(
-            "table ip finwait_same {{ chain prerouting {{ type nat hook prerouting priority dstnat; \
-             policy accept; ip daddr {VIP} tcp dport 80 dnat to 10.78.1.2:8081 }} }}\n"
+            "table ip finwait_same {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; \
+             policy accept;\n    ip daddr {VIP} tcp dport 80 dnat to 10.78.1.2:8081\n  }}\n}}\n"
         ),
     )
     .expect("rules");
@@ -137,11 +137,15 @@ fn same_host_peers_pair_across_namespaces_and_never_across_loopbacks() {
         &pb,
         &["connect", "10.78.1.2:8080", "--count", "3", "--close"],
     );
-    client_cg.add(pid(&cli)).expect("into cgroup");
     let (_natcli, natcli) = sockpop(
         &pb,
         &["connect", &format!("{VIP}:80"), "--count", "2", "--close"],
     );
+    // Pod B is one service, like a pod: its closed clients' orphaned FIN_WAIT2s have no
+    // process any more and are named by their namespace's service.
+    for p in [&lob, &lcb, &cli, &natcli] {
+        client_cg.add(pid(p)).expect("into cgroup");
+    }
 
     // The collector and one agent for the whole node, both in the node namespace.
     let mut c = node
