@@ -5,6 +5,7 @@
 //! they fail saying so, unless FINWAIT_SKIP_ROOT_TESTS opts out (never under CI).
 
 mod correlation;
+mod coverage;
 mod e2e;
 mod ingest;
 mod leaks;

@@ -1,0 +1,110 @@
+//! Honest coverage: an agent run as an unprivileged user cannot read other users'
+//! descriptors, and its host says so on `hosts`, with the missing capabilities and
+//! the fix.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+
+use finwait_testkit::{NetNs, Privilege, require_root, workspace_bin};
+use serde_json::Value;
+
+use crate::correlation::{Proc, poll};
+
+#[test]
+fn an_unprivileged_agent_reports_what_it_cannot_see_and_why() {
+    if require_root("an_unprivileged_agent_reports_what_it_cannot_see_and_why")
+        == Privilege::OptedOut
+    {
+        return;
+    }
+    let ns = NetNs::create("cov").expect("namespace");
+    // A copy of the agent that user `nobody` can execute wherever the checkout lives.
+    let dir = std::env::temp_dir().join(format!("finwait-cov-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let agent = dir.join("finwait-agent");
+    std::fs::copy(workspace_bin("finwait-agent").expect("agent"), &agent).expect("copy agent");
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let mut c = ns
+        .command(env!("CARGO_BIN_EXE_finwait-collector"))
+        .args([
+            "--insecure-loopback",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("collector.log")).expect("log"))
+        .spawn()
+        .expect("collector");
+    let mut line = String::new();
+    BufReader::new(c.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address");
+    let _collector = Proc::from(c);
+    let url = format!(
+        "http://{}",
+        line.trim().rsplit(' ').next().expect("address")
+    );
+    let _agent = Proc::from(
+        ns.command("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&agent)
+            .args([
+                "run",
+                "--interval",
+                "0.5",
+                "--insecure-loopback",
+                "--collector",
+                &url,
+            ])
+            .args(["--hostname", "cov", "--machine-id", "m-cov"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("agent.log")).expect("log"))
+            .spawn()
+            .expect("setpriv (util-linux) running the agent as nobody"),
+    );
+
+    let mut host = Value::Null;
+    poll("the host's coverage", || {
+        let out = ns
+            .output("curl", &["-sS", &format!("{url}/api/v1/hosts")])
+            .unwrap_or_default();
+        let v: Value = serde_json::from_str(&out).unwrap_or_default();
+        host = v["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|h| h["hostname"] == "cov")
+            .cloned()
+            .unwrap_or_default();
+        !host["coverage"].is_null()
+    });
+    let cov = &host["coverage"];
+    assert_eq!(cov["complete"], false, "{cov:#}");
+    assert_eq!(cov["agent_uid"], 65534, "{cov:#}");
+    assert!(cov["processes_unreadable"].as_i64() > Some(0), "{cov:#}");
+    let caps: Vec<&str> = cov["capabilities_missing"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        caps.contains(&"CAP_SYS_PTRACE") && caps.contains(&"CAP_DAC_READ_SEARCH"),
+        "{cov:#}"
+    );
+    let first = cov["problems"][0].as_str().unwrap_or("");
+    assert!(
+        first.contains("descriptors could not be read")
+            && first.contains("uid 65534")
+            && first.contains("CAP_SYS_PTRACE"),
+        "{cov:#}"
+    );
+    assert_eq!(cov["source"], "netlink", "{cov:#}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
