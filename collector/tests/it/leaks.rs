@@ -522,6 +522,44 @@ async fn who_sockets_groups_and_timeline_answer_for_past_instants_over_http_and_
         serde_json::json!({"ESTABLISHED": 1})
     );
 
+    // Every endpoint's real answer reads back into the shared answer types, as the CLI
+    // reads them.
+    use finwait_vocab::answer as va;
+    fn typed<T: serde::de::DeserializeOwned>(path: &str, v: serde_json::Value) -> T {
+        serde_json::from_value(v).unwrap_or_else(|e| panic!("{path} into the vocab type: {e}"))
+    }
+    let since_q = format!("since={since}");
+    let hosts: va::HostsPage = typed("hosts", http(&c, "/api/v1/hosts").1);
+    assert!(hosts.hosts.iter().any(|h| h.hostname == "server-a"));
+    let _: va::SocketsPage = typed("sockets", a_now.clone());
+    let _: va::SocketsPage = typed("sockets at", a_then.clone());
+    let _: va::WhoPage = typed("who", who.clone());
+    let _: va::WhoPage = typed("who now", who_now.clone());
+    let leaks: va::LeaksPage = typed("leaks", http(&c, &format!("/api/v1/leaks?{since_q}")).1);
+    assert!(!leaks.leaks.is_empty());
+    let _: va::GroupsPage = typed("groups", g.clone());
+    let by_service: va::GroupsPage = typed(
+        "groups by service",
+        http(&c, &format!("/api/v1/leaks/groups?{since_q}&by=service")).1,
+    );
+    assert_eq!(
+        by_service.groups[0].service.as_deref(),
+        Some("proc100.service")
+    );
+    let _: va::TimelinePage = typed("timeline", tl.clone());
+    let _: va::ErrorBody = typed("error", http(&c, "/api/v1/leaks?kind=zombie").1);
+
+    // A spelling the vocabulary accepts, the API accepts (one table for every side).
+    for (st, words) in finwait_vocab::state::SPELLINGS {
+        for w in words.iter().chain([&st.name(), &st.ss_column()]) {
+            let (code, body) = http(&c, &format!("/api/v1/sockets?host=server-a&state={w}"));
+            assert_eq!(code, 200, "state={w}: {body}");
+            for s in body["sockets"].as_array().into_iter().flatten() {
+                assert_eq!(s["state"], st.name(), "state={w}");
+            }
+        }
+    }
+
     // Bad parameters: 400 naming the parameter; unknown host 404; the same over gRPC.
     for (path, param) in [
         ("/api/v1/who?endpoint=10.1.0.1", "endpoint"),
