@@ -179,6 +179,7 @@ mod tests {
                                 comm: format!("p{pid}"),
                                 cmdline: format!("/bin/p{pid}"),
                                 cgroup: format!("/system.slice/p{pid}.service"),
+                                hostname: String::new(),
                             }),
                             fd,
                         })

@@ -40,6 +40,8 @@ pub mod owners;
 pub mod privilege;
 #[cfg(target_os = "linux")]
 pub mod procnet;
+#[cfg(target_os = "linux")]
+pub mod uts;
 
 /// Errors at the agent's boundary (its commands).
 #[derive(Debug, thiserror::Error)]

@@ -106,6 +106,8 @@ pub struct OwnerScanner {
     known_unowned: IntSet<u64>,
     /// Cycle counter.
     cycle: u64,
+    /// Hostnames of the UTS namespaces processes run in.
+    uts: crate::uts::UtsNames,
 }
 
 /// A batch of links to read for one process.
@@ -157,6 +159,7 @@ impl OwnerScanner {
             prev_inodes: IntSet::default(),
             known_unowned: IntSet::default(),
             cycle: 0,
+            uts: crate::uts::UtsNames::new("/proc"),
         }
     }
 
@@ -293,6 +296,7 @@ impl OwnerScanner {
             if fresh {
                 let cmdline = read_cmdline(&self.proc_root, pid);
                 let cgroup = crate::netns::cgroup_hint(&self.proc_root, pid);
+                let hostname = self.uts.hostname_of(&self.proc_root, pid);
                 self.procs.insert(
                     pid,
                     ProcEntry {
@@ -302,6 +306,7 @@ impl OwnerScanner {
                             comm,
                             cmdline,
                             cgroup,
+                            hostname,
                         }),
                         fds: IntMap::default(),
                         seen: 0,

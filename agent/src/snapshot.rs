@@ -78,6 +78,8 @@ struct JsonOwner<'a> {
     comm: &'a str,
     cmdline: &'a str,
     cgroup: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    hostname: &'a str,
 }
 
 fn containers(sample: &Sample) -> HashMap<u64, &str> {
@@ -117,6 +119,7 @@ pub fn write_json(out: &mut impl Write, sample: &Sample, filter: &Filter) -> io:
                     comm: &o.process.comm,
                     cmdline: &o.process.cmdline,
                     cgroup: &o.process.cgroup,
+                    hostname: &o.process.hostname,
                 })
                 .collect(),
         };

@@ -33,6 +33,8 @@ pub struct Process {
     pub cmdline: String,
     /// Its cgroup path (see [`crate::netns::parse_cgroup`]): names its service.
     pub cgroup: String,
+    /// The hostname it sees when not the host's (a container's; a pod's name), else "".
+    pub hostname: String,
 }
 
 /// The longest command line kept, in bytes; longer ones end in `...`.

@@ -43,6 +43,7 @@ pub fn socket(s: &Socket, processes: &mut BTreeMap<u32, pb::Process>) -> pb::Soc
             comm: o.process.comm.clone(),
             cmdline: o.process.cmdline.clone(),
             cgroup: o.process.cgroup.clone(),
+            hostname: o.process.hostname.clone(),
         });
     }
     pb::Socket {

@@ -84,6 +84,7 @@ fn processes(n: usize) -> Vec<pb::Process> {
             comm: "java".into(),
             cmdline: "/usr/bin/java -Xmx4g -jar /srv/app/service.jar --port 443".into(),
             cgroup: "/system.slice/billing.service".into(),
+            hostname: String::new(),
         })
         .collect()
 }

@@ -62,6 +62,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 comm: "java".into(),
                 cmdline: "/usr/bin/java -jar /srv/app/service.jar".into(),
                 cgroup: "/system.slice/billing.service".into(),
+                hostname: String::new(),
             })
         })
         .collect();

@@ -55,6 +55,22 @@ pub fn name(cgroup: &str) -> ServiceName {
     }
 }
 
+/// Names a process's service from its cgroup path and the hostname it sees (its UTS
+/// namespace's, sent only when it is not the host's): a Kubernetes pod is named by that
+/// hostname, which is the pod's name, rather than by its UID.
+pub fn name_process(cgroup: &str, hostname: &str) -> ServiceName {
+    let mut named = name(cgroup);
+    if !hostname.is_empty()
+        && named
+            .service
+            .as_deref()
+            .is_some_and(|s| s.starts_with("pod/"))
+    {
+        named.service = Some(format!("pod/{hostname}"));
+    }
+    named
+}
+
 /// `(runtime, short id)` of a container's cgroup segment.
 fn container_id(seg: &str) -> Option<(&'static str, String)> {
     let base = seg.strip_suffix(".scope").unwrap_or(seg);
@@ -182,6 +198,21 @@ mod tests {
         assert_eq!(
             name("/system.slice/ipod-player.service"),
             svc("ipod-player.service", None)
+        );
+    }
+
+    #[test]
+    fn a_pod_is_named_by_the_hostname_its_containers_see() {
+        let path = format!("/kubepods/burstable/pod{UID}/{ID}");
+        assert_eq!(
+            name_process(&path, "billing-7f9c4-x2kq8"),
+            svc("pod/billing-7f9c4-x2kq8", Some(&ID[..12]))
+        );
+        assert_eq!(name_process(&path, ""), name(&path));
+        // Outside a pod the hostname does not rename anything.
+        assert_eq!(
+            name_process("/system.slice/nginx.service", "web-1"),
+            svc("nginx.service", None)
         );
     }
 }

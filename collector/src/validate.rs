@@ -55,6 +55,8 @@ const COMM_MAX: usize = 64;
 const CMDLINE_MAX: usize = 4096;
 /// Longest cgroup path kept, in bytes (the kernel's PATH_MAX).
 const CGROUP_MAX: usize = 4096;
+/// Longest hostname kept, in bytes (the kernel's is 64).
+const HOSTNAME_MAX: usize = 64;
 /// 2020-01-01T00:00:00Z: no agent reading is older.
 const MIN_TIME_MS: i64 = 1_577_836_800_000;
 
@@ -216,7 +218,10 @@ struct ProcessInfo {
 
 impl ProcessInfo {
     fn of(p: &pb::Process) -> ProcessInfo {
-        let named = service::name(&sanitise(&p.cgroup, CGROUP_MAX));
+        let named = service::name_process(
+            &sanitise(&p.cgroup, CGROUP_MAX),
+            &sanitise(&p.hostname, HOSTNAME_MAX),
+        );
         ProcessInfo {
             comm: sanitise(&p.comm, COMM_MAX),
             cmdline: sanitise(&p.cmdline, CMDLINE_MAX),
@@ -501,6 +506,7 @@ mod tests {
                 comm: "na\0me\x07".into(),
                 cmdline: "x".repeat(5000),
                 cgroup: "/system.slice/billing.service".into(),
+                hostname: "billing-7f9c4-x2kq8".into(),
             }],
             ..Default::default()
         }

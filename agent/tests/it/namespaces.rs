@@ -1,8 +1,10 @@
 //! `--all-netns`: sockets of several namespaces in one snapshot, labelled right.
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
 
-use finwait_testkit::{NetNs, Privilege, Sockpop, require_root};
+use finwait_testkit::{Cgroup, NetNs, Privilege, Sockpop, require_root, workspace_bin};
 
 use crate::support::{agent_json, ss};
 
@@ -48,4 +50,51 @@ fn all_netns_snapshot_sees_two_namespaces_with_their_labels() {
             "namespace {inode} carries a container hint"
         );
     }
+}
+
+#[test]
+fn a_process_in_its_own_cgroup_and_uts_namespace_is_labelled_with_both() {
+    if require_root("a_process_in_its_own_cgroup_and_uts_namespace") == Privilege::OptedOut {
+        return;
+    }
+    let ns = NetNs::create("uts").expect("namespace");
+    // Like a pod's container: its own hostname (the pod's name) and its own cgroup.
+    let mut child = ns
+        .command("unshare")
+        .args([
+            "--uts",
+            "--",
+            "sh",
+            "-c",
+            "hostname web-7f9c4 && exec \"$0\" \"$@\"",
+        ])
+        .arg(workspace_bin("finwait-sockpop").expect("sockpop"))
+        .args(["serve", "127.0.0.1:7001", "--leak", "--max-seconds", "60"])
+        // It runs until its standard input closes.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("unshare (util-linux)");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("manifest");
+    let manifest: serde_json::Value = serde_json::from_str(&line).expect("manifest json");
+    let pid = manifest["pid"].as_u64().expect("pid") as u32;
+    let cg =
+        Cgroup::create(&format!("finwait-agent-it-{pid}.slice/web-{pid}.scope")).expect("cgroup");
+    cg.add(pid).expect("into cgroup");
+
+    let inode = ns.inode().expect("inode");
+    let all = agent_json(None, &["--all-netns"]).expect("all-netns snapshot");
+    let owner = all
+        .iter()
+        .filter(|s| s.netns == inode && s.state == "LISTEN")
+        .flat_map(|s| s.owners.iter())
+        .find(|o| o.pid == pid)
+        .unwrap_or_else(|| panic!("the listener of {pid} in namespace {inode}: {all:#?}"));
+    assert_eq!(owner.hostname, "web-7f9c4", "{owner:?}");
+    assert_eq!(owner.cgroup, cg.path(), "{owner:?}");
+    drop(child.stdin.take());
+    let _ = child.wait();
 }

@@ -15,6 +15,10 @@ pub struct JsonOwner {
     pub fd: u32,
     pub comm: String,
     pub cmdline: String,
+    #[serde(default)]
+    pub cgroup: String,
+    #[serde(default)]
+    pub hostname: String,
 }
 
 /// A timer in the agent's JSON.

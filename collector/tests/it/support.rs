@@ -307,6 +307,7 @@ fn processes(sockets: &[&pb::Socket]) -> Vec<pb::Process> {
             comm: format!("proc{pid}"),
             cmdline: format!("/bin/proc{pid} --serve"),
             cgroup: format!("/system.slice/proc{pid}.service"),
+            hostname: String::new(),
         })
         .collect()
 }
