@@ -5,10 +5,13 @@ use std::io::Write;
 
 use chrono::Utc;
 
-use crate::api::{GroupsPage, HostsPage, LeaksPage, Page, SocketsPage, TimelinePage, WhoPage};
+use finwait_vocab::answer::{GroupsPage, HostsPage, LeaksPage, SocketsPage, TimelinePage, WhoPage};
+use finwait_vocab::time::InstantSpec;
+
 use crate::cli::{Cli, Command, Global, LeaksArgs, SocketsArgs, TimelineArgs, WhoArgs};
 use crate::client::{Client, ClientOptions, Token};
 use crate::error::Error;
+use crate::paging::Page;
 use crate::url::Query;
 use crate::{explain, format, paging, render};
 
@@ -119,8 +122,11 @@ pub fn leaks_query(a: &LeaksArgs) -> Query {
 pub fn leak_scope(a: &LeaksArgs) -> String {
     let mut s = match a.since.as_deref() {
         None => "since 24h ago".to_string(),
-        Some(t) if crate::cli::duration_seconds(t).is_some() => format!("since {t} ago"),
-        Some(t) => format!("since {}", format::time(t)),
+        Some(t) => match InstantSpec::parse(t) {
+            Some(InstantSpec::At(at)) => format!("since {}", format::time(at)),
+            // Checked by clap already; shown as written either way.
+            Some(InstantSpec::Ago(_)) | None => format!("since {t} ago"),
+        },
     };
     if let Some(h) = &a.host {
         s.push_str(&format!(" on host {h}"));

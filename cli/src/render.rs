@@ -6,12 +6,13 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-
-use crate::api::{
-    Group, GroupsPage, HostsPage, Leak, LeaksPage, Pressure, Side, Socket, SocketsPage,
+use finwait_vocab::TcpState;
+use finwait_vocab::answer::{
+    GroupsPage, HostsPage, Leak, LeakGroup, LeaksPage, Side, Socket, SocketsPage, TimeWaitPressure,
     TimelinePage, WhoPage,
 };
-use crate::explain::STATE_NAMES;
+use finwait_vocab::time::format_age;
+
 use crate::format::{self, cell, num};
 use crate::table::{Align, Table};
 
@@ -21,21 +22,10 @@ pub const CMDLINE_WIDTH: usize = 40;
 const L: Align = Align::Left;
 const R: Align = Align::Right;
 
-/// State names in kernel order, then any unknown ones alphabetically.
-fn ordered_states<'a>(present: impl IntoIterator<Item = &'a String>) -> Vec<String> {
-    let present: BTreeSet<&str> = present.into_iter().map(String::as_str).collect();
-    let mut out: Vec<String> = STATE_NAMES
-        .iter()
-        .filter(|s| present.contains(*s))
-        .map(|s| (*s).to_string())
-        .collect();
-    out.extend(
-        present
-            .iter()
-            .filter(|s| !STATE_NAMES.contains(s))
-            .map(|s| format::one_line(s)),
-    );
-    out
+/// The states present, in kernel order.
+fn ordered_states<'a>(present: impl IntoIterator<Item = &'a TcpState>) -> Vec<TcpState> {
+    let present: BTreeSet<TcpState> = present.into_iter().copied().collect();
+    present.into_iter().collect()
 }
 
 fn cmdline(c: Option<&str>) -> String {
@@ -43,7 +33,7 @@ fn cmdline(c: Option<&str>) -> String {
 }
 
 /// `count TIME_WAIT local -> remote = ratio of ports`.
-fn pressure(p: &Pressure) -> String {
+fn pressure(p: &TimeWaitPressure) -> String {
     format!(
         "{} of ports: {} TIME_WAIT {} -> {}",
         format::percent(p.ratio),
@@ -62,7 +52,7 @@ pub fn hosts(page: &HostsPage, now: DateTime<Utc>) -> String {
     let mut titles: Vec<String> = ["HOST", "LAST SEEN", "AGO", "AGENT"]
         .map(String::from)
         .to_vec();
-    titles.extend(states.iter().cloned());
+    titles.extend(states.iter().map(|s| s.name().to_string()));
     titles.push("TIME_WAIT PRESSURE".into());
     let mut aligns = vec![L, L, R, L];
     aligns.extend(states.iter().map(|_| R));
@@ -71,10 +61,9 @@ pub fn hosts(page: &HostsPage, now: DateTime<Utc>) -> String {
     for h in &page.hosts {
         let mut row = vec![
             cell(Some(&h.hostname)),
-            format::time_or(h.last_seen.as_deref(), "never"),
+            format::time_or(h.last_seen, "never"),
             h.last_seen
-                .as_deref()
-                .map_or_else(|| "-".into(), |ts| format::ago(ts, now)),
+                .map_or_else(|| "-".into(), |t| format::ago(t, now)),
             cell(Some(&h.agent_version)),
         ];
         row.extend(
@@ -98,7 +87,7 @@ fn peer(p: Option<&Side>) -> String {
         None => "-".into(),
         Some(p) => {
             let ended = if p.until.is_some() { " (gone)" } else { "" };
-            format!("{} {}{ended}", cell(Some(&p.host)), cell(Some(&p.state)))
+            format!("{} {}{ended}", cell(Some(&p.host)), p.state)
         }
     }
 }
@@ -106,16 +95,16 @@ fn peer(p: Option<&Side>) -> String {
 fn leak_row(l: &Leak) -> Vec<String> {
     let h = &l.holder;
     vec![
-        cell(Some(&l.kind)),
-        cell(Some(&l.confidence)),
+        l.kind.to_string(),
+        l.confidence.to_string(),
         cell(Some(&h.host)),
         num(h.pid),
         cell(h.comm.as_deref()),
         cell(Some(&h.local)),
         cell(Some(&h.remote)),
-        format::age_f(h.age_s),
+        format_age(h.age_s),
         peer(l.peer.as_ref()),
-        format::time_or(l.until.as_deref(), "open"),
+        format::time_or(l.until, "open"),
     ]
 }
 
@@ -162,13 +151,13 @@ pub fn leaks(page: &LeaksPage, scope: &str) -> String {
         ]);
         for p in &page.time_wait_pressure {
             t.row(vec![
-                cell(p.host.as_deref()),
+                cell(Some(&p.host)),
                 cell(Some(&p.local_addr)),
                 cell(Some(&p.remote)),
                 p.count.to_string(),
                 p.ports.to_string(),
                 format::percent(p.ratio),
-                format::time_or(p.at.as_deref(), "-"),
+                format::time(p.at),
             ]);
         }
         out.push_str(&t.render());
@@ -176,7 +165,7 @@ pub fn leaks(page: &LeaksPage, scope: &str) -> String {
     out
 }
 
-fn peers(g: &Group) -> String {
+fn peers(g: &LeakGroup) -> String {
     if g.peers.is_empty() {
         return "-".into();
     }
@@ -208,10 +197,10 @@ pub fn groups(page: &GroupsPage, scope: &str) -> String {
     ]);
     for g in &page.groups {
         let row = vec![
-            cell(Some(&g.host)),
+            cell(g.host.as_deref()),
             num(g.pid),
             cell(g.comm.as_deref()),
-            cell(Some(&g.kind)),
+            g.kind.to_string(),
             g.count.to_string(),
             g.open.to_string(),
             if g.growth_per_hour.is_finite() {
@@ -219,9 +208,9 @@ pub fn groups(page: &GroupsPage, scope: &str) -> String {
             } else {
                 "-".into()
             },
-            format::time(&g.oldest),
-            format::time(&g.newest),
-            format::time_or(g.ended.as_deref(), "open"),
+            format::time(g.oldest),
+            format::time(g.newest),
+            format::time_or(g.ended, "open"),
             peers(g),
             cmdline(g.cmdline.as_deref()),
         ];
@@ -244,12 +233,12 @@ fn comm(s: &Socket) -> String {
 
 /// `finwait sockets`. `filters` completes "no sockets on host a …".
 pub fn sockets(page: &SocketsPage, filters: &str) -> String {
-    let as_of = format::time_or(page.as_of.as_deref(), "now");
+    let as_of = format::time_or(page.as_of, "now");
     let host = cell(Some(&page.host));
     if page.sockets.is_empty() {
         return format!("no sockets on host {host}{filters} as of {as_of}\n");
     }
-    let netns: BTreeSet<u64> = page.sockets.iter().map(|s| s.netns).collect();
+    let netns: BTreeSet<i64> = page.sockets.iter().map(|s| s.netns).collect();
     let with_netns = netns.len() > 1;
     let mut cols = vec![
         ("STATE", L),
@@ -271,14 +260,14 @@ pub fn sockets(page: &SocketsPage, filters: &str) -> String {
     let mut t = Table::new(&cols);
     for s in &page.sockets {
         let mut row = vec![
-            cell(Some(&s.state)),
+            s.state.to_string(),
             cell(Some(&s.local)),
             cell(Some(&s.remote)),
-            format::age_f(s.age_s),
-            format::time_or(s.until.as_deref(), "-"),
+            format_age(s.age_s),
+            format::time_or(s.until, "-"),
             s.rx_queue.to_string(),
             s.tx_queue.to_string(),
-            cell(Some(&s.timer)),
+            s.timer.map_or_else(|| "-".into(), |t| t.to_string()),
             num(s.pid),
             num(s.fd),
             comm(s),
@@ -308,9 +297,9 @@ fn side_cells(s: Option<&Socket>) -> [String; 4] {
         None => ["(not seen)".into(), "-".into(), "-".into(), "-".into()],
         Some(s) => [
             cell(Some(&s.host)),
-            cell(Some(&s.state)),
+            s.state.to_string(),
             process(s),
-            format::age_f(s.age_s),
+            format_age(s.age_s),
         ],
     }
 }
@@ -318,7 +307,7 @@ fn side_cells(s: Option<&Socket>) -> [String; 4] {
 /// `finwait who`: the end holding the endpoint on the left, the other end on the right.
 pub fn who(page: &WhoPage) -> String {
     let endpoint = cell(Some(&page.endpoint));
-    let as_of = format::time_or(page.as_of.as_deref(), "now");
+    let as_of = format::time_or(page.as_of, "now");
     if page.connections.is_empty() {
         return format!("no connection to or from {endpoint} seen as of {as_of}\n");
     }
@@ -358,12 +347,12 @@ pub fn timeline(page: &TimelinePage) -> String {
     }
     let states = ordered_states(page.points.iter().flat_map(|p| p.states.keys()));
     let mut titles = vec!["TIME".to_string()];
-    titles.extend(states.iter().cloned());
+    titles.extend(states.iter().map(|s| s.name().to_string()));
     let mut aligns = vec![L];
     aligns.extend(states.iter().map(|_| R));
     let mut t = Table::with_titles(titles, aligns);
     for p in &page.points {
-        let mut row = vec![format::time(&p.t)];
+        let mut row = vec![format::time(p.t)];
         // A bucket without any count had no report: `-`, not a fleet of zeros.
         row.extend(states.iter().map(|s| match p.states.get(s) {
             Some(n) => n.to_string(),
@@ -374,7 +363,7 @@ pub fn timeline(page: &TimelinePage) -> String {
     }
     format!(
         "host {host}, peak sockets per state every {}\n{}",
-        format::age_f(page.step_s),
+        format_age(page.step_s),
         t.render()
     )
 }

@@ -1,6 +1,10 @@
 //! Rendering from answers shaped exactly like the API contract.
 
+use finwait_vocab::answer::{Connection, Host, LeakGroup, PeerCount, Point};
+use finwait_vocab::{Confidence, LeakKind, TimerKind};
+
 use super::*;
+use crate::fixtures::{host, json, owned, owner, side, socket, t};
 
 fn parse<T: serde::de::DeserializeOwned>(json: &str) -> T {
     serde_json::from_str(json).expect("contract-shaped sample")
@@ -51,35 +55,86 @@ fn assert_aligned(head: &str, row: &str, aligns: &[Align]) {
     }
 }
 
-const LEAKS: &str = r#"{"leaks": [
-  {"kind": "close_wait", "confidence": "exact",
-   "holder": {"host": "app-1", "netns": 4026531840, "pid": 4242, "comm": "srv",
-              "cmdline": "/usr/bin/srv --port 8080", "fd": 7, "state": "CLOSE_WAIT",
-              "local": "10.77.0.10:8080", "remote": "10.77.0.11:40000",
-              "since": "2026-11-23T03:00:00Z", "age_s": 192, "rx_queue": 0, "until": null},
-   "peer": {"host": "client-1", "netns": 4026531840, "pid": 77, "comm": "curl",
-            "cmdline": "curl", "fd": 3, "state": "FIN_WAIT2",
-            "local": "10.77.0.11:40000", "remote": "10.77.0.10:8080",
-            "since": "2026-11-23T03:00:01Z", "age_s": 60, "rx_queue": 0,
-            "until": "2026-11-23T03:01:01Z"},
-   "until": null,
-   "hint": "the holding process never called close() after its peer closed"},
-  {"kind": "last_ack_stuck", "confidence": "one_sided",
-   "holder": {"host": "db-2", "netns": 4026531840, "pid": null, "comm": null,
-              "cmdline": null, "fd": null, "state": "LAST_ACK",
-              "local": "[2001:db8::2]:5432", "remote": "[2001:db8::99]:51000",
-              "since": "2026-11-22T23:00:00Z", "age_s": 7500, "rx_queue": 0,
-              "until": "2026-11-23T01:05:00Z"},
-   "peer": null,
-   "until": "2026-11-23T01:05:00Z",
-   "hint": "our FIN is never acknowledged"}],
- "time_wait_pressure": [{"host": "client-1", "local_addr": "10.0.0.1", "remote": "10.0.0.2:5432",
-                         "count": 20000, "ports": 28232, "ratio": 0.71, "at": "2026-11-23T03:10:00Z"}],
- "next_page_token": null}"#;
+fn leaks_page() -> LeaksPage {
+    let holder = Side {
+        pid: Some(4242),
+        comm: Some("srv".into()),
+        cmdline: Some("/usr/bin/srv --port 8080".into()),
+        fd: Some(7),
+        age_s: 192,
+        ..side(
+            "app-1",
+            TcpState::CloseWait,
+            "10.77.0.10:8080",
+            "10.77.0.11:40000",
+        )
+    };
+    let peer = Side {
+        pid: Some(77),
+        comm: Some("curl".into()),
+        cmdline: Some("curl".into()),
+        fd: Some(3),
+        since: t("2026-11-23T03:00:01Z"),
+        age_s: 60,
+        until: Some(t("2026-11-23T03:01:01Z")),
+        ..side(
+            "client-1",
+            TcpState::FinWait2,
+            "10.77.0.11:40000",
+            "10.77.0.10:8080",
+        )
+    };
+    let stuck = Side {
+        since: t("2026-11-22T23:00:00Z"),
+        age_s: 7500,
+        until: Some(t("2026-11-23T01:05:00Z")),
+        ..side(
+            "db-2",
+            TcpState::LastAck,
+            "[2001:db8::2]:5432",
+            "[2001:db8::99]:51000",
+        )
+    };
+    LeaksPage {
+        leaks: vec![
+            Leak {
+                kind: LeakKind::CloseWait,
+                confidence: Confidence::Exact,
+                holder,
+                peer: Some(peer),
+                until: None,
+                hint: "the holding process never called close() after its peer closed".into(),
+            },
+            Leak {
+                kind: LeakKind::LastAckStuck,
+                confidence: Confidence::OneSided,
+                holder: stuck,
+                peer: None,
+                until: Some(t("2026-11-23T01:05:00Z")),
+                hint: "our FIN is never acknowledged".into(),
+            },
+        ],
+        time_wait_pressure: vec![TimeWaitPressure {
+            host: "client-1".into(),
+            local_addr: "10.0.0.1".into(),
+            remote: "10.0.0.2:5432".into(),
+            count: 20000,
+            ports: 28232,
+            ratio: 0.71,
+            at: t("2026-11-23T03:10:00Z"),
+        }],
+        next_page_token: None,
+    }
+}
+
+/// The page as the collector's JSON and back: what the CLI renders is what it reads.
+fn through_json<T: serde::Serialize + serde::de::DeserializeOwned>(page: &T) -> T {
+    parse(&json(page))
+}
 
 #[test]
 fn leaks_table_aligns_columns_and_carries_hints() {
-    let out = leaks(&parse(LEAKS), "since 24h ago");
+    let out = leaks(&through_json(&leaks_page()), "since 24h ago");
     let lines: Vec<&str> = out.lines().collect();
     let (head, first, hint, second) = (lines[0], lines[1], lines[2], lines[3]);
     assert_eq!(
@@ -152,29 +207,72 @@ fn leaks_table_aligns_columns_and_carries_hints() {
 
 #[test]
 fn empty_leaks_say_what_was_searched() {
-    let page: LeaksPage =
-        parse(r#"{"leaks": [], "time_wait_pressure": [], "next_page_token": null}"#);
+    let page = LeaksPage {
+        leaks: vec![],
+        time_wait_pressure: vec![],
+        next_page_token: None,
+    };
     assert_eq!(
         leaks(&page, "since 2h ago on host a"),
         "no leaks found since 2h ago on host a\n"
     );
 }
 
+fn group(host: &str, kind: LeakKind) -> LeakGroup {
+    LeakGroup {
+        host: Some(host.into()),
+        hosts: vec![host.into()],
+        service: None,
+        pid: None,
+        comm: None,
+        cmdline: None,
+        kind,
+        count: 1,
+        open: 0,
+        oldest: t("2026-11-22T03:00:00Z"),
+        newest: t("2026-11-22T03:00:00Z"),
+        ended: None,
+        growth_per_hour: 0.0,
+        peers: vec![],
+        hint: String::new(),
+    }
+}
+
+fn peer_count(host: &str, count: i64) -> PeerCount {
+    PeerCount {
+        host: host.into(),
+        service: None,
+        count,
+    }
+}
+
 #[test]
 fn groups_show_counts_growth_peers_and_ended() {
-    let page: GroupsPage = parse(
-        r#"{"groups": [
-      {"host": "app-1", "pid": 4242, "comm": "srv", "cmdline": "/usr/bin/srv --port 8080 --workers 64 --config /etc/srv/production.toml",
-       "kind": "close_wait", "count": 40, "open": 38, "oldest": "2026-11-22T03:00:00Z",
-       "newest": "2026-11-23T03:00:00Z", "ended": null, "growth_per_hour": 3.5,
-       "peers": [{"host": "b", "count": 2}, {"host": "c", "count": 1}], "hint": "fix the close path"},
-      {"host": "app-2", "pid": null, "comm": null, "cmdline": null,
-       "kind": "last_ack_stuck", "count": 1, "open": 0, "oldest": "2026-11-22T03:00:00Z",
-       "newest": "2026-11-22T03:00:00Z", "ended": "2026-11-22T04:00:00Z", "growth_per_hour": 0,
-       "peers": [], "hint": ""}],
-     "next_page_token": null}"#,
-    );
-    let out = groups(&page, "since 24h ago");
+    let page = GroupsPage {
+        groups: vec![
+            LeakGroup {
+                pid: Some(4242),
+                comm: Some("srv".into()),
+                cmdline: Some(
+                    "/usr/bin/srv --port 8080 --workers 64 --config /etc/srv/production.toml"
+                        .into(),
+                ),
+                count: 40,
+                open: 38,
+                newest: t("2026-11-23T03:00:00Z"),
+                growth_per_hour: 3.5,
+                peers: vec![peer_count("b", 2), peer_count("c", 1)],
+                hint: "fix the close path".into(),
+                ..group("app-1", LeakKind::CloseWait)
+            },
+            LeakGroup {
+                ended: Some(t("2026-11-22T04:00:00Z")),
+                ..group("app-2", LeakKind::LastAckStuck)
+            },
+        ],
+        next_page_token: None,
+    };
+    let out = groups(&through_json(&page), "since 24h ago");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 4, "{out}");
     assert!(lines[1].contains("b(2) c(1)"), "{out}");
@@ -191,22 +289,45 @@ fn groups_show_counts_growth_peers_and_ended() {
     );
 }
 
-const SOCKET_A: &str = r#"{"host": "a", "netns": 4026531840, "state": "CLOSE_WAIT", "local": "10.77.0.10:8080",
- "remote": "10.77.0.11:40000", "pid": 123, "comm": "srv", "cmdline": "srv\u0000--port\u00008080", "fd": 7,
- "owners": [{"pid": 123, "comm": "srv", "cmdline": "srv", "fd": 7}, {"pid": 124, "comm": "srv", "cmdline": "srv", "fd": 7}],
- "since": "2026-11-23T03:00:00Z", "age_s": 12, "rx_queue": 0, "tx_queue": 0, "inode": 12345, "uid": 0,
- "timer": "off", "until": null}"#;
+/// A CLOSE_WAIT held by two processes, whose command line carries NULs.
+fn socket_a() -> Socket {
+    let mut s = owned(
+        socket(
+            "a",
+            TcpState::CloseWait,
+            "10.77.0.10:8080",
+            "10.77.0.11:40000",
+        ),
+        vec![owner(123, 7, "srv", "srv"), owner(124, 7, "srv", "srv")],
+    );
+    s.cmdline = Some("srv\0--port\08080".into());
+    s.age_s = 12;
+    s
+}
 
-const SOCKET_TW: &str = r#"{"host": "a", "netns": 4026532000, "state": "TIME_WAIT", "local": "[::1]:40001",
- "remote": "[::1]:8080", "pid": null, "comm": null, "cmdline": null, "fd": null, "owners": [],
- "since": "2026-11-23T03:00:00Z", "age_s": 30, "rx_queue": 0, "tx_queue": 0, "inode": 0, "uid": 0,
- "timer": "timewait", "until": "2026-11-23T03:01:00Z"}"#;
+/// A TIME_WAIT in another namespace, ended.
+fn socket_tw() -> Socket {
+    Socket {
+        netns: 4_026_532_000,
+        age_s: 30,
+        timer: Some(TimerKind::TimeWait),
+        until: Some(t("2026-11-23T03:01:00Z")),
+        ..socket("a", TcpState::TimeWait, "[::1]:40001", "[::1]:8080")
+    }
+}
+
+fn sockets_page(sockets: Vec<Socket>) -> SocketsPage {
+    SocketsPage {
+        host: "a".into(),
+        as_of: Some(t("2026-11-23T03:05:00Z")),
+        sockets,
+        next_page_token: None,
+    }
+}
 
 #[test]
-fn sockets_show_owners_namespaces_and_safe_cmdlines() {
-    let page: SocketsPage = parse(&format!(
-        r#"{{"host": "a", "as_of": "2026-11-23T03:05:00Z", "sockets": [{SOCKET_A}, {SOCKET_TW}], "next_page_token": null}}"#
-    ));
+fn sockets_show_owners_namespaces_timers_and_safe_cmdlines() {
+    let page = through_json(&sockets_page(vec![socket_a(), socket_tw()]));
     let out = sockets(&page, "");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "host a as of 2026-11-23 03:05:00Z");
@@ -219,6 +340,10 @@ fn sockets_show_owners_namespaces_and_safe_cmdlines() {
         lines[2].ends_with("srv --port 8080"),
         "NULs become spaces: {out}"
     );
+    let timer = texts(lines[1]).iter().position(|t| t == "TIMER");
+    assert_eq!(timer, Some(8), "{out}");
+    assert_eq!(texts(lines[2])[8], "-", "no timer: {out}");
+    assert_eq!(texts(lines[3])[8], "time_wait", "{out}");
     assert_eq!(
         col(lines[3], "[::1]:40001"),
         col(lines[1], "LOCAL"),
@@ -229,41 +354,48 @@ fn sockets_show_owners_namespaces_and_safe_cmdlines() {
 
 #[test]
 fn sockets_in_one_namespace_have_no_netns_column_and_empty_says_so() {
-    let page: SocketsPage = parse(&format!(
-        r#"{{"host": "a", "as_of": "2026-11-23T03:05:00Z", "sockets": [{SOCKET_A}], "next_page_token": null}}"#
-    ));
+    let page = sockets_page(vec![socket_a()]);
     assert!(
         sockets(&page, "")
             .lines()
             .nth(1)
             .is_some_and(|l| l.starts_with("STATE"))
     );
-    let empty: SocketsPage = parse(
-        r#"{"host": "a", "as_of": "2026-11-23T03:05:00Z", "sockets": [], "next_page_token": null}"#,
-    );
     assert_eq!(
-        sockets(&empty, " in state CLOSE_WAIT"),
+        sockets(&sockets_page(vec![]), " in state CLOSE_WAIT"),
         "no sockets on host a in state CLOSE_WAIT as of 2026-11-23 03:05:00Z\n"
     );
 }
 
 #[test]
 fn who_puts_both_ends_side_by_side_and_marks_unseen_ones() {
-    let peer = SOCKET_A
-        .replace("\"host\": \"a\"", "\"host\": \"b\"")
-        .replace("\"local\": \"10.77.0.10:8080\"", "\"local\": \"X\"")
-        .replace(
-            "\"remote\": \"10.77.0.11:40000\"",
-            "\"remote\": \"10.77.0.10:8080\"",
-        )
-        .replace("\"local\": \"X\"", "\"local\": \"10.77.0.11:40000\"")
-        .replace("CLOSE_WAIT", "FIN_WAIT2");
-    let page: WhoPage = parse(&format!(
-        r#"{{"endpoint": "10.77.0.10:8080", "as_of": null,
-            "connections": [{{"local": {SOCKET_A}, "remote": {peer}}}, {{"local": null, "remote": {peer}}}, {{"local": {SOCKET_A}, "remote": null}}],
-            "next_page_token": null}}"#
-    ));
-    let out = who(&page);
+    let peer = Socket {
+        host: "b".into(),
+        state: TcpState::FinWait2,
+        local: "10.77.0.11:40000".into(),
+        remote: "10.77.0.10:8080".into(),
+        ..socket_a()
+    };
+    let page = WhoPage {
+        endpoint: "10.77.0.10:8080".into(),
+        as_of: None,
+        connections: vec![
+            Connection {
+                local: Some(socket_a()),
+                remote: Some(peer.clone()),
+            },
+            Connection {
+                local: None,
+                remote: Some(peer),
+            },
+            Connection {
+                local: Some(socket_a()),
+                remote: None,
+            },
+        ],
+        next_page_token: None,
+    };
+    let out = who(&through_json(&page));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "10.77.0.10:8080 as of now: this end | other end");
     let head = lines[1];
@@ -280,9 +412,12 @@ fn who_puts_both_ends_side_by_side_and_marks_unseen_ones() {
         assert_eq!(texts(line), expected, "{out}");
         assert_aligned(head, line, &aligns);
     }
-    let empty: WhoPage = parse(
-        r#"{"endpoint": "[::1]:80", "as_of": "2026-11-23T03:00:00Z", "connections": [], "next_page_token": null}"#,
-    );
+    let empty = WhoPage {
+        endpoint: "[::1]:80".into(),
+        as_of: Some(t("2026-11-23T03:00:00Z")),
+        connections: vec![],
+        next_page_token: None,
+    };
     assert_eq!(
         who(&empty),
         "no connection to or from [::1]:80 seen as of 2026-11-23 03:00:00Z\n"
@@ -291,14 +426,27 @@ fn who_puts_both_ends_side_by_side_and_marks_unseen_ones() {
 
 #[test]
 fn timeline_has_one_column_per_state_seen_in_kernel_order() {
-    let page: TimelinePage = parse(
-        r#"{"host": "a", "step_s": 720, "points": [
-      {"t": "2026-11-23T00:00:00Z", "states": {"TIME_WAIT": 5, "ESTABLISHED": 3}},
-      {"t": "2026-11-23T00:12:00Z", "states": {"ESTABLISHED": 3, "CLOSE_WAIT": 40}},
-      {"t": "2026-11-23T00:24:00Z", "states": {}}],
-     "next_page_token": null}"#,
-    );
-    let out = timeline(&page);
+    let point = |at: &str, states: &[(TcpState, i64)]| Point {
+        t: t(at),
+        states: states.iter().copied().collect(),
+    };
+    let page = TimelinePage {
+        host: "a".into(),
+        step_s: 720,
+        points: vec![
+            point(
+                "2026-11-23T00:00:00Z",
+                &[(TcpState::TimeWait, 5), (TcpState::Established, 3)],
+            ),
+            point(
+                "2026-11-23T00:12:00Z",
+                &[(TcpState::Established, 3), (TcpState::CloseWait, 40)],
+            ),
+            point("2026-11-23T00:24:00Z", &[]),
+        ],
+        next_page_token: None,
+    };
+    let out = timeline(&through_json(&page));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "host a, peak sockets per state every 12m00s");
     assert_eq!(
@@ -319,21 +467,40 @@ fn timeline_has_one_column_per_state_seen_in_kernel_order() {
     );
 }
 
+fn host_with(name: &str, last_seen: Option<&str>, states: &[(TcpState, i64)]) -> Host {
+    Host {
+        last_seen: last_seen.map(t),
+        states: states.iter().copied().collect(),
+        ..host(name)
+    }
+}
+
 #[test]
 fn hosts_show_states_and_pressure() {
-    let page: HostsPage = parse(
-        r#"{"hosts": [
-      {"hostname": "a", "machine_id": "m1", "agent_version": "0.1.0", "last_seen": "2026-11-23T03:12:05Z",
-       "labels": {}, "states": {"ESTABLISHED": 3, "CLOSE_WAIT": 2},
-       "ephemeral_ports": {"low": 32768, "high": 60999},
-       "time_wait_pressure": {"local_addr": "10.0.0.1", "remote": "10.0.0.2:5432", "count": 20000, "ports": 28232, "ratio": 0.71}},
-      {"hostname": "b", "machine_id": "m2", "agent_version": "0.1.0", "last_seen": null,
-       "labels": {}, "states": {}, "ephemeral_ports": {"low": 32768, "high": 60999},
-       "time_wait_pressure": null}],
-     "next_page_token": null}"#,
-    );
-    let now = format::parse_time("2026-11-23T03:15:17Z").expect("valid");
-    let out = hosts(&page, now);
+    let page = HostsPage {
+        hosts: vec![
+            Host {
+                time_wait_pressure: Some(TimeWaitPressure {
+                    host: "a".into(),
+                    local_addr: "10.0.0.1".into(),
+                    remote: "10.0.0.2:5432".into(),
+                    count: 20000,
+                    ports: 28232,
+                    ratio: 0.71,
+                    at: t("2026-11-23T03:12:05Z"),
+                }),
+                ..host_with(
+                    "a",
+                    Some("2026-11-23T03:12:05Z"),
+                    &[(TcpState::CloseWait, 2), (TcpState::Established, 3)],
+                )
+            },
+            host_with("b", None, &[]),
+        ],
+        next_page_token: None,
+    };
+    let now = t("2026-11-23T03:15:17Z");
+    let out = hosts(&through_json(&page), now);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines[0],
@@ -347,8 +514,12 @@ fn hosts_show_states_and_pressure() {
         lines[2],
         "b     never                     -  0.1.0            0           0  -"
     );
+    let empty = HostsPage {
+        hosts: vec![],
+        next_page_token: None,
+    };
     assert_eq!(
-        hosts(&parse(r#"{"hosts": [], "next_page_token": null}"#), now),
+        hosts(&empty, now),
         "no hosts have reported to this collector yet\n"
     );
 }
