@@ -7,6 +7,7 @@ use chrono::Utc;
 
 use finwait_vocab::answer::{GroupsPage, HostsPage, LeaksPage, SocketsPage, TimelinePage, WhoPage};
 use finwait_vocab::time::InstantSpec;
+use finwait_vocab::{Confidence, LeakKind};
 
 use crate::cli::{Cli, Command, Global, LeaksArgs, SocketsArgs, TimelineArgs, WhoArgs};
 use crate::client::{Client, ClientOptions, Token};
@@ -113,8 +114,8 @@ pub fn leaks_query(a: &LeaksArgs) -> Query {
     q.push_opt("min_age", a.min_age.as_deref());
     q.push_opt("host", a.host.as_deref());
     q.push_opt("process", a.process.as_deref());
-    q.push_opt("kind", a.kind.map(|k| k.as_str()));
-    q.push_opt("confidence", a.confidence.map(|c| c.as_str()));
+    q.push_opt("kind", a.kind.map(LeakKind::name));
+    q.push_opt("confidence", a.confidence.map(Confidence::name));
     q
 }
 
@@ -135,10 +136,10 @@ pub fn leak_scope(a: &LeaksArgs) -> String {
         s.push_str(&format!(" for process {p}"));
     }
     if let Some(k) = a.kind {
-        s.push_str(&format!(" of kind {}", k.as_str()));
+        s.push_str(&format!(" of kind {k}"));
     }
     if let Some(c) = a.confidence {
-        s.push_str(&format!(" with confidence {}", c.as_str()));
+        s.push_str(&format!(" with confidence {c}"));
     }
     if let Some(m) = &a.min_age {
         s.push_str(&format!(" held at least {m}"));

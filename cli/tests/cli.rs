@@ -423,7 +423,7 @@ fn bad_flags_are_one_line_and_status_2() {
         &["who", "10.0.0.1"],
         &["--limit", "0", "hosts"],
         &["--server", "127.0.0.1:7070", "hosts"],
-        &["explain", "CLOSED"],
+        &["explain", "FIN_WAIT3"],
         &[],
     ] {
         let out = finwait(args, &[]);
