@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::builder::{
     NonEmptyStringValueParser, PossibleValue, StringValueParser, TypedValueParser,
 };
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use finwait_vocab::time::{DURATION_HELP, INSTANT_HELP, InstantSpec};
 use finwait_vocab::{Confidence, LeakKind, TcpState};
 
@@ -146,6 +146,25 @@ pub fn confidence_words() -> Words<Confidence> {
     }
 }
 
+/// How `leaks --groups` sums leaks up (`by` of `/api/v1/leaks/groups`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GroupBy {
+    /// One row per host, process and kind (the collector's default).
+    Process,
+    /// One row per service and kind, across hosts.
+    Service,
+}
+
+impl GroupBy {
+    /// The API's word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Process => "process",
+            GroupBy::Service => "service",
+        }
+    }
+}
+
 /// `finwait leaks`.
 #[derive(Debug, Args)]
 pub struct LeaksArgs {
@@ -163,6 +182,10 @@ pub struct LeaksArgs {
     /// Only holders whose process has this command name.
     #[arg(long, value_name = "COMM", value_parser = NonEmptyStringValueParser::new())]
     pub process: Option<String>,
+    /// Only holders of this service, as the SERVICE column shows it (nginx.service,
+    /// pod/<uid>, docker/<id>).
+    #[arg(long, value_name = "S", value_parser = NonEmptyStringValueParser::new())]
+    pub service: Option<String>,
     /// Only this kind of leak (any case, - or _ between words).
     #[arg(long, value_name = "K", value_parser = kind_words(), conflicts_with = "groups")]
     pub kind: Option<LeakKind>,
@@ -173,6 +196,9 @@ pub struct LeaksArgs {
     /// one per connection (/api/v1/leaks/groups).
     #[arg(long)]
     pub groups: bool,
+    /// With --groups: one row per process on a host, or per service across hosts.
+    #[arg(long, value_enum, value_name = "BY", requires = "groups")]
+    pub by: Option<GroupBy>,
 }
 
 /// `finwait who`.
@@ -205,6 +231,9 @@ pub struct SocketsArgs {
     /// Only sockets owned by a process with this command name.
     #[arg(long, value_name = "COMM", value_parser = NonEmptyStringValueParser::new())]
     pub process: Option<String>,
+    /// Only sockets of this service (their holder's, else their namespace's container's).
+    #[arg(long, value_name = "S", value_parser = NonEmptyStringValueParser::new())]
+    pub service: Option<String>,
     /// The table as it was at this instant: RFC 3339, or a duration meaning that long ago.
     #[arg(long, value_name = "T", value_parser = parse_instant)]
     pub at: Option<String>,
@@ -467,7 +496,7 @@ mod tests {
 
     #[test]
     fn bad_flags_are_one_line_that_names_the_flag() {
-        let cases: [(&[&str], &str); 8] = [
+        let cases: [(&[&str], &str); 10] = [
             (&["leaks", "--since", "yesterday"], "--since"),
             (&["leaks", "--min-age", "5w"], "--min-age"),
             (&["--limit", "0", "hosts"], "--limit"),
@@ -475,6 +504,8 @@ mod tests {
             (&["sockets"], "--host"),
             (&["sockets", "--host", "a", "--state", "bogus"], "--state"),
             (&["leaks", "--groups", "--kind", "close_wait"], "--kind"),
+            (&["leaks", "--by", "service"], "--groups"),
+            (&["leaks", "--groups", "--by", "pod"], "--by"),
             (&["--server", "ftp://x", "hosts"], "--server"),
         ];
         for (args, flag) in cases {

@@ -9,7 +9,7 @@ use finwait_vocab::answer::{GroupsPage, HostsPage, LeaksPage, SocketsPage, Timel
 use finwait_vocab::time::InstantSpec;
 use finwait_vocab::{Confidence, LeakKind};
 
-use crate::cli::{Cli, Command, Global, LeaksArgs, SocketsArgs, TimelineArgs, WhoArgs};
+use crate::cli::{Cli, Command, Global, GroupBy, LeaksArgs, SocketsArgs, TimelineArgs, WhoArgs};
 use crate::client::{Client, ClientOptions, Token};
 use crate::error::Error;
 use crate::paging::Page;
@@ -106,16 +106,18 @@ fn write(out: &mut dyn Write, bytes: &[u8]) -> Result<(), Error> {
         .map_err(Error::Output)
 }
 
-/// `/api/v1/leaks` and `/api/v1/leaks/groups` (which takes no kind or confidence; clap
-/// refuses them together with `--groups`).
+/// `/api/v1/leaks` and `/api/v1/leaks/groups` (which takes no kind or confidence, and
+/// the only one to take `by`; clap refuses the wrong ones with `--groups` or without).
 pub fn leaks_query(a: &LeaksArgs) -> Query {
     let mut q = Query::new();
     q.push_opt("since", a.since.as_deref());
     q.push_opt("min_age", a.min_age.as_deref());
     q.push_opt("host", a.host.as_deref());
     q.push_opt("process", a.process.as_deref());
+    q.push_opt("service", a.service.as_deref());
     q.push_opt("kind", a.kind.map(LeakKind::name));
     q.push_opt("confidence", a.confidence.map(Confidence::name));
+    q.push_opt("by", a.by.map(GroupBy::as_str));
     q
 }
 
@@ -134,6 +136,9 @@ pub fn leak_scope(a: &LeaksArgs) -> String {
     }
     if let Some(p) = &a.process {
         s.push_str(&format!(" for process {p}"));
+    }
+    if let Some(v) = &a.service {
+        s.push_str(&format!(" of service {v}"));
     }
     if let Some(k) = a.kind {
         s.push_str(&format!(" of kind {k}"));
@@ -163,6 +168,7 @@ pub fn sockets_query(a: &SocketsArgs) -> Query {
     q.push_opt("port", a.port);
     q.push_opt("pid", a.pid);
     q.push_opt("process", a.process.as_deref());
+    q.push_opt("service", a.service.as_deref());
     q.push_opt("at", a.at.as_deref());
     q
 }
@@ -181,6 +187,9 @@ fn socket_filters(a: &SocketsArgs) -> String {
     }
     if let Some(c) = &a.process {
         s.push_str(&format!(" owned by {c}"));
+    }
+    if let Some(v) = &a.service {
+        s.push_str(&format!(" of service {v}"));
     }
     s
 }
@@ -226,6 +235,8 @@ mod tests {
             "app 1",
             "--process",
             "java",
+            "--service",
+            "billing.service",
             "--kind",
             "half-closed-wait",
             "--confidence",
@@ -237,12 +248,40 @@ mod tests {
         assert_eq!(
             target("/api/v1/leaks", &leaks_query(a)),
             "/api/v1/leaks?since=2026-11-23T03%3A00%3A00%2B01%3A00&min_age=5m&host=app%201\
-             &process=java&kind=half_closed_wait&confidence=one_sided"
+             &process=java&service=billing.service&kind=half_closed_wait&confidence=one_sided"
         );
         assert_eq!(
             leak_scope(a),
-            "since 2026-11-23 02:00:00Z on host app 1 for process java of kind half_closed_wait \
-             with confidence one_sided held at least 5m"
+            "since 2026-11-23 02:00:00Z on host app 1 for process java of service \
+             billing.service of kind half_closed_wait with confidence one_sided held at least 5m"
+        );
+    }
+
+    #[test]
+    fn groups_send_service_and_by() {
+        let c = cli(&[
+            "leaks",
+            "--groups",
+            "--by",
+            "service",
+            "--service",
+            "pod/1f2e",
+        ]);
+        let Command::Leaks(a) = &c.command else {
+            panic!("leaks expected")
+        };
+        assert_eq!(
+            target("/api/v1/leaks/groups", &leaks_query(a)),
+            "/api/v1/leaks/groups?service=pod%2F1f2e&by=service"
+        );
+        let c = cli(&["leaks", "--groups"]);
+        let Command::Leaks(a) = &c.command else {
+            panic!("leaks expected")
+        };
+        assert_eq!(
+            target("/api/v1/leaks/groups", &leaks_query(a)),
+            "/api/v1/leaks/groups",
+            "the collector's default grouping is not spelled out"
         );
     }
 
@@ -272,6 +311,8 @@ mod tests {
             "12",
             "--process",
             "srv",
+            "--service",
+            "srv.service",
             "--at",
             "1h",
         ]);
@@ -280,11 +321,12 @@ mod tests {
         };
         assert_eq!(
             target("/api/v1/sockets", &sockets_query(a)),
-            "/api/v1/sockets?host=a&state=CLOSE_WAIT&port=8080&pid=12&process=srv&at=1h"
+            "/api/v1/sockets?host=a&state=CLOSE_WAIT&port=8080&pid=12&process=srv\
+             &service=srv.service&at=1h"
         );
         assert_eq!(
             socket_filters(a),
-            " in state CLOSE_WAIT on port 8080 owned by pid 12 owned by srv"
+            " in state CLOSE_WAIT on port 8080 owned by pid 12 owned by srv of service srv.service"
         );
     }
 

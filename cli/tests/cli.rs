@@ -268,6 +268,54 @@ fn a_400_becomes_one_line_with_the_servers_message() {
 }
 
 #[test]
+fn service_by_and_any_state_spelling_reach_the_query_string() {
+    let server = Canned::start(|req| {
+        let body = if req.target().starts_with("/api/v1/leaks/groups") {
+            r#"{"groups": [], "next_page_token": null}"#
+        } else {
+            r#"{"host": "a", "as_of": null, "sockets": [], "next_page_token": null}"#
+        };
+        ("200 OK", body.into())
+    });
+    let url = server.url();
+    let runs: [&[&str]; 2] = [
+        &[
+            "leaks",
+            "--groups",
+            "--by",
+            "service",
+            "--service",
+            "pod/1f2e",
+        ],
+        &[
+            "sockets",
+            "--host",
+            "a",
+            "--state",
+            "estab",
+            "--service",
+            "srv.service",
+        ],
+    ];
+    for args in runs {
+        let out = finwait(&[&["--server", url.as_str()], args].concat(), &[]);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    let targets: Vec<String> = server
+        .seen()
+        .iter()
+        .map(|s| s.target().to_string())
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            "/api/v1/leaks/groups?service=pod%2F1f2e&by=service",
+            "/api/v1/sockets?host=a&state=ESTABLISHED&service=srv.service",
+        ]
+    );
+}
+
+#[test]
 fn an_endpoint_the_collector_lacks_is_named() {
     let server = Canned::start(|_| ("404 Not Found", String::new()));
     let out = finwait(&["--server", &server.url(), "who", "[::1]:8080"], &[]);
