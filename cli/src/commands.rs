@@ -39,8 +39,9 @@ pub async fn run(cli: Cli, env_token: Option<String>, out: &mut dyn Write) -> Re
         }
         Command::Leaks(a) if a.groups => {
             let scope = leak_scope(a);
+            let by = a.by.unwrap_or(GroupBy::Process);
             show::<GroupsPage>(&client, g, leaks_query(a), out, |p| {
-                render::groups(p, &scope)
+                render::groups(p, &scope, by)
             })
             .await
         }

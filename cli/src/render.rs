@@ -1,18 +1,20 @@
 //! The tables each command prints from the collector's answer. Every text that came over
 //! the network goes through [`format::cell`] (one line, no control characters), command
 //! lines are cut to [`CMDLINE_WIDTH`], and an empty answer is one sentence saying what
-//! was looked for.
+//! was looked for. Every process is shown with its service (and container), the name
+//! people think in.
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use finwait_vocab::TcpState;
 use finwait_vocab::answer::{
-    GroupsPage, HostsPage, Leak, LeakGroup, LeaksPage, Side, Socket, SocketsPage, TimeWaitPressure,
-    TimelinePage, WhoPage,
+    Coverage, GroupsPage, HostsPage, Leak, LeakGroup, LeaksPage, Side, Socket, SocketsPage,
+    TimeWaitPressure, TimelinePage, WhoPage,
 };
 use finwait_vocab::time::format_age;
 
+use crate::cli::GroupBy;
 use crate::format::{self, cell, num};
 use crate::table::{Align, Table};
 
@@ -28,8 +30,35 @@ fn ordered_states<'a>(present: impl IntoIterator<Item = &'a TcpState>) -> Vec<Tc
     present.into_iter().collect()
 }
 
+/// At most this many hosts are named in a group's HOSTS cell; `+n` counts the rest.
+pub const GROUP_HOSTS: usize = 3;
+
 fn cmdline(c: Option<&str>) -> String {
     format::truncate(&cell(c), CMDLINE_WIDTH)
+}
+
+/// `service (container)`: the container's short id is added when the service name does
+/// not carry it already (it does for `docker/<id>`, not for `pod/<uid>`); `-` when
+/// neither is known.
+fn service(service: Option<&str>, container: Option<&str>) -> String {
+    fn known(t: Option<&str>) -> Option<&str> {
+        t.map(str::trim).filter(|t| !t.is_empty())
+    }
+    match (known(service), known(container)) {
+        (Some(s), Some(c)) if !s.contains(c) => format!("{} ({})", cell(Some(s)), cell(Some(c))),
+        (Some(s), _) => cell(Some(s)),
+        (None, Some(c)) => format!("({})", cell(Some(c))),
+        (None, None) => "-".into(),
+    }
+}
+
+/// `ok`, `partial` or `n/a` (no cycle account yet, or an agent too old to send one).
+fn coverage(c: Option<&Coverage>) -> &'static str {
+    match c {
+        None => "n/a",
+        Some(c) if c.complete => "ok",
+        Some(_) => "partial",
+    }
 }
 
 /// `count TIME_WAIT local -> remote = ratio of ports`.
@@ -49,12 +78,12 @@ pub fn hosts(page: &HostsPage, now: DateTime<Utc>) -> String {
         return "no hosts have reported to this collector yet\n".into();
     }
     let states = ordered_states(page.hosts.iter().flat_map(|h| h.states.keys()));
-    let mut titles: Vec<String> = ["HOST", "LAST SEEN", "AGO", "AGENT"]
+    let mut titles: Vec<String> = ["HOST", "LAST SEEN", "AGO", "AGENT", "COVERAGE"]
         .map(String::from)
         .to_vec();
     titles.extend(states.iter().map(|s| s.name().to_string()));
     titles.push("TIME_WAIT PRESSURE".into());
-    let mut aligns = vec![L, L, R, L];
+    let mut aligns = vec![L, L, R, L, L];
     aligns.extend(states.iter().map(|_| R));
     aligns.push(L);
     let mut t = Table::with_titles(titles, aligns);
@@ -65,6 +94,7 @@ pub fn hosts(page: &HostsPage, now: DateTime<Utc>) -> String {
             h.last_seen
                 .map_or_else(|| "-".into(), |t| format::ago(t, now)),
             cell(Some(&h.agent_version)),
+            coverage(h.coverage.as_ref()).into(),
         ];
         row.extend(
             states
@@ -76,7 +106,16 @@ pub fn hosts(page: &HostsPage, now: DateTime<Utc>) -> String {
                 .as_ref()
                 .map_or_else(|| "-".into(), pressure),
         );
-        t.row(row);
+        // What the agent missed, and the fix, under the host it concerns.
+        let problems = match &h.coverage {
+            Some(c) if !c.complete => c
+                .problems
+                .iter()
+                .map(|p| format!("coverage: {}", format::one_line(p.trim())))
+                .collect(),
+            _ => Vec::new(),
+        };
+        t.row_with_notes(row, problems);
     }
     t.render()
 }
@@ -100,10 +139,15 @@ fn leak_row(l: &Leak) -> Vec<String> {
         cell(Some(&h.host)),
         num(h.pid),
         cell(h.comm.as_deref()),
+        service(h.service.as_deref(), h.container.as_deref()),
         cell(Some(&h.local)),
         cell(Some(&h.remote)),
         format_age(h.age_s),
         peer(l.peer.as_ref()),
+        l.peer.as_ref().map_or_else(
+            || "-".into(),
+            |p| service(p.service.as_deref(), p.container.as_deref()),
+        ),
         format::time_or(l.until, "open"),
     ]
 }
@@ -121,10 +165,12 @@ pub fn leaks(page: &LeaksPage, scope: &str) -> String {
             ("HOST", L),
             ("PID", R),
             ("COMM", L),
+            ("SERVICE", L),
             ("LOCAL", L),
             ("REMOTE", L),
             ("AGE", R),
             ("PEER", L),
+            ("PEER SERVICE", L),
             ("UNTIL", L),
         ]);
         for l in &page.leaks {
@@ -165,26 +211,52 @@ pub fn leaks(page: &LeaksPage, scope: &str) -> String {
     out
 }
 
+/// `service@host(n)` per peer place (`host(n)` when its service is unknown).
 fn peers(g: &LeakGroup) -> String {
     if g.peers.is_empty() {
         return "-".into();
     }
     g.peers
         .iter()
-        .map(|p| format!("{}({})", cell(Some(&p.host)), p.count))
+        .map(|p| {
+            let host = cell(Some(&p.host));
+            match p.service.as_deref().map(str::trim) {
+                Some(s) if !s.is_empty() => format!("{}@{host}({})", cell(Some(s)), p.count),
+                _ => format!("{host}({})", p.count),
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-/// `finwait leaks --groups`.
-pub fn groups(page: &GroupsPage, scope: &str) -> String {
+/// The first [`GROUP_HOSTS`] hosts, comma separated, and `+n` for the rest.
+fn group_hosts(hosts: &[String]) -> String {
+    if hosts.is_empty() {
+        return "-".into();
+    }
+    let shown: Vec<String> = hosts
+        .iter()
+        .take(GROUP_HOSTS)
+        .map(|h| cell(Some(h)))
+        .collect();
+    match hosts.len().saturating_sub(GROUP_HOSTS) {
+        0 => shown.join(","),
+        more => format!("{} +{more}", shown.join(",")),
+    }
+}
+
+/// `finwait leaks --groups`: per host and process (`by` process, the default), or per
+/// service across hosts.
+pub fn groups(page: &GroupsPage, scope: &str, by: GroupBy) -> String {
     if page.groups.is_empty() {
         return format!("no leaks found {scope}\n");
     }
-    let mut t = Table::new(&[
-        ("HOST", L),
-        ("PID", R),
-        ("COMM", L),
+    let who: &[(&str, Align)] = match by {
+        GroupBy::Process => &[("HOST", L), ("PID", R), ("COMM", L), ("SERVICE", L)],
+        GroupBy::Service => &[("SERVICE", L), ("HOSTS", L)],
+    };
+    let mut cols = who.to_vec();
+    cols.extend([
         ("KIND", L),
         ("COUNT", R),
         ("OPEN", R),
@@ -193,13 +265,22 @@ pub fn groups(page: &GroupsPage, scope: &str) -> String {
         ("NEWEST", L),
         ("ENDED", L),
         ("PEERS", L),
-        ("CMDLINE", L),
     ]);
+    if by == GroupBy::Process {
+        cols.push(("CMDLINE", L));
+    }
+    let mut t = Table::new(&cols);
     for g in &page.groups {
-        let row = vec![
-            cell(g.host.as_deref()),
-            num(g.pid),
-            cell(g.comm.as_deref()),
+        let mut row = match by {
+            GroupBy::Process => vec![
+                cell(g.host.as_deref()),
+                num(g.pid),
+                cell(g.comm.as_deref()),
+                cell(g.service.as_deref()),
+            ],
+            GroupBy::Service => vec![cell(g.service.as_deref()), group_hosts(&g.hosts)],
+        };
+        row.extend([
             g.kind.to_string(),
             g.count.to_string(),
             g.open.to_string(),
@@ -212,8 +293,10 @@ pub fn groups(page: &GroupsPage, scope: &str) -> String {
             format::time(g.newest),
             format::time_or(g.ended, "open"),
             peers(g),
-            cmdline(g.cmdline.as_deref()),
-        ];
+        ]);
+        if by == GroupBy::Process {
+            row.push(cmdline(g.cmdline.as_deref()));
+        }
         match g.hint.trim() {
             "" => t.row(row),
             hint => t.row_with_note(row, format!("hint: {}", format::one_line(hint))),
@@ -252,6 +335,7 @@ pub fn sockets(page: &SocketsPage, filters: &str) -> String {
         ("PID", R),
         ("FD", R),
         ("COMM", L),
+        ("SERVICE", L),
     ];
     if with_netns {
         cols.insert(0, ("NETNS", L));
@@ -271,6 +355,7 @@ pub fn sockets(page: &SocketsPage, filters: &str) -> String {
             num(s.pid),
             num(s.fd),
             comm(s),
+            service(s.service.as_deref(), s.container.as_deref()),
             cmdline(s.cmdline.as_deref()),
         ];
         if with_netns {
@@ -292,13 +377,20 @@ fn process(s: &Socket) -> String {
     }
 }
 
-fn side_cells(s: Option<&Socket>) -> [String; 4] {
+fn side_cells(s: Option<&Socket>) -> [String; 5] {
     match s {
-        None => ["(not seen)".into(), "-".into(), "-".into(), "-".into()],
+        None => [
+            "(not seen)".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ],
         Some(s) => [
             cell(Some(&s.host)),
             s.state.to_string(),
             process(s),
+            service(s.service.as_deref(), s.container.as_deref()),
             format_age(s.age_s),
         ],
     }
@@ -315,11 +407,13 @@ pub fn who(page: &WhoPage) -> String {
         ("HOST", L),
         ("STATE", L),
         ("PROCESS", L),
+        ("SERVICE", L),
         ("AGE", R),
         ("OTHER END", L),
         ("PEER HOST", L),
         ("PEER STATE", L),
         ("PEER PROCESS", L),
+        ("PEER SERVICE", L),
         ("PEER AGE", R),
     ]);
     for c in &page.connections {

@@ -1,9 +1,10 @@
 //! Rendering from answers shaped exactly like the API contract.
 
-use finwait_vocab::answer::{Connection, Host, LeakGroup, PeerCount, Point};
+use finwait_vocab::answer::{Connection, Coverage, Host, LeakGroup, PeerCount, Point};
 use finwait_vocab::{Confidence, LeakKind, TimerKind};
 
 use super::*;
+use crate::cli::GroupBy;
 use crate::fixtures::{host, json, owned, owner, side, socket, t};
 
 fn parse<T: serde::de::DeserializeOwned>(json: &str) -> T {
@@ -61,6 +62,7 @@ fn leaks_page() -> LeaksPage {
         comm: Some("srv".into()),
         cmdline: Some("/usr/bin/srv --port 8080".into()),
         fd: Some(7),
+        service: Some("srv.service".into()),
         age_s: 192,
         ..side(
             "app-1",
@@ -74,6 +76,8 @@ fn leaks_page() -> LeaksPage {
         comm: Some("curl".into()),
         cmdline: Some("curl".into()),
         fd: Some(3),
+        service: Some("pod/1f2e".into()),
+        container: Some("3f2a9c1b2d4e".into()),
         since: t("2026-11-23T03:00:01Z"),
         age_s: 60,
         until: Some(t("2026-11-23T03:01:01Z")),
@@ -85,6 +89,8 @@ fn leaks_page() -> LeaksPage {
         )
     };
     let stuck = Side {
+        service: Some("docker/3f2a9c1b2d4e".into()),
+        container: Some("3f2a9c1b2d4e".into()),
         since: t("2026-11-22T23:00:00Z"),
         age_s: 7500,
         until: Some(t("2026-11-23T01:05:00Z")),
@@ -140,7 +146,18 @@ fn leaks_table_aligns_columns_and_carries_hints() {
     assert_eq!(
         texts(head),
         [
-            "KIND", "CONF", "HOST", "PID", "COMM", "LOCAL", "REMOTE", "AGE", "PEER", "UNTIL"
+            "KIND",
+            "CONF",
+            "HOST",
+            "PID",
+            "COMM",
+            "SERVICE",
+            "LOCAL",
+            "REMOTE",
+            "AGE",
+            "PEER",
+            "PEER SERVICE",
+            "UNTIL"
         ]
     );
     assert_eq!(
@@ -151,14 +168,17 @@ fn leaks_table_aligns_columns_and_carries_hints() {
             "app-1",
             "4242",
             "srv",
+            "srv.service",
             "10.77.0.10:8080",
             "10.77.0.11:40000",
             "3m12s",
             "client-1 FIN_WAIT2 (gone)",
+            "pod/1f2e (3f2a9c1b2d4e)",
             "open"
         ]
     );
-    // No process and no peer: dashes, not blanks that would shift the columns.
+    // No process and no peer: dashes, not blanks that would shift the columns; a
+    // container id already in the service's name is not repeated.
     assert_eq!(
         texts(second),
         [
@@ -167,14 +187,16 @@ fn leaks_table_aligns_columns_and_carries_hints() {
             "db-2",
             "-",
             "-",
+            "docker/3f2a9c1b2d4e",
             "[2001:db8::2]:5432",
             "[2001:db8::99]:51000",
             "2h05m",
             "-",
+            "-",
             "2026-11-23 01:05:00Z"
         ]
     );
-    let aligns = [L, L, L, R, L, L, L, R, L, L];
+    let aligns = [L, L, L, R, L, L, L, L, R, L, L, L];
     assert_aligned(head, first, &aligns);
     assert_aligned(head, second, &aligns);
     assert_eq!(
@@ -260,8 +282,15 @@ fn groups_show_counts_growth_peers_and_ended() {
                 count: 40,
                 open: 38,
                 newest: t("2026-11-23T03:00:00Z"),
+                service: Some("srv.service".into()),
                 growth_per_hour: 3.5,
-                peers: vec![peer_count("b", 2), peer_count("c", 1)],
+                peers: vec![
+                    PeerCount {
+                        service: Some("web.service".into()),
+                        ..peer_count("b", 2)
+                    },
+                    peer_count("c", 1),
+                ],
                 hint: "fix the close path".into(),
                 ..group("app-1", LeakKind::CloseWait)
             },
@@ -272,10 +301,18 @@ fn groups_show_counts_growth_peers_and_ended() {
         ],
         next_page_token: None,
     };
-    let out = groups(&through_json(&page), "since 24h ago");
+    let out = groups(&through_json(&page), "since 24h ago", GroupBy::Process);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 4, "{out}");
-    assert!(lines[1].contains("b(2) c(1)"), "{out}");
+    assert_eq!(
+        texts(lines[0]),
+        [
+            "HOST", "PID", "COMM", "SERVICE", "KIND", "COUNT", "OPEN", "GROWTH/H", "OLDEST",
+            "NEWEST", "ENDED", "PEERS", "CMDLINE"
+        ]
+    );
+    assert_eq!(col(lines[1], "srv.service"), col(lines[0], "SERVICE"));
+    assert!(lines[1].contains("web.service@b(2) c(1)"), "{out}");
     assert!(lines[1].contains("3.5"), "{out}");
     assert!(lines[1].contains("open"), "{out}");
     assert!(lines[1].ends_with('…'), "cmdline truncated: {out}");
@@ -287,6 +324,45 @@ fn groups_show_counts_growth_peers_and_ended() {
         col(lines[0], "KIND"),
         "{out}"
     );
+}
+
+#[test]
+fn groups_by_service_name_the_service_and_its_hosts() {
+    let page = GroupsPage {
+        groups: vec![
+            LeakGroup {
+                host: None,
+                hosts: ["a", "b", "c", "d", "e"].map(String::from).to_vec(),
+                service: Some("billing.service".into()),
+                count: 7,
+                open: 7,
+                ..group("-", LeakKind::CloseWait)
+            },
+            LeakGroup {
+                host: None,
+                hosts: vec!["a".into()],
+                ..group("-", LeakKind::LastAckStuck)
+            },
+        ],
+        next_page_token: None,
+    };
+    let out = groups(&through_json(&page), "since 24h ago", GroupBy::Service);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        texts(lines[0]),
+        [
+            "SERVICE", "HOSTS", "KIND", "COUNT", "OPEN", "GROWTH/H", "OLDEST", "NEWEST", "ENDED",
+            "PEERS"
+        ]
+    );
+    assert_eq!(
+        texts(lines[1])[..4],
+        ["billing.service", "a,b,c +2", "close_wait", "7"]
+    );
+    assert_eq!(texts(lines[2])[..3], ["-", "a", "last_ack_stuck"]);
+    let aligns = [L, L, L, R, R, R, L, L, L, L];
+    assert_aligned(lines[0], lines[1], &aligns);
+    assert_aligned(lines[0], lines[2], &aligns);
 }
 
 /// A CLOSE_WAIT held by two processes, whose command line carries NULs.
@@ -301,6 +377,7 @@ fn socket_a() -> Socket {
         vec![owner(123, 7, "srv", "srv"), owner(124, 7, "srv", "srv")],
     );
     s.cmdline = Some("srv\0--port\08080".into());
+    s.service = Some("srv.service".into());
     s.age_s = 12;
     s
 }
@@ -336,6 +413,11 @@ fn sockets_show_owners_namespaces_timers_and_safe_cmdlines() {
         "two namespaces, so a NETNS column: {out}"
     );
     assert!(lines[2].contains("srv (+1)"), "{out}");
+    assert_eq!(
+        col(lines[2], "srv.service"),
+        col(lines[1], "SERVICE"),
+        "{out}"
+    );
     assert!(
         lines[2].ends_with("srv --port 8080"),
         "NULs become spaces: {out}"
@@ -371,6 +453,8 @@ fn sockets_in_one_namespace_have_no_netns_column_and_empty_says_so() {
 fn who_puts_both_ends_side_by_side_and_marks_unseen_ones() {
     let peer = Socket {
         host: "b".into(),
+        service: Some("pod/1f2e".into()),
+        container: Some("3f2a9c1b2d4e".into()),
         state: TcpState::FinWait2,
         local: "10.77.0.11:40000".into(),
         remote: "10.77.0.10:8080".into(),
@@ -399,10 +483,32 @@ fn who_puts_both_ends_side_by_side_and_marks_unseen_ones() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "10.77.0.10:8080 as of now: this end | other end");
     let head = lines[1];
-    let aligns = [L, L, L, R, L, L, L, L, R];
-    let this_end = ["a", "CLOSE_WAIT", "123/srv", "12s"];
-    let other_end = ["b", "FIN_WAIT2", "123/srv", "12s"];
-    let unseen = ["(not seen)", "-", "-", "-"];
+    assert_eq!(
+        texts(head),
+        [
+            "HOST",
+            "STATE",
+            "PROCESS",
+            "SERVICE",
+            "AGE",
+            "OTHER END",
+            "PEER HOST",
+            "PEER STATE",
+            "PEER PROCESS",
+            "PEER SERVICE",
+            "PEER AGE"
+        ]
+    );
+    let aligns = [L, L, L, L, R, L, L, L, L, L, R];
+    let this_end = ["a", "CLOSE_WAIT", "123/srv", "srv.service", "12s"];
+    let other_end = [
+        "b",
+        "FIN_WAIT2",
+        "123/srv",
+        "pod/1f2e (3f2a9c1b2d4e)",
+        "12s",
+    ];
+    let unseen = ["(not seen)", "-", "-", "-", "-"];
     let other = ["10.77.0.11:40000"];
     for (line, expected) in [
         (lines[2], [&this_end[..], &other, &other_end].concat()),
@@ -475,11 +581,32 @@ fn host_with(name: &str, last_seen: Option<&str>, states: &[(TcpState, i64)]) ->
     }
 }
 
+fn coverage(problems: &[&str]) -> Coverage {
+    Coverage {
+        at: t("2026-11-23T03:12:05Z"),
+        complete: problems.is_empty(),
+        problems: problems.iter().map(|p| p.to_string()).collect(),
+        source: "netlink".into(),
+        processes_scanned: 200,
+        processes_unreadable: 0,
+        processes_vanished: 0,
+        sockets_without_owner: 0,
+        namespaces_read: 1,
+        namespaces_skipped: vec![],
+        capabilities_missing: vec![],
+        agent_uid: Some(0),
+        dump_ms: 1.5,
+        owner_scan_ms: 4.0,
+        batches_dropped: 0,
+    }
+}
+
 #[test]
-fn hosts_show_states_and_pressure() {
+fn hosts_show_states_coverage_and_pressure() {
     let page = HostsPage {
         hosts: vec![
             Host {
+                coverage: Some(coverage(&[])),
                 time_wait_pressure: Some(TimeWaitPressure {
                     host: "a".into(),
                     local_addr: "10.0.0.1".into(),
@@ -504,15 +631,20 @@ fn hosts_show_states_and_pressure() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines[0],
-        "HOST  LAST SEEN               AGO  AGENT  ESTABLISHED  CLOSE_WAIT  TIME_WAIT PRESSURE"
+        "HOST  LAST SEEN               AGO  AGENT  COVERAGE  ESTABLISHED  CLOSE_WAIT  TIME_WAIT PRESSURE"
     );
     assert_eq!(
         lines[1],
-        "a     2026-11-23 03:12:05Z  3m12s  0.1.0            3           2  71% of ports: 20000 TIME_WAIT 10.0.0.1 -> 10.0.0.2:5432"
+        "a     2026-11-23 03:12:05Z  3m12s  0.1.0  ok                  3           2  71% of ports: 20000 TIME_WAIT 10.0.0.1 -> 10.0.0.2:5432"
     );
     assert_eq!(
         lines[2],
-        "b     never                     -  0.1.0            0           0  -"
+        "b     never                     -  0.1.0  n/a                 0           0  -"
+    );
+    assert_eq!(
+        lines.len(),
+        3,
+        "complete or unknown coverage has no notes: {out}"
     );
     let empty = HostsPage {
         hosts: vec![],
@@ -522,4 +654,40 @@ fn hosts_show_states_and_pressure() {
         hosts(&empty, now),
         "no hosts have reported to this collector yet\n"
     );
+}
+
+#[test]
+fn partial_coverage_lists_its_problems_under_the_host() {
+    let missed = [
+        "3 processes' descriptors could not be read, so their sockets show no owner: the \
+         agent (uid 1000) lacks CAP_SYS_PTRACE",
+        "1 network namespaces were not read\n(first: permission denied)",
+    ];
+    let page = HostsPage {
+        hosts: vec![
+            Host {
+                coverage: Some(coverage(&missed)),
+                ..host_with("a", Some("2026-11-23T03:12:05Z"), &[])
+            },
+            Host {
+                coverage: Some(coverage(&[])),
+                ..host_with("b", Some("2026-11-23T03:12:05Z"), &[])
+            },
+        ],
+        next_page_token: None,
+    };
+    let out = hosts(&through_json(&page), t("2026-11-23T03:15:17Z"));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(texts(lines[1])[4], "partial", "{out}");
+    assert_eq!(col(lines[1], "partial"), col(lines[0], "COVERAGE"));
+    assert_eq!(lines[2], format!("  coverage: {}", missed[0]));
+    assert_eq!(
+        lines[3], "  coverage: 1 network namespaces were not read (first: permission denied)",
+        "one line each: {out}"
+    );
+    assert_eq!(
+        texts(lines[4])[..5],
+        ["b", "2026-11-23 03:12:05Z", "3m12s", "0.1.0", "ok"]
+    );
+    assert_eq!(lines.len(), 5, "{out}");
 }
