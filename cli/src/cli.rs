@@ -1,13 +1,19 @@
 //! Flags and subcommands (clap derive), and the checks on argument values: durations,
-//! instants, endpoints and state names are refused here, before any request, with a
-//! message that names the flag.
+//! instants, endpoints, state names and verdict words are refused here, before any
+//! request, with a message that names the flag. The words and the duration and instant
+//! grammar are finwait-vocab's, so a flag accepts exactly what the collector does.
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::builder::NonEmptyStringValueParser;
+use clap::builder::{
+    NonEmptyStringValueParser, PossibleValue, StringValueParser, TypedValueParser,
+};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use finwait_vocab::time::{DURATION_HELP, INSTANT_HELP, InstantSpec};
+use finwait_vocab::{Confidence, LeakKind, TcpState};
 
 use crate::url::ServerUrl;
 
@@ -88,50 +94,73 @@ pub enum Command {
     Explain(ExplainArgs),
 }
 
-/// A leak kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LeakKind {
-    /// A CLOSE_WAIT its process never closed.
-    #[value(name = "close_wait", alias = "close-wait")]
-    CloseWait,
-    /// A FIN_WAIT2 held half-closed, waiting for a peer that never closes.
-    #[value(name = "half_closed_wait", alias = "half-closed-wait")]
-    HalfClosedWait,
-    /// A LAST_ACK whose final ACK never comes.
-    #[value(name = "last_ack_stuck", alias = "last-ack-stuck")]
-    LastAckStuck,
+/// A value parser for one of the vocabulary's word sets: any spelling the vocabulary
+/// accepts, with its canonical words listed in `--help`.
+#[derive(Clone, Copy)]
+pub struct Words<T> {
+    parse: fn(&str) -> Result<T, String>,
+    names: fn() -> Vec<&'static str>,
 }
 
-impl LeakKind {
-    /// The API's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LeakKind::CloseWait => "close_wait",
-            LeakKind::HalfClosedWait => "half_closed_wait",
-            LeakKind::LastAckStuck => "last_ack_stuck",
-        }
+impl<T: Clone + Send + Sync + 'static> TypedValueParser for Words<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let parse = self.parse;
+        StringValueParser::new()
+            .try_map(move |s| parse(&s))
+            .parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new((self.names)().into_iter().map(PossibleValue::new)))
     }
 }
 
-/// How sure the peer match is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Confidence {
-    /// Reversed 4-tuple.
-    Exact,
-    /// Through NAT, by the client endpoint.
-    Nat,
-    /// No peer seen.
-    #[value(name = "one_sided", alias = "one-sided")]
-    OneSided,
+/// `--state`: any spelling of a TCP state.
+pub fn state_words() -> Words<TcpState> {
+    Words {
+        parse: parse_state,
+        names: || TcpState::ALL.map(TcpState::name).to_vec(),
+    }
 }
 
-impl Confidence {
-    /// The API's name.
+/// `--kind`: a leak kind.
+pub fn kind_words() -> Words<LeakKind> {
+    Words {
+        parse: str::parse,
+        names: || LeakKind::ALL.iter().map(|k| k.name()).collect(),
+    }
+}
+
+/// `--confidence`: a confidence of the peer match.
+pub fn confidence_words() -> Words<Confidence> {
+    Words {
+        parse: str::parse,
+        names: || Confidence::ALL.iter().map(|c| c.name()).collect(),
+    }
+}
+
+/// How `leaks --groups` sums leaks up (`by` of `/api/v1/leaks/groups`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GroupBy {
+    /// One row per host, process and kind (the collector's default).
+    Process,
+    /// One row per service and kind, across hosts.
+    Service,
+}
+
+impl GroupBy {
+    /// The API's word.
     pub fn as_str(self) -> &'static str {
         match self {
-            Confidence::Exact => "exact",
-            Confidence::Nat => "nat",
-            Confidence::OneSided => "one_sided",
+            GroupBy::Process => "process",
+            GroupBy::Service => "service",
         }
     }
 }
@@ -153,28 +182,23 @@ pub struct LeaksArgs {
     /// Only holders whose process has this command name.
     #[arg(long, value_name = "COMM", value_parser = NonEmptyStringValueParser::new())]
     pub process: Option<String>,
-    /// Only this kind of leak.
-    #[arg(
-        long,
-        value_enum,
-        ignore_case = true,
-        value_name = "K",
-        conflicts_with = "groups"
-    )]
+    /// Only holders of this service, as the SERVICE column shows it (nginx.service,
+    /// pod/<uid>, docker/<id>).
+    #[arg(long, value_name = "S", value_parser = NonEmptyStringValueParser::new())]
+    pub service: Option<String>,
+    /// Only this kind of leak (any case, - or _ between words).
+    #[arg(long, value_name = "K", value_parser = kind_words(), conflicts_with = "groups")]
     pub kind: Option<LeakKind>,
-    /// Only this confidence of peer match.
-    #[arg(
-        long,
-        value_enum,
-        ignore_case = true,
-        value_name = "C",
-        conflicts_with = "groups"
-    )]
+    /// Only this confidence of peer match (any case, - or _ between words).
+    #[arg(long, value_name = "C", value_parser = confidence_words(), conflicts_with = "groups")]
     pub confidence: Option<Confidence>,
     /// One row per leaking process and kind (count, growth per hour, peer hosts) instead of
     /// one per connection (/api/v1/leaks/groups).
     #[arg(long)]
     pub groups: bool,
+    /// With --groups: one row per process on a host, or per service across hosts.
+    #[arg(long, value_enum, value_name = "BY", requires = "groups")]
+    pub by: Option<GroupBy>,
 }
 
 /// `finwait who`.
@@ -194,9 +218,10 @@ pub struct SocketsArgs {
     /// The host (as `finwait hosts` lists it).
     #[arg(long, value_name = "H", value_parser = NonEmptyStringValueParser::new())]
     pub host: String,
-    /// Only sockets in this TCP state (any case; - or _ between words).
-    #[arg(long, value_name = "S", value_parser = parse_state)]
-    pub state: Option<&'static str>,
+    /// Only sockets in this TCP state: any spelling `ss` accepts (close-wait, estab,
+    /// FIN_WAIT2, closed, …), in any case.
+    #[arg(long, value_name = "S", value_parser = state_words())]
+    pub state: Option<TcpState>,
     /// Only sockets with this local or remote port.
     #[arg(long, value_name = "P")]
     pub port: Option<u16>,
@@ -206,6 +231,9 @@ pub struct SocketsArgs {
     /// Only sockets owned by a process with this command name.
     #[arg(long, value_name = "COMM", value_parser = NonEmptyStringValueParser::new())]
     pub process: Option<String>,
+    /// Only sockets of this service (their holder's, else their namespace's container's).
+    #[arg(long, value_name = "S", value_parser = NonEmptyStringValueParser::new())]
+    pub service: Option<String>,
     /// The table as it was at this instant: RFC 3339, or a duration meaning that long ago.
     #[arg(long, value_name = "T", value_parser = parse_instant)]
     pub at: Option<String>,
@@ -231,49 +259,25 @@ pub struct TimelineArgs {
 /// `finwait explain`.
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
-    /// A TCP state (CLOSE_WAIT, fin-wait-2, …), a leak kind (close_wait,
-    /// half_closed_wait, last_ack_stuck, time_wait_pressure) or a confidence (exact, nat,
-    /// one_sided).
+    /// A TCP state in any spelling `ss` accepts (CLOSE_WAIT, fin-wait-2, estab, …), a
+    /// leak kind or confidence (close_wait, nat, …), or time_wait_pressure; an unknown
+    /// name lists the known ones.
     #[arg(value_name = "STATE|VERDICT")]
     pub name: String,
 }
 
-/// Seconds in a duration written `90`, `90s`, `15m`, `2h` or `1d` (decimals allowed), as
-/// the collector reads it; `None` for anything else.
-pub fn duration_seconds(text: &str) -> Option<f64> {
-    let t = text.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, 's')) => (&t[..i], 1.0),
-        Some((i, 'm')) => (&t[..i], 60.0),
-        Some((i, 'h')) => (&t[..i], 3_600.0),
-        Some((i, 'd')) => (&t[..i], 86_400.0),
-        _ => (t, 1.0),
-    };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let ok = match num.split_once('.') {
-        None => digits(num),
-        Some((whole, frac)) => digits(whole) && digits(frac),
-    };
-    ok.then(|| num.parse::<f64>().ok())
-        .flatten()
-        .map(|n| n * mult)
-        .filter(|s| s.is_finite())
-}
-
-/// A duration flag: checked, passed on as written.
+/// A duration flag: checked with the collector's grammar, passed on as written.
 pub fn parse_duration(text: &str) -> Result<String, String> {
-    match duration_seconds(text) {
+    match finwait_vocab::time::parse_duration(text) {
         Some(_) => Ok(text.trim().to_string()),
-        None => Err(format!(
-            "{text:?} is not a duration like 90, 90s, 15m, 2h or 1d"
-        )),
+        None => Err(format!("{text:?} is not {DURATION_HELP}")),
     }
 }
 
 /// `--timeout`: a duration above zero.
 pub fn parse_timeout(text: &str) -> Result<Timeout, String> {
-    let secs = duration_seconds(text)
-        .ok_or_else(|| format!("{text:?} is not a duration like 10, 10s or 2m"))?;
+    let secs = finwait_vocab::time::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not {DURATION_HELP}"))?;
     if secs <= 0.0 {
         return Err("must be more than 0".into());
     }
@@ -291,12 +295,9 @@ pub fn parse_timeout(text: &str) -> Result<Timeout, String> {
 /// so that "2h" is measured from the server's clock.
 pub fn parse_instant(text: &str) -> Result<String, String> {
     let t = text.trim();
-    if chrono::DateTime::parse_from_rfc3339(t).is_ok() || duration_seconds(t).is_some() {
-        Ok(t.to_string())
-    } else {
-        Err(format!(
-            "{text:?} is neither an RFC 3339 time (2026-11-23T03:12:00Z) nor a duration ago (2h)"
-        ))
+    match InstantSpec::parse(t) {
+        Some(_) => Ok(t.to_string()),
+        None => Err(format!("{text:?} is not {INSTANT_HELP}")),
     }
 }
 
@@ -312,14 +313,10 @@ pub fn parse_endpoint(text: &str) -> Result<SocketAddr, String> {
     })
 }
 
-/// A TCP state name in any spelling, as its canonical name.
-pub fn parse_state(text: &str) -> Result<&'static str, String> {
-    crate::explain::state_name(text).ok_or_else(|| {
-        format!(
-            "{text:?} is not a TCP state; one of {}",
-            crate::explain::STATE_NAMES.join(", ")
-        )
-    })
+/// A TCP state in any spelling (`TcpState::parse`: canonical names, `ss` filter and
+/// column words, any case, `-`, `_` or nothing between words).
+pub fn parse_state(text: &str) -> Result<TcpState, String> {
+    text.parse()
 }
 
 /// `--server`.
@@ -383,17 +380,15 @@ mod tests {
 
     #[test]
     fn durations_follow_the_collectors_grammar() {
-        assert_eq!(duration_seconds("90"), Some(90.0));
-        assert_eq!(duration_seconds("90s"), Some(90.0));
-        assert_eq!(duration_seconds("15m"), Some(900.0));
-        assert_eq!(duration_seconds("1.5h"), Some(5_400.0));
-        assert_eq!(duration_seconds(" 1d "), Some(86_400.0));
-        for bad in [
-            "", "s", "-5", "5 m", "1e3", "inf", "NaN", "2w", "1.", ".5", "1h30m",
-        ] {
-            assert_eq!(duration_seconds(bad), None, "{bad:?}");
+        assert_eq!(parse_duration(" 1.5h "), Ok("1.5h".into()));
+        for bad in ["", "s", "-5", "5 m", "1e3", "2w", "1h30m"] {
+            assert!(
+                parse_duration(bad).is_err_and(|e| e.contains(DURATION_HELP)),
+                "{bad:?}"
+            );
         }
         assert!(parse_timeout("0").is_err());
+        assert_eq!(parse_timeout("90").map(|t| t.shown), Ok("90s".into()));
         assert_eq!(
             parse_timeout("2m").map(|t| t.duration),
             Ok(Duration::from_secs(120))
@@ -407,8 +402,12 @@ mod tests {
             parse_instant("2026-11-23T03:12:00+01:00"),
             Ok("2026-11-23T03:12:00+01:00".into())
         );
-        assert!(parse_instant("yesterday").is_err());
+        assert!(parse_instant("yesterday").is_err_and(|e| e.contains(INSTANT_HELP)));
         assert!(parse_instant("2026-11-23 03:12").is_err());
+        assert!(
+            parse_instant("4000d").is_err(),
+            "further back than the collector reads"
+        );
     }
 
     #[test]
@@ -429,9 +428,55 @@ mod tests {
 
     #[test]
     fn states_are_normalised() {
-        assert_eq!(parse_state("close-wait"), Ok("CLOSE_WAIT"));
-        assert_eq!(parse_state("fin_wait_2"), Ok("FIN_WAIT2"));
-        assert!(parse_state("closed").is_err_and(|e| e.contains("ESTABLISHED")));
+        assert_eq!(parse_state("close-wait"), Ok(TcpState::CloseWait));
+        assert_eq!(parse_state("fin_wait_2"), Ok(TcpState::FinWait2));
+        assert_eq!(parse_state("closed"), Ok(TcpState::Close));
+        assert_eq!(parse_state("estab"), Ok(TcpState::Established));
+        assert!(parse_state("half-open").is_err_and(|e| e.contains("ESTABLISHED")));
+    }
+
+    #[test]
+    fn every_spelling_is_one_state_for_flags_and_explain() {
+        for (state, spellings) in finwait_vocab::state::SPELLINGS {
+            for word in spellings
+                .iter()
+                .copied()
+                .chain([state.name(), state.ss_column()])
+            {
+                assert_eq!(parse_state(word), Ok(state), "--state {word}");
+                let entries =
+                    crate::explain::lookup(word).unwrap_or_else(|e| panic!("explain {word}: {e}"));
+                let states: Vec<TcpState> = entries
+                    .iter()
+                    .filter_map(|e| match e.topic {
+                        crate::explain::Topic::State(s) => Some(s),
+                        _ => None,
+                    })
+                    .collect();
+                assert_eq!(states, [state], "explain {word}");
+            }
+        }
+    }
+
+    #[test]
+    fn verdict_flags_take_any_spelling_and_list_the_words() {
+        let c = match parse(&["leaks", "--kind", "Half-Closed-Wait", "--confidence", "NAT"]) {
+            Ok(c) => c,
+            Err(_) => panic!("valid flags refused"),
+        };
+        let Command::Leaks(l) = c.command else {
+            panic!("leaks expected")
+        };
+        assert_eq!(l.kind, Some(LeakKind::HalfClosedWait));
+        assert_eq!(l.confidence, Some(Confidence::Nat));
+        let m = usage_error(&["leaks", "--kind", "leaky"]);
+        assert!(m.contains("--kind") && m.contains("last_ack_stuck"), "{m}");
+        let Err(ParseFailure::Info(help)) = parse(&["leaks", "--help"]) else {
+            panic!("help expected")
+        };
+        let help = help.render().to_string();
+        assert!(help.contains("half_closed_wait"), "{help}");
+        assert!(help.contains("one_sided"), "{help}");
     }
 
     #[test]
@@ -451,7 +496,7 @@ mod tests {
 
     #[test]
     fn bad_flags_are_one_line_that_names_the_flag() {
-        let cases: [(&[&str], &str); 8] = [
+        let cases: [(&[&str], &str); 10] = [
             (&["leaks", "--since", "yesterday"], "--since"),
             (&["leaks", "--min-age", "5w"], "--min-age"),
             (&["--limit", "0", "hosts"], "--limit"),
@@ -459,6 +504,8 @@ mod tests {
             (&["sockets"], "--host"),
             (&["sockets", "--host", "a", "--state", "bogus"], "--state"),
             (&["leaks", "--groups", "--kind", "close_wait"], "--kind"),
+            (&["leaks", "--by", "service"], "--groups"),
+            (&["leaks", "--groups", "--by", "pod"], "--by"),
             (&["--server", "ftp://x", "hosts"], "--server"),
         ];
         for (args, flag) in cases {

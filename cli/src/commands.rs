@@ -5,10 +5,14 @@ use std::io::Write;
 
 use chrono::Utc;
 
-use crate::api::{GroupsPage, HostsPage, LeaksPage, Page, SocketsPage, TimelinePage, WhoPage};
-use crate::cli::{Cli, Command, Global, LeaksArgs, SocketsArgs, TimelineArgs, WhoArgs};
+use finwait_vocab::answer::{GroupsPage, HostsPage, LeaksPage, SocketsPage, TimelinePage, WhoPage};
+use finwait_vocab::time::InstantSpec;
+use finwait_vocab::{Confidence, LeakKind};
+
+use crate::cli::{Cli, Command, Global, GroupBy, LeaksArgs, SocketsArgs, TimelineArgs, WhoArgs};
 use crate::client::{Client, ClientOptions, Token};
 use crate::error::Error;
+use crate::paging::Page;
 use crate::url::Query;
 use crate::{explain, format, paging, render};
 
@@ -35,8 +39,9 @@ pub async fn run(cli: Cli, env_token: Option<String>, out: &mut dyn Write) -> Re
         }
         Command::Leaks(a) if a.groups => {
             let scope = leak_scope(a);
+            let by = a.by.unwrap_or(GroupBy::Process);
             show::<GroupsPage>(&client, g, leaks_query(a), out, |p| {
-                render::groups(p, &scope)
+                render::groups(p, &scope, by)
             })
             .await
         }
@@ -102,16 +107,18 @@ fn write(out: &mut dyn Write, bytes: &[u8]) -> Result<(), Error> {
         .map_err(Error::Output)
 }
 
-/// `/api/v1/leaks` and `/api/v1/leaks/groups` (which takes no kind or confidence; clap
-/// refuses them together with `--groups`).
+/// `/api/v1/leaks` and `/api/v1/leaks/groups` (which takes no kind or confidence, and
+/// the only one to take `by`; clap refuses the wrong ones with `--groups` or without).
 pub fn leaks_query(a: &LeaksArgs) -> Query {
     let mut q = Query::new();
     q.push_opt("since", a.since.as_deref());
     q.push_opt("min_age", a.min_age.as_deref());
     q.push_opt("host", a.host.as_deref());
     q.push_opt("process", a.process.as_deref());
-    q.push_opt("kind", a.kind.map(|k| k.as_str()));
-    q.push_opt("confidence", a.confidence.map(|c| c.as_str()));
+    q.push_opt("service", a.service.as_deref());
+    q.push_opt("kind", a.kind.map(LeakKind::name));
+    q.push_opt("confidence", a.confidence.map(Confidence::name));
+    q.push_opt("by", a.by.map(GroupBy::as_str));
     q
 }
 
@@ -119,8 +126,11 @@ pub fn leaks_query(a: &LeaksArgs) -> Query {
 pub fn leak_scope(a: &LeaksArgs) -> String {
     let mut s = match a.since.as_deref() {
         None => "since 24h ago".to_string(),
-        Some(t) if crate::cli::duration_seconds(t).is_some() => format!("since {t} ago"),
-        Some(t) => format!("since {}", format::time(t)),
+        Some(t) => match InstantSpec::parse(t) {
+            Some(InstantSpec::At(at)) => format!("since {}", format::time(at)),
+            // Checked by clap already; shown as written either way.
+            Some(InstantSpec::Ago(_)) | None => format!("since {t} ago"),
+        },
     };
     if let Some(h) = &a.host {
         s.push_str(&format!(" on host {h}"));
@@ -128,11 +138,14 @@ pub fn leak_scope(a: &LeaksArgs) -> String {
     if let Some(p) = &a.process {
         s.push_str(&format!(" for process {p}"));
     }
+    if let Some(v) = &a.service {
+        s.push_str(&format!(" of service {v}"));
+    }
     if let Some(k) = a.kind {
-        s.push_str(&format!(" of kind {}", k.as_str()));
+        s.push_str(&format!(" of kind {k}"));
     }
     if let Some(c) = a.confidence {
-        s.push_str(&format!(" with confidence {}", c.as_str()));
+        s.push_str(&format!(" with confidence {c}"));
     }
     if let Some(m) = &a.min_age {
         s.push_str(&format!(" held at least {m}"));
@@ -156,6 +169,7 @@ pub fn sockets_query(a: &SocketsArgs) -> Query {
     q.push_opt("port", a.port);
     q.push_opt("pid", a.pid);
     q.push_opt("process", a.process.as_deref());
+    q.push_opt("service", a.service.as_deref());
     q.push_opt("at", a.at.as_deref());
     q
 }
@@ -174,6 +188,9 @@ fn socket_filters(a: &SocketsArgs) -> String {
     }
     if let Some(c) = &a.process {
         s.push_str(&format!(" owned by {c}"));
+    }
+    if let Some(v) = &a.service {
+        s.push_str(&format!(" of service {v}"));
     }
     s
 }
@@ -219,6 +236,8 @@ mod tests {
             "app 1",
             "--process",
             "java",
+            "--service",
+            "billing.service",
             "--kind",
             "half-closed-wait",
             "--confidence",
@@ -230,12 +249,40 @@ mod tests {
         assert_eq!(
             target("/api/v1/leaks", &leaks_query(a)),
             "/api/v1/leaks?since=2026-11-23T03%3A00%3A00%2B01%3A00&min_age=5m&host=app%201\
-             &process=java&kind=half_closed_wait&confidence=one_sided"
+             &process=java&service=billing.service&kind=half_closed_wait&confidence=one_sided"
         );
         assert_eq!(
             leak_scope(a),
-            "since 2026-11-23 02:00:00Z on host app 1 for process java of kind half_closed_wait \
-             with confidence one_sided held at least 5m"
+            "since 2026-11-23 02:00:00Z on host app 1 for process java of service \
+             billing.service of kind half_closed_wait with confidence one_sided held at least 5m"
+        );
+    }
+
+    #[test]
+    fn groups_send_service_and_by() {
+        let c = cli(&[
+            "leaks",
+            "--groups",
+            "--by",
+            "service",
+            "--service",
+            "pod/1f2e",
+        ]);
+        let Command::Leaks(a) = &c.command else {
+            panic!("leaks expected")
+        };
+        assert_eq!(
+            target("/api/v1/leaks/groups", &leaks_query(a)),
+            "/api/v1/leaks/groups?service=pod%2F1f2e&by=service"
+        );
+        let c = cli(&["leaks", "--groups"]);
+        let Command::Leaks(a) = &c.command else {
+            panic!("leaks expected")
+        };
+        assert_eq!(
+            target("/api/v1/leaks/groups", &leaks_query(a)),
+            "/api/v1/leaks/groups",
+            "the collector's default grouping is not spelled out"
         );
     }
 
@@ -265,6 +312,8 @@ mod tests {
             "12",
             "--process",
             "srv",
+            "--service",
+            "srv.service",
             "--at",
             "1h",
         ]);
@@ -273,11 +322,12 @@ mod tests {
         };
         assert_eq!(
             target("/api/v1/sockets", &sockets_query(a)),
-            "/api/v1/sockets?host=a&state=CLOSE_WAIT&port=8080&pid=12&process=srv&at=1h"
+            "/api/v1/sockets?host=a&state=CLOSE_WAIT&port=8080&pid=12&process=srv\
+             &service=srv.service&at=1h"
         );
         assert_eq!(
             socket_filters(a),
-            " in state CLOSE_WAIT on port 8080 owned by pid 12 owned by srv"
+            " in state CLOSE_WAIT on port 8080 owned by pid 12 owned by srv of service srv.service"
         );
     }
 

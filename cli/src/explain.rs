@@ -1,18 +1,67 @@
 //! `finwait explain`: what a TCP state, a leak verdict or a confidence means, who is at
 //! fault, what fixes it and what does not. Offline: the texts live here, written from
 //! how Linux closes connections (see the product design), including the advice that
-//! is commonly given and wrong.
+//! is commonly given and wrong. The names and their spellings are finwait-vocab's: an
+//! entry is keyed by the vocabulary's value, never by a name of its own.
+
+use finwait_vocab::verdict::TIME_WAIT_PRESSURE;
+use finwait_vocab::{Confidence, LeakKind, TcpState};
 
 use crate::error::Error;
 use crate::format::wrap;
 
+/// What an entry explains, as the shared vocabulary names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    /// A TCP state.
+    State(TcpState),
+    /// A leak verdict's kind.
+    Kind(LeakKind),
+    /// How sure a leak's pairing with its peer is.
+    Confidence(Confidence),
+    /// TIME_WAIT filling the ephemeral port range, reported beside leaks.
+    TimeWaitPressure,
+}
+
+impl Topic {
+    /// The canonical name (`CLOSE_WAIT`, `close_wait`, `nat`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Topic::State(s) => s.name(),
+            Topic::Kind(k) => k.name(),
+            Topic::Confidence(c) => c.name(),
+            Topic::TimeWaitPressure => TIME_WAIT_PRESSURE,
+        }
+    }
+
+    /// What sort of name it is, as the heading shows it.
+    pub fn category(self) -> &'static str {
+        match self {
+            Topic::State(_) => "TCP state",
+            Topic::Kind(_) => "leak verdict",
+            Topic::Confidence(_) => "confidence of the peer match",
+            Topic::TimeWaitPressure => "warning (not a leak)",
+        }
+    }
+
+    /// Every topic `name` spells, states first: `close_wait` is a state and a verdict.
+    pub fn parse(name: &str) -> Vec<Topic> {
+        let mut found = Vec::new();
+        found.extend(TcpState::parse(name).map(Topic::State));
+        found.extend(LeakKind::parse(name).map(Topic::Kind));
+        found.extend(Confidence::parse(name).map(Topic::Confidence));
+        if name.trim().to_ascii_lowercase().replace('-', "_") == TIME_WAIT_PRESSURE {
+            found.push(Topic::TimeWaitPressure);
+        }
+        found
+    }
+}
+
 /// One explained name.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
-    /// The canonical name (`CLOSE_WAIT`, `close_wait`, `nat`).
-    pub name: &'static str,
-    /// `TCP state`, `leak verdict` or `confidence`.
-    pub category: &'static str,
+    /// What it explains.
+    pub topic: Topic,
     /// What it means.
     pub means: &'static str,
     /// Which side is at fault.
@@ -23,59 +72,23 @@ pub struct Entry {
     pub not: &'static str,
 }
 
-/// TCP state names as the collector spells them, in kernel order.
-pub const STATE_NAMES: [&str; 11] = [
-    "ESTABLISHED",
-    "SYN_SENT",
-    "SYN_RECV",
-    "FIN_WAIT1",
-    "FIN_WAIT2",
-    "TIME_WAIT",
-    "CLOSE",
-    "CLOSE_WAIT",
-    "LAST_ACK",
-    "LISTEN",
-    "CLOSING",
-];
-
-/// The canonical name of a TCP state written in any case, with `-`, `_` or neither
-/// between words (`close-wait`, `FIN_WAIT_2`, `finwait2`).
-pub fn state_name(input: &str) -> Option<&'static str> {
-    let squash = |s: &str| -> String {
-        s.chars()
-            .filter(|c| *c != '_' && *c != '-')
-            .map(|c| c.to_ascii_uppercase())
-            .collect()
-    };
-    let wanted = squash(input.trim());
-    STATE_NAMES.into_iter().find(|s| squash(s) == wanted)
-}
-
-/// The canonical name of a verdict or confidence (`one-sided` → `one_sided`).
-fn verdict_name(input: &str) -> Option<&'static str> {
-    let wanted = input.trim().to_ascii_lowercase().replace('-', "_");
-    VERDICTS.iter().map(|e| e.name).find(|n| *n == wanted)
-}
-
 /// Every name `explain` knows, comma separated.
 pub fn known_names() -> String {
     STATES
         .iter()
         .chain(&VERDICTS)
-        .map(|e| e.name)
+        .map(|e| e.topic.name())
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// The entries for `name`: a state, a verdict or both (`close_wait` is both).
+/// The entries for `name` in any spelling the vocabulary accepts: a state, a verdict
+/// or both (`close_wait` is both).
 pub fn lookup(name: &str) -> Result<Vec<&'static Entry>, Error> {
-    let mut found = Vec::new();
-    if let Some(s) = state_name(name) {
-        found.extend(STATES.iter().filter(|e| e.name == s));
-    }
-    if let Some(v) = verdict_name(name) {
-        found.extend(VERDICTS.iter().filter(|e| e.name == v));
-    }
+    let found: Vec<&'static Entry> = Topic::parse(name)
+        .into_iter()
+        .filter_map(|t| STATES.iter().chain(&VERDICTS).find(|e| e.topic == t))
+        .collect();
     if found.is_empty() {
         return Err(Error::UnknownName {
             name: name.to_string(),
@@ -94,7 +107,7 @@ pub fn explain(name: &str) -> Result<String, Error> {
 
 fn render(e: &Entry) -> String {
     const WIDTH: usize = 88;
-    let mut out = format!("{} ({})\n", e.name, e.category);
+    let mut out = format!("{} ({})\n", e.topic.name(), e.topic.category());
     for (title, text) in [
         ("What it means", e.means),
         ("Who is at fault", e.fault),
@@ -106,8 +119,6 @@ fn render(e: &Entry) -> String {
     }
     out
 }
-
-const STATE: &str = "TCP state";
 
 const CLOSE_WAIT_FIXES: &str = "Fix the holder's close path: close the socket when a read returns \
 end-of-file or an error, on every branch (finally, defer, Drop), and make connection pools \
@@ -134,8 +145,7 @@ changes nothing.";
 /// The TCP states.
 pub static STATES: [Entry; 11] = [
     Entry {
-        name: "ESTABLISHED",
-        category: STATE,
+        topic: Topic::State(TcpState::Established),
         means: "The connection is open in both directions: the handshake completed and neither \
 side has sent a FIN. Data may flow or it may sit idle; an idle connection costs a descriptor \
 and a little memory.",
@@ -150,8 +160,7 @@ vanished; it never closes a healthy idle connection, so it does not cap a pool t
 live connections.",
     },
     Entry {
-        name: "SYN_SENT",
-        category: STATE,
+        topic: Topic::State(TcpState::SynSent),
         means: "This end called connect() and sent a SYN; no SYN-ACK has come back. The kernel \
 retransmits the SYN (net.ipv4.tcp_syn_retries, default 6, about two minutes) and then \
 connect() fails with ETIMEDOUT.",
@@ -166,8 +175,7 @@ nothing: the SYN is not being answered. Lowering tcp_syn_retries only makes the 
 sooner.",
     },
     Entry {
-        name: "SYN_RECV",
-        category: STATE,
+        topic: Topic::State(TcpState::SynRecv),
         means: "A listening socket received a SYN and answered SYN-ACK; the client's final ACK \
 has not arrived. The SYN-ACK is retried net.ipv4.tcp_synack_retries times (default 5, about a \
 minute).",
@@ -184,8 +192,7 @@ backlog to listen() (the smaller wins). Keepalive does not apply to a connection
 completed its handshake.",
     },
     Entry {
-        name: "FIN_WAIT1",
-        category: STATE,
+        topic: Topic::State(TcpState::FinWait1),
         means: "This end closed (close() or shutdown(SHUT_WR)) and sent its FIN, which the peer \
 has not acknowledged. Normally it lasts one round trip; it lingers when data is still queued \
 ahead of the FIN and the peer advertises a zero window, or when the peer is gone.",
@@ -199,8 +206,7 @@ net.ipv4.tcp_orphan_retries retransmissions; TCP_USER_TIMEOUT on the socket boun
 FIN_WAIT2), and keepalive does not run on a closing socket.",
     },
     Entry {
-        name: "FIN_WAIT2",
-        category: STATE,
+        topic: Topic::State(TcpState::FinWait2),
         means: "This end sent a FIN and the peer acknowledged it; it now waits for the peer's \
 FIN. The peer is in CLOSE_WAIT: its application has not called close(). If the local process \
 already closed the socket (orphaned), the kernel drops it after net.ipv4.tcp_fin_timeout \
@@ -217,8 +223,7 @@ by a process; lowering it also erases the evidence of the peer's leak sooner. Ke
 sysctls do not make the peer close either.",
     },
     Entry {
-        name: "TIME_WAIT",
-        category: STATE,
+        topic: Topic::State(TcpState::TimeWait),
         means: "The end that closed first waits twice the maximum segment lifetime (60 s on \
 Linux) so that late segments of the old connection cannot be taken for a new one with the \
 same addresses and ports. It has no owning process and no descriptor (inode 0).",
@@ -230,8 +235,7 @@ EADDRNOTAVAIL (TIME_WAIT pressure in `finwait hosts`).",
         not: TIME_WAIT_NOT,
     },
     Entry {
-        name: "CLOSE",
-        category: STATE,
+        topic: Topic::State(TcpState::Close),
         means: "No connection: a TCP socket that exists but is neither connected nor listening. \
 It is seen briefly between socket() and connect() or listen(), and after a connect() failed \
 or a connection was reset while the process still holds the descriptor.",
@@ -243,8 +247,7 @@ owning process; `finwait sockets --host H --state CLOSE` shows which process hol
 tcp_fin_timeout do not apply; only close() or the process exiting frees it.",
     },
     Entry {
-        name: "CLOSE_WAIT",
-        category: STATE,
+        topic: Topic::State(TcpState::CloseWait),
         means: "The peer closed its side (its FIN arrived and was acknowledged) and the local \
 application has not called close(). Reads return end-of-file; the connection waits for this \
 end to close, for as long as the process holds the descriptor. The peer sits in FIN_WAIT2 \
@@ -256,8 +259,7 @@ connections the server closed. It is a descriptor leak.",
         not: CLOSE_WAIT_NOT,
     },
     Entry {
-        name: "LAST_ACK",
-        category: STATE,
+        topic: Topic::State(TcpState::LastAck),
         means: "The peer closed first, then the local application closed too and sent its FIN; \
 the peer's final acknowledgement has not arrived. Normally it lasts one round trip; the \
 kernel retransmits the FIN and gives up after its retries.",
@@ -271,8 +273,7 @@ after the retransmissions.",
 tcp_fin_timeout and keepalive sysctls do not govern LAST_ACK.",
     },
     Entry {
-        name: "LISTEN",
-        category: STATE,
+        topic: Topic::State(TcpState::Listen),
         means: "A server socket waiting for connections (after listen()). For a listener the \
 receive queue is the number of connections waiting to be accepted and the send queue is the \
 backlog limit.",
@@ -284,8 +285,7 @@ listen() backlog (capped by net.core.somaxconn).",
 timeouts and keepalive do not apply to it.",
     },
     Entry {
-        name: "CLOSING",
-        category: STATE,
+        topic: Topic::State(TcpState::Closing),
         means: "Both ends sent a FIN at the same time (simultaneous close) and this end's FIN \
 is not acknowledged yet. Rare and short; it then goes to TIME_WAIT.",
         fault: "When it lingers, the path: the peer's acknowledgement is lost or the peer \
@@ -297,14 +297,10 @@ apply.",
     },
 ];
 
-const VERDICT: &str = "leak verdict";
-const CONFIDENCE: &str = "confidence of the peer match";
-
 /// Leak kinds, the TIME_WAIT warning, and confidences.
 pub static VERDICTS: [Entry; 7] = [
     Entry {
-        name: "close_wait",
-        category: VERDICT,
+        topic: Topic::Kind(LeakKind::CloseWait),
         means: "A socket stayed in CLOSE_WAIT longer than the leak threshold (the collector's, \
 or --min-age) while a process held it: the peer closed the connection, the holder never did.",
         fault: "The holder (HOST, PID, COMM in `finwait leaks`): its process leaks the \
@@ -314,8 +310,7 @@ that never comes.",
         not: CLOSE_WAIT_NOT,
     },
     Entry {
-        name: "half_closed_wait",
-        category: VERDICT,
+        topic: Topic::Kind(LeakKind::HalfClosedWait),
         means: "A FIN_WAIT2 still held by a process (half-closed with shutdown(SHUT_WR), so no \
 timer runs) for longer than the threshold: the holder finished sending and waits for the peer \
 to close its side.",
@@ -328,8 +323,7 @@ read after shutdown() and close the socket when it expires.",
 this one is still held by a process. Keepalive sysctls do not make the peer close.",
     },
     Entry {
-        name: "last_ack_stuck",
-        category: VERDICT,
+        topic: Topic::Kind(LeakKind::LastAckStuck),
         means: "A socket stayed in LAST_ACK longer than the threshold: its process closed the \
 connection after the peer did, but the peer never acknowledged the final FIN.",
         fault: "The peer or the network, not the holder: the peer host is gone, or a firewall \
@@ -341,8 +335,7 @@ between; the kernel clears them after its retransmissions.",
 and keepalive sysctls do not govern LAST_ACK.",
     },
     Entry {
-        name: "time_wait_pressure",
-        category: "warning (not a leak)",
+        topic: Topic::TimeWaitPressure,
         means: "One local address holds so many TIME_WAIT sockets to one remote address:port \
 that they use a large share (`ratio`) of the ephemeral port range. Near 100% new connect() \
 calls to that destination fail with EADDRNOTAVAIL.",
@@ -352,8 +345,7 @@ same destination and closes first, so TIME_WAIT lands on it.",
         not: TIME_WAIT_NOT,
     },
     Entry {
-        name: "exact",
-        category: CONFIDENCE,
+        topic: Topic::Confidence(Confidence::Exact),
         means: "The peer was found by the reversed 4-tuple: a socket on another host whose \
 local endpoint is the holder's remote one and whose remote is the holder's local, at \
 overlapping times. Both ends are certain.",
@@ -364,8 +356,7 @@ sure the pairing is.",
 close_wait is just as much a leak.",
     },
     Entry {
-        name: "nat",
-        category: CONFIDENCE,
+        topic: Topic::Confidence(Confidence::Nat),
         means: "The peer was matched through address translation (Kubernetes Services, load \
 balancers): the two ends see different addresses, so the reversed 4-tuple fails, and they \
 were paired by the client's ephemeral address:port at overlapping times. Usually right, \
@@ -377,8 +368,7 @@ holder.",
 shown may be wrong.",
     },
     Entry {
-        name: "one_sided",
-        category: CONFIDENCE,
+        topic: Topic::Confidence(Confidence::OneSided),
         means: "No peer socket was found: the other host runs no agent, or the peer's \
 orphaned FIN_WAIT2 expired (tcp_fin_timeout, 60 s) before an agent saw it. The verdict \
 rests on the holder alone.",
@@ -395,13 +385,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_word_of_the_vocabulary_has_exactly_one_entry() {
+        let topics = TcpState::ALL
+            .into_iter()
+            .map(Topic::State)
+            .chain(LeakKind::ALL.iter().copied().map(Topic::Kind))
+            .chain(Confidence::ALL.iter().copied().map(Topic::Confidence))
+            .chain([Topic::TimeWaitPressure]);
+        let mut n = 0;
+        for topic in topics {
+            let entries = STATES.iter().chain(&VERDICTS).filter(|e| e.topic == topic);
+            assert_eq!(entries.count(), 1, "{topic:?}");
+            n += 1;
+        }
+        assert_eq!(n, STATES.len() + VERDICTS.len());
+        let kernel_order: Vec<Topic> = STATES.iter().map(|e| e.topic).collect();
+        assert_eq!(kernel_order, TcpState::ALL.map(Topic::State));
+    }
+
+    #[test]
     fn every_state_is_explained_under_every_spelling() {
-        for name in STATE_NAMES {
+        for st in TcpState::ALL {
+            let name = st.name();
             for spelling in [
                 name.to_string(),
                 name.to_ascii_lowercase(),
                 name.replace('_', "-"),
                 name.to_ascii_lowercase().replace('_', "-"),
+                st.ss_column().to_string(),
             ] {
                 let text = explain(&spelling).expect("known state");
                 assert!(text.starts_with(&format!("{name} (TCP state)")), "{text}");
@@ -415,22 +426,20 @@ mod tests {
                 }
             }
         }
-        assert_eq!(state_name("fin-wait-2"), Some("FIN_WAIT2"));
-        assert_eq!(state_name("Syn_Recv"), Some("SYN_RECV"));
-        assert_eq!(state_name("CLOSED"), None);
+        for (word, name) in [("closed", "CLOSE"), ("estab", "ESTABLISHED")] {
+            let text = explain(word).expect("an ss word");
+            assert!(text.starts_with(&format!("{name} (TCP state)")), "{text}");
+        }
     }
 
     #[test]
     fn every_verdict_and_confidence_is_explained() {
-        for name in [
-            "close_wait",
-            "half_closed_wait",
-            "last_ack_stuck",
-            "time_wait_pressure",
-            "exact",
-            "nat",
-            "one_sided",
-        ] {
+        for name in LeakKind::ALL
+            .iter()
+            .map(|k| k.name())
+            .chain(Confidence::ALL.iter().map(|c| c.name()))
+            .chain([TIME_WAIT_PRESSURE])
+        {
             let text = explain(name).expect("known verdict");
             assert!(text.contains(&format!("{name} (")), "{text}");
             assert!(explain(&name.replace('_', "-").to_ascii_uppercase()).is_ok());
@@ -465,17 +474,18 @@ mod tests {
 
     #[test]
     fn unknown_names_list_the_known_ones() {
-        let Err(e) = explain("CLOSED") else {
-            panic!("CLOSED is not a Linux state name")
+        let Err(e) = explain("FIN_WAIT3") else {
+            panic!("FIN_WAIT3 is not a state")
         };
         let msg = e.to_string();
         assert!(
-            msg.starts_with("unknown state or verdict \"CLOSED\""),
+            msg.starts_with("unknown state or verdict \"FIN_WAIT3\""),
             "{msg}"
         );
-        for n in STATE_NAMES
+        for n in TcpState::ALL
+            .map(TcpState::name)
             .iter()
-            .chain(&["one_sided", "time_wait_pressure"])
+            .chain(&["one_sided", TIME_WAIT_PRESSURE])
         {
             assert!(msg.contains(n), "{n} missing from {msg}");
         }
@@ -486,7 +496,7 @@ mod tests {
         for e in STATES.iter().chain(&VERDICTS) {
             for line in render(e).lines() {
                 // A single long word may overflow; none of ours is that long.
-                assert!(line.chars().count() <= 88, "{}: {line}", e.name);
+                assert!(line.chars().count() <= 88, "{}: {line}", e.topic.name());
             }
         }
     }

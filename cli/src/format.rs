@@ -1,52 +1,23 @@
-//! How values look in tables: ages (`3m12s`), UTC times (`2026-11-23 03:12:05Z`),
-//! truncated command lines, and text made safe for one terminal line.
+//! How values look in tables: UTC times (`2026-11-23 03:12:05Z`), how long ago
+//! (`3m12s`, in `finwait_vocab::time::format_age`'s units), truncated command lines,
+//! and text made safe for one terminal line.
 
 use chrono::{DateTime, Utc};
+use finwait_vocab::time::format_age;
 
-/// Seconds as at most two units: `45s`, `3m12s`, `2h05m`, `3d04h`. Negative is `0s`.
-pub fn age(seconds: i64) -> String {
-    let s = seconds.max(0);
-    match s {
-        0..60 => format!("{s}s"),
-        60..3_600 => format!("{}m{:02}s", s / 60, s % 60),
-        3_600..86_400 => format!("{}h{:02}m", s / 3_600, s % 3_600 / 60),
-        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3_600),
-    }
+/// A UTC time as `YYYY-MM-DD HH:MM:SSZ`.
+pub fn time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%SZ").to_string()
 }
 
-/// Fractional seconds as an age (rounded to the second).
-pub fn age_f(seconds: f64) -> String {
-    if seconds.is_finite() {
-        age(seconds.round() as i64)
-    } else {
-        "-".into()
-    }
+/// [`time`], or `none` for an absent time.
+pub fn time_or(t: Option<DateTime<Utc>>, none: &str) -> String {
+    t.map_or_else(|| none.to_string(), time)
 }
 
-/// Parses an RFC 3339 timestamp.
-pub fn parse_time(ts: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(ts)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-/// An RFC 3339 timestamp as `YYYY-MM-DD HH:MM:SSZ` in UTC; anything unparsable is shown
-/// as received (made safe).
-pub fn time(ts: &str) -> String {
-    match parse_time(ts) {
-        Some(t) => t.format("%Y-%m-%d %H:%M:%SZ").to_string(),
-        None => one_line(ts),
-    }
-}
-
-/// [`time`], or `none` for a null timestamp.
-pub fn time_or(ts: Option<&str>, none: &str) -> String {
-    ts.map_or_else(|| none.to_string(), time)
-}
-
-/// How long ago `ts` was, relative to `now` (`3m12s`), or `-` when unparsable.
-pub fn ago(ts: &str, now: DateTime<Utc>) -> String {
-    parse_time(ts).map_or_else(|| "-".into(), |t| age((now - t).num_seconds()))
+/// How long ago `t` was, relative to `now` (`3m12s`).
+pub fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    format_age((now - t).num_seconds())
 }
 
 /// At most `max` characters; a cut string ends with `…`.
@@ -120,27 +91,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ages_use_two_units_at_most() {
-        assert_eq!(age(0), "0s");
-        assert_eq!(age(-4), "0s");
-        assert_eq!(age(59), "59s");
-        assert_eq!(age(192), "3m12s");
-        assert_eq!(age(3_600), "1h00m");
-        assert_eq!(age(7_500), "2h05m");
-        assert_eq!(age(3 * 86_400 + 4 * 3_600 + 59), "3d04h");
-        assert_eq!(age_f(59.6), "1m00s");
-        assert_eq!(age_f(f64::NAN), "-");
-    }
-
-    #[test]
-    fn times_are_shown_in_utc() {
-        assert_eq!(time("2026-11-23T03:12:05.123456Z"), "2026-11-23 03:12:05Z");
-        assert_eq!(time("2026-11-23T04:12:05+01:00"), "2026-11-23 03:12:05Z");
-        assert_eq!(time("yesterday\n"), "yesterday ");
+    fn times_are_shown_in_utc_and_ages_in_two_units() {
+        let t = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .expect("valid")
+                .with_timezone(&Utc)
+        };
+        assert_eq!(
+            time(t("2026-11-23T03:12:05.123456Z")),
+            "2026-11-23 03:12:05Z"
+        );
+        assert_eq!(time(t("2026-11-23T04:12:05+01:00")), "2026-11-23 03:12:05Z");
         assert_eq!(time_or(None, "open"), "open");
-        let now = parse_time("2026-11-23T03:15:17Z").expect("valid");
-        assert_eq!(ago("2026-11-23T03:12:05Z", now), "3m12s");
-        assert_eq!(ago("nonsense", now), "-");
+        let now = t("2026-11-23T03:15:17Z");
+        assert_eq!(ago(t("2026-11-23T03:12:05Z"), now), "3m12s");
+        assert_eq!(
+            ago(now, t("2026-11-23T03:12:05Z")),
+            "0s",
+            "a clock ahead is not negative"
+        );
     }
 
     #[test]

@@ -7,14 +7,16 @@
 //!
 //! The HTTP client is hyper's low-level HTTP/1.1 connection over tokio, with rustls on
 //! the ring provider for `https://`; one connection per request, every request bounded
-//! by `--timeout`. Errors are one [`Error`] whose message is a single line.
+//! by `--timeout`. Errors are one [`Error`] whose message is a single line. The answers
+//! are read into `finwait_vocab::answer` types, the very types the collector writes.
 
-pub mod api;
 pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod error;
 pub mod explain;
+#[cfg(test)]
+mod fixtures;
 pub mod format;
 pub mod paging;
 pub mod render;

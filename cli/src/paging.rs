@@ -1,17 +1,55 @@
 //! Pages of a list endpoint: fetching one or following `next_page_token` to the end
-//! (`--all`), then either parsing them into one typed answer or, for `--json`, merging
-//! their bodies into one object of the same shape.
+//! (`--all`), then either parsing them into one typed answer (the shared
+//! `finwait_vocab::answer` types) or, for `--json`, merging their bodies into one
+//! object of the same shape.
 
 use std::collections::HashSet;
 
+use finwait_vocab::answer::{GroupsPage, HostsPage, LeaksPage, SocketsPage, TimelinePage, WhoPage};
 use hyper::body::Bytes;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::api::Page;
 use crate::client::Client;
 use crate::error::Error;
 use crate::url::Query;
+
+/// A page of a list endpoint.
+pub trait Page: DeserializeOwned {
+    /// The endpoint path under the server URL.
+    const PATH: &'static str;
+    /// The key of the list that pages split (`leaks`, `sockets`, …).
+    const LIST: &'static str;
+    /// The token of the next page; `None` on the last.
+    fn next_page_token(&self) -> Option<&str>;
+    /// Appends a later page's items; the next page token becomes the later one's.
+    fn append(&mut self, later: Self);
+}
+
+macro_rules! page {
+    ($ty:ty, $path:literal, $list:ident) => {
+        impl Page for $ty {
+            const PATH: &'static str = $path;
+            const LIST: &'static str = stringify!($list);
+            fn next_page_token(&self) -> Option<&str> {
+                self.next_page_token.as_deref().filter(|t| !t.is_empty())
+            }
+            fn append(&mut self, later: Self) {
+                self.$list.extend(later.$list);
+                self.next_page_token = later.next_page_token;
+            }
+        }
+    };
+}
+
+page!(HostsPage, "/api/v1/hosts", hosts);
+page!(SocketsPage, "/api/v1/sockets", sockets);
+// TIME_WAIT pressure is not paged: the first page's list is kept.
+page!(LeaksPage, "/api/v1/leaks", leaks);
+page!(GroupsPage, "/api/v1/leaks/groups", groups);
+page!(WhoPage, "/api/v1/who", connections);
+page!(TimelinePage, "/api/v1/timeline", points);
 
 /// Bodies of the pages fetched, in order.
 #[derive(Debug)]
@@ -134,7 +172,7 @@ fn take_list(page: &mut Value, list: &str) -> Result<Vec<Value>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::LeaksPage;
+    use crate::fixtures::{host, json};
 
     fn pages(bodies: &[&str]) -> Pages {
         Pages {
@@ -192,13 +230,16 @@ mod tests {
 
     #[test]
     fn typed_pages_are_appended_in_order() {
-        let p = pages(&[
-            r#"{"leaks":[{"kind":"close_wait"}],"next_page_token":"p2"}"#,
-            r#"{"leaks":[{"kind":"last_ack_stuck"}],"next_page_token":null}"#,
-        ]);
-        let merged: LeaksPage = parse(&p, "http://x").expect("valid");
-        let kinds: Vec<&str> = merged.leaks.iter().map(|l| l.kind.as_str()).collect();
-        assert_eq!(kinds, ["close_wait", "last_ack_stuck"]);
+        let page = |hosts: &[&str], next: Option<&str>| {
+            json(&HostsPage {
+                hosts: hosts.iter().map(|h| host(h)).collect(),
+                next_page_token: next.map(String::from),
+            })
+        };
+        let p = pages(&[&page(&["a", "b"], Some("p2")), &page(&["c"], None)]);
+        let merged: HostsPage = parse(&p, "http://x").expect("valid");
+        let names: Vec<&str> = merged.hosts.iter().map(|h| h.hostname.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
         assert!(merged.next_page_token.is_none());
         let bad = pages(&[r#"{"leaks": 3}"#]);
         assert!(parse::<LeaksPage>(&bad, "http://x").is_err());

@@ -1,17 +1,20 @@
 //! The tables each command prints from the collector's answer. Every text that came over
 //! the network goes through [`format::cell`] (one line, no control characters), command
 //! lines are cut to [`CMDLINE_WIDTH`], and an empty answer is one sentence saying what
-//! was looked for.
+//! was looked for. Every process is shown with its service (and container), the name
+//! people think in.
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-
-use crate::api::{
-    Group, GroupsPage, HostsPage, Leak, LeaksPage, Pressure, Side, Socket, SocketsPage,
-    TimelinePage, WhoPage,
+use finwait_vocab::TcpState;
+use finwait_vocab::answer::{
+    Coverage, GroupsPage, HostsPage, Leak, LeakGroup, LeaksPage, Side, Socket, SocketsPage,
+    TimeWaitPressure, TimelinePage, WhoPage,
 };
-use crate::explain::STATE_NAMES;
+use finwait_vocab::time::format_age;
+
+use crate::cli::GroupBy;
 use crate::format::{self, cell, num};
 use crate::table::{Align, Table};
 
@@ -21,29 +24,45 @@ pub const CMDLINE_WIDTH: usize = 40;
 const L: Align = Align::Left;
 const R: Align = Align::Right;
 
-/// State names in kernel order, then any unknown ones alphabetically.
-fn ordered_states<'a>(present: impl IntoIterator<Item = &'a String>) -> Vec<String> {
-    let present: BTreeSet<&str> = present.into_iter().map(String::as_str).collect();
-    let mut out: Vec<String> = STATE_NAMES
-        .iter()
-        .filter(|s| present.contains(*s))
-        .map(|s| (*s).to_string())
-        .collect();
-    out.extend(
-        present
-            .iter()
-            .filter(|s| !STATE_NAMES.contains(s))
-            .map(|s| format::one_line(s)),
-    );
-    out
+/// The states present, in kernel order.
+fn ordered_states<'a>(present: impl IntoIterator<Item = &'a TcpState>) -> Vec<TcpState> {
+    let present: BTreeSet<TcpState> = present.into_iter().copied().collect();
+    present.into_iter().collect()
 }
+
+/// At most this many hosts are named in a group's HOSTS cell; `+n` counts the rest.
+pub const GROUP_HOSTS: usize = 3;
 
 fn cmdline(c: Option<&str>) -> String {
     format::truncate(&cell(c), CMDLINE_WIDTH)
 }
 
+/// `service (container)`: the container's short id is added when the service name does
+/// not carry it already (it does for `docker/<id>`, not for `pod/<uid>`); `-` when
+/// neither is known.
+fn service(service: Option<&str>, container: Option<&str>) -> String {
+    fn known(t: Option<&str>) -> Option<&str> {
+        t.map(str::trim).filter(|t| !t.is_empty())
+    }
+    match (known(service), known(container)) {
+        (Some(s), Some(c)) if !s.contains(c) => format!("{} ({})", cell(Some(s)), cell(Some(c))),
+        (Some(s), _) => cell(Some(s)),
+        (None, Some(c)) => format!("({})", cell(Some(c))),
+        (None, None) => "-".into(),
+    }
+}
+
+/// `ok`, `partial` or `n/a` (no cycle account yet, or an agent too old to send one).
+fn coverage(c: Option<&Coverage>) -> &'static str {
+    match c {
+        None => "n/a",
+        Some(c) if c.complete => "ok",
+        Some(_) => "partial",
+    }
+}
+
 /// `count TIME_WAIT local -> remote = ratio of ports`.
-fn pressure(p: &Pressure) -> String {
+fn pressure(p: &TimeWaitPressure) -> String {
     format!(
         "{} of ports: {} TIME_WAIT {} -> {}",
         format::percent(p.ratio),
@@ -59,23 +78,23 @@ pub fn hosts(page: &HostsPage, now: DateTime<Utc>) -> String {
         return "no hosts have reported to this collector yet\n".into();
     }
     let states = ordered_states(page.hosts.iter().flat_map(|h| h.states.keys()));
-    let mut titles: Vec<String> = ["HOST", "LAST SEEN", "AGO", "AGENT"]
+    let mut titles: Vec<String> = ["HOST", "LAST SEEN", "AGO", "AGENT", "COVERAGE"]
         .map(String::from)
         .to_vec();
-    titles.extend(states.iter().cloned());
+    titles.extend(states.iter().map(|s| s.name().to_string()));
     titles.push("TIME_WAIT PRESSURE".into());
-    let mut aligns = vec![L, L, R, L];
+    let mut aligns = vec![L, L, R, L, L];
     aligns.extend(states.iter().map(|_| R));
     aligns.push(L);
     let mut t = Table::with_titles(titles, aligns);
     for h in &page.hosts {
         let mut row = vec![
             cell(Some(&h.hostname)),
-            format::time_or(h.last_seen.as_deref(), "never"),
+            format::time_or(h.last_seen, "never"),
             h.last_seen
-                .as_deref()
-                .map_or_else(|| "-".into(), |ts| format::ago(ts, now)),
+                .map_or_else(|| "-".into(), |t| format::ago(t, now)),
             cell(Some(&h.agent_version)),
+            coverage(h.coverage.as_ref()).into(),
         ];
         row.extend(
             states
@@ -87,7 +106,16 @@ pub fn hosts(page: &HostsPage, now: DateTime<Utc>) -> String {
                 .as_ref()
                 .map_or_else(|| "-".into(), pressure),
         );
-        t.row(row);
+        // What the agent missed, and the fix, under the host it concerns.
+        let problems = match &h.coverage {
+            Some(c) if !c.complete => c
+                .problems
+                .iter()
+                .map(|p| format!("coverage: {}", format::one_line(p.trim())))
+                .collect(),
+            _ => Vec::new(),
+        };
+        t.row_with_notes(row, problems);
     }
     t.render()
 }
@@ -98,7 +126,7 @@ fn peer(p: Option<&Side>) -> String {
         None => "-".into(),
         Some(p) => {
             let ended = if p.until.is_some() { " (gone)" } else { "" };
-            format!("{} {}{ended}", cell(Some(&p.host)), cell(Some(&p.state)))
+            format!("{} {}{ended}", cell(Some(&p.host)), p.state)
         }
     }
 }
@@ -106,16 +134,21 @@ fn peer(p: Option<&Side>) -> String {
 fn leak_row(l: &Leak) -> Vec<String> {
     let h = &l.holder;
     vec![
-        cell(Some(&l.kind)),
-        cell(Some(&l.confidence)),
+        l.kind.to_string(),
+        l.confidence.to_string(),
         cell(Some(&h.host)),
         num(h.pid),
         cell(h.comm.as_deref()),
+        service(h.service.as_deref(), h.container.as_deref()),
         cell(Some(&h.local)),
         cell(Some(&h.remote)),
-        format::age_f(h.age_s),
+        format_age(h.age_s),
         peer(l.peer.as_ref()),
-        format::time_or(l.until.as_deref(), "open"),
+        l.peer.as_ref().map_or_else(
+            || "-".into(),
+            |p| service(p.service.as_deref(), p.container.as_deref()),
+        ),
+        format::time_or(l.until, "open"),
     ]
 }
 
@@ -132,10 +165,12 @@ pub fn leaks(page: &LeaksPage, scope: &str) -> String {
             ("HOST", L),
             ("PID", R),
             ("COMM", L),
+            ("SERVICE", L),
             ("LOCAL", L),
             ("REMOTE", L),
             ("AGE", R),
             ("PEER", L),
+            ("PEER SERVICE", L),
             ("UNTIL", L),
         ]);
         for l in &page.leaks {
@@ -162,13 +197,13 @@ pub fn leaks(page: &LeaksPage, scope: &str) -> String {
         ]);
         for p in &page.time_wait_pressure {
             t.row(vec![
-                cell(p.host.as_deref()),
+                cell(Some(&p.host)),
                 cell(Some(&p.local_addr)),
                 cell(Some(&p.remote)),
                 p.count.to_string(),
                 p.ports.to_string(),
                 format::percent(p.ratio),
-                format::time_or(p.at.as_deref(), "-"),
+                format::time(p.at),
             ]);
         }
         out.push_str(&t.render());
@@ -176,26 +211,52 @@ pub fn leaks(page: &LeaksPage, scope: &str) -> String {
     out
 }
 
-fn peers(g: &Group) -> String {
+/// `service@host(n)` per peer place (`host(n)` when its service is unknown).
+fn peers(g: &LeakGroup) -> String {
     if g.peers.is_empty() {
         return "-".into();
     }
     g.peers
         .iter()
-        .map(|p| format!("{}({})", cell(Some(&p.host)), p.count))
+        .map(|p| {
+            let host = cell(Some(&p.host));
+            match p.service.as_deref().map(str::trim) {
+                Some(s) if !s.is_empty() => format!("{}@{host}({})", cell(Some(s)), p.count),
+                _ => format!("{host}({})", p.count),
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-/// `finwait leaks --groups`.
-pub fn groups(page: &GroupsPage, scope: &str) -> String {
+/// The first [`GROUP_HOSTS`] hosts, comma separated, and `+n` for the rest.
+fn group_hosts(hosts: &[String]) -> String {
+    if hosts.is_empty() {
+        return "-".into();
+    }
+    let shown: Vec<String> = hosts
+        .iter()
+        .take(GROUP_HOSTS)
+        .map(|h| cell(Some(h)))
+        .collect();
+    match hosts.len().saturating_sub(GROUP_HOSTS) {
+        0 => shown.join(","),
+        more => format!("{} +{more}", shown.join(",")),
+    }
+}
+
+/// `finwait leaks --groups`: per host and process (`by` process, the default), or per
+/// service across hosts.
+pub fn groups(page: &GroupsPage, scope: &str, by: GroupBy) -> String {
     if page.groups.is_empty() {
         return format!("no leaks found {scope}\n");
     }
-    let mut t = Table::new(&[
-        ("HOST", L),
-        ("PID", R),
-        ("COMM", L),
+    let who: &[(&str, Align)] = match by {
+        GroupBy::Process => &[("HOST", L), ("PID", R), ("COMM", L), ("SERVICE", L)],
+        GroupBy::Service => &[("SERVICE", L), ("HOSTS", L)],
+    };
+    let mut cols = who.to_vec();
+    cols.extend([
         ("KIND", L),
         ("COUNT", R),
         ("OPEN", R),
@@ -204,14 +265,23 @@ pub fn groups(page: &GroupsPage, scope: &str) -> String {
         ("NEWEST", L),
         ("ENDED", L),
         ("PEERS", L),
-        ("CMDLINE", L),
     ]);
+    if by == GroupBy::Process {
+        cols.push(("CMDLINE", L));
+    }
+    let mut t = Table::new(&cols);
     for g in &page.groups {
-        let row = vec![
-            cell(Some(&g.host)),
-            num(g.pid),
-            cell(g.comm.as_deref()),
-            cell(Some(&g.kind)),
+        let mut row = match by {
+            GroupBy::Process => vec![
+                cell(g.host.as_deref()),
+                num(g.pid),
+                cell(g.comm.as_deref()),
+                cell(g.service.as_deref()),
+            ],
+            GroupBy::Service => vec![cell(g.service.as_deref()), group_hosts(&g.hosts)],
+        };
+        row.extend([
+            g.kind.to_string(),
             g.count.to_string(),
             g.open.to_string(),
             if g.growth_per_hour.is_finite() {
@@ -219,12 +289,14 @@ pub fn groups(page: &GroupsPage, scope: &str) -> String {
             } else {
                 "-".into()
             },
-            format::time(&g.oldest),
-            format::time(&g.newest),
-            format::time_or(g.ended.as_deref(), "open"),
+            format::time(g.oldest),
+            format::time(g.newest),
+            format::time_or(g.ended, "open"),
             peers(g),
-            cmdline(g.cmdline.as_deref()),
-        ];
+        ]);
+        if by == GroupBy::Process {
+            row.push(cmdline(g.cmdline.as_deref()));
+        }
         match g.hint.trim() {
             "" => t.row(row),
             hint => t.row_with_note(row, format!("hint: {}", format::one_line(hint))),
@@ -244,12 +316,12 @@ fn comm(s: &Socket) -> String {
 
 /// `finwait sockets`. `filters` completes "no sockets on host a …".
 pub fn sockets(page: &SocketsPage, filters: &str) -> String {
-    let as_of = format::time_or(page.as_of.as_deref(), "now");
+    let as_of = format::time_or(page.as_of, "now");
     let host = cell(Some(&page.host));
     if page.sockets.is_empty() {
         return format!("no sockets on host {host}{filters} as of {as_of}\n");
     }
-    let netns: BTreeSet<u64> = page.sockets.iter().map(|s| s.netns).collect();
+    let netns: BTreeSet<i64> = page.sockets.iter().map(|s| s.netns).collect();
     let with_netns = netns.len() > 1;
     let mut cols = vec![
         ("STATE", L),
@@ -263,6 +335,7 @@ pub fn sockets(page: &SocketsPage, filters: &str) -> String {
         ("PID", R),
         ("FD", R),
         ("COMM", L),
+        ("SERVICE", L),
     ];
     if with_netns {
         cols.insert(0, ("NETNS", L));
@@ -271,17 +344,18 @@ pub fn sockets(page: &SocketsPage, filters: &str) -> String {
     let mut t = Table::new(&cols);
     for s in &page.sockets {
         let mut row = vec![
-            cell(Some(&s.state)),
+            s.state.to_string(),
             cell(Some(&s.local)),
             cell(Some(&s.remote)),
-            format::age_f(s.age_s),
-            format::time_or(s.until.as_deref(), "-"),
+            format_age(s.age_s),
+            format::time_or(s.until, "-"),
             s.rx_queue.to_string(),
             s.tx_queue.to_string(),
-            cell(Some(&s.timer)),
+            s.timer.map_or_else(|| "-".into(), |t| t.to_string()),
             num(s.pid),
             num(s.fd),
             comm(s),
+            service(s.service.as_deref(), s.container.as_deref()),
             cmdline(s.cmdline.as_deref()),
         ];
         if with_netns {
@@ -303,14 +377,21 @@ fn process(s: &Socket) -> String {
     }
 }
 
-fn side_cells(s: Option<&Socket>) -> [String; 4] {
+fn side_cells(s: Option<&Socket>) -> [String; 5] {
     match s {
-        None => ["(not seen)".into(), "-".into(), "-".into(), "-".into()],
+        None => [
+            "(not seen)".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ],
         Some(s) => [
             cell(Some(&s.host)),
-            cell(Some(&s.state)),
+            s.state.to_string(),
             process(s),
-            format::age_f(s.age_s),
+            service(s.service.as_deref(), s.container.as_deref()),
+            format_age(s.age_s),
         ],
     }
 }
@@ -318,7 +399,7 @@ fn side_cells(s: Option<&Socket>) -> [String; 4] {
 /// `finwait who`: the end holding the endpoint on the left, the other end on the right.
 pub fn who(page: &WhoPage) -> String {
     let endpoint = cell(Some(&page.endpoint));
-    let as_of = format::time_or(page.as_of.as_deref(), "now");
+    let as_of = format::time_or(page.as_of, "now");
     if page.connections.is_empty() {
         return format!("no connection to or from {endpoint} seen as of {as_of}\n");
     }
@@ -326,11 +407,13 @@ pub fn who(page: &WhoPage) -> String {
         ("HOST", L),
         ("STATE", L),
         ("PROCESS", L),
+        ("SERVICE", L),
         ("AGE", R),
         ("OTHER END", L),
         ("PEER HOST", L),
         ("PEER STATE", L),
         ("PEER PROCESS", L),
+        ("PEER SERVICE", L),
         ("PEER AGE", R),
     ]);
     for c in &page.connections {
@@ -358,12 +441,12 @@ pub fn timeline(page: &TimelinePage) -> String {
     }
     let states = ordered_states(page.points.iter().flat_map(|p| p.states.keys()));
     let mut titles = vec!["TIME".to_string()];
-    titles.extend(states.iter().cloned());
+    titles.extend(states.iter().map(|s| s.name().to_string()));
     let mut aligns = vec![L];
     aligns.extend(states.iter().map(|_| R));
     let mut t = Table::with_titles(titles, aligns);
     for p in &page.points {
-        let mut row = vec![format::time(&p.t)];
+        let mut row = vec![format::time(p.t)];
         // A bucket without any count had no report: `-`, not a fleet of zeros.
         row.extend(states.iter().map(|s| match p.states.get(s) {
             Some(n) => n.to_string(),
@@ -374,7 +457,7 @@ pub fn timeline(page: &TimelinePage) -> String {
     }
     format!(
         "host {host}, peak sockets per state every {}\n{}",
-        format::age_f(page.step_s),
+        format_age(page.step_s),
         t.render()
     )
 }

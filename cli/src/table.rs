@@ -1,5 +1,6 @@
 //! Aligned text tables: a header row, columns two spaces apart (numbers right-aligned),
-//! no trailing spaces, and an optional note line under a row (a leak's hint).
+//! no trailing spaces, and optional note lines under a row (a leak's hint, what a host's
+//! agent could not see).
 
 /// Which side of its column a cell sticks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,7 +13,7 @@ pub enum Align {
 
 struct Row {
     cells: Vec<String>,
-    note: Option<String>,
+    notes: Vec<String>,
 }
 
 /// A table being filled.
@@ -43,15 +44,20 @@ impl Table {
 
     /// Adds a row; missing cells are blank, extra cells are dropped.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(Row { cells, note: None });
+        self.rows.push(Row {
+            cells,
+            notes: Vec::new(),
+        });
     }
 
     /// Adds a row followed by an indented note line.
     pub fn row_with_note(&mut self, cells: Vec<String>, note: String) {
-        self.rows.push(Row {
-            cells,
-            note: Some(note),
-        });
+        self.row_with_notes(cells, vec![note]);
+    }
+
+    /// Adds a row followed by one indented line per note (none when `notes` is empty).
+    pub fn row_with_notes(&mut self, cells: Vec<String>, notes: Vec<String>) {
+        self.rows.push(Row { cells, notes });
     }
 
     /// True when no row was added.
@@ -94,7 +100,7 @@ impl Table {
         line(&self.titles, &mut out);
         for row in &self.rows {
             line(&row.cells, &mut out);
-            if let Some(note) = &row.note {
+            for note in &row.notes {
                 out.push_str("  ");
                 out.push_str(note);
                 out.push('\n');
@@ -120,11 +126,13 @@ mod tests {
             vec!["long-name".into(), "1234".into(), "x".into()],
             "hint: h".into(),
         );
+        t.row_with_notes(vec!["b".into()], vec!["one".into(), "two".into()]);
         assert_eq!(
             t.render(),
             "NAME          N  END\n\
              a             1\n\
-             long-name  1234  x\n  hint: h\n"
+             long-name  1234  x\n  hint: h\n\
+             b\n  one\n  two\n"
         );
     }
 

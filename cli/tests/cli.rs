@@ -10,6 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use finwait_vocab::answer::{Leak, LeaksPage, Side};
+use finwait_vocab::{Confidence, LeakKind, TcpState};
+
 /// A request as the server saw it.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -130,22 +134,45 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-const LEAK: &str = r#"{"kind": "close_wait", "confidence": "exact",
- "holder": {"host": "app-1", "netns": 4026531840, "pid": 4242, "comm": "srv", "cmdline": "srv", "fd": 7,
-            "state": "CLOSE_WAIT", "local": "10.77.0.10:8080", "remote": "10.77.0.11:40000",
-            "since": "2026-11-23T03:00:00Z", "age_s": 192, "rx_queue": 0, "until": null},
- "peer": null, "until": null, "hint": "the holding process never called close() after its peer closed"}"#;
+/// A CLOSE_WAIT leak held on `host`, built from the shared answer types so that it is
+/// shaped exactly as the collector writes it.
+fn leak(host: &str) -> Leak {
+    let since = DateTime::parse_from_rfc3339("2026-11-23T03:00:00Z")
+        .expect("valid time")
+        .with_timezone(&Utc);
+    Leak {
+        kind: LeakKind::CloseWait,
+        confidence: Confidence::Exact,
+        holder: Side {
+            host: host.into(),
+            netns: 4_026_531_840,
+            pid: Some(4242),
+            comm: Some("srv".into()),
+            cmdline: Some("srv".into()),
+            fd: Some(7),
+            service: Some("srv.service".into()),
+            container: None,
+            state: TcpState::CloseWait,
+            local: "10.77.0.10:8080".into(),
+            remote: "10.77.0.11:40000".into(),
+            since,
+            age_s: 192,
+            rx_queue: 0,
+            until: None,
+        },
+        peer: None,
+        until: None,
+        hint: LeakKind::CloseWait.hint().into(),
+    }
+}
 
 fn leaks_page(leak_hosts: &[&str], next: Option<&str>) -> String {
-    let leaks: Vec<String> = leak_hosts
-        .iter()
-        .map(|h| LEAK.replace("app-1", h))
-        .collect();
-    let next = next.map_or("null".to_string(), |t| format!("{t:?}"));
-    format!(
-        r#"{{"leaks": [{}], "time_wait_pressure": [], "next_page_token": {next}}}"#,
-        leaks.join(",")
-    )
+    let page = LeaksPage {
+        leaks: leak_hosts.iter().map(|h| leak(h)).collect(),
+        time_wait_pressure: vec![],
+        next_page_token: next.map(String::from),
+    };
+    serde_json::to_string(&page).expect("answers serialise")
 }
 
 #[test]
@@ -153,7 +180,7 @@ fn json_prints_the_body_byte_for_byte() {
     // Odd spacing, key order, non-ASCII and no final newline must all survive.
     let body = format!(
         "{{ \"next_page_token\" : null,\n  \"leaks\": [{}] , \"time_wait_pressure\":[], \"note\": \"h\u{00e9}\" }}",
-        LEAK
+        serde_json::to_string_pretty(&leak("app-1")).expect("answers serialise")
     );
     let expected = body.clone();
     let server = Canned::start(move |_| ("200 OK", body.clone()));
@@ -238,6 +265,54 @@ fn a_400_becomes_one_line_with_the_servers_message() {
         "finwait: kind: unknown parameter; allowed: since, min_age, host, process, limit (HTTP 400 InvalidArgument)\n"
     );
     assert_eq!(server.seen()[0].target(), "/api/v1/leaks?kind=close_wait");
+}
+
+#[test]
+fn service_by_and_any_state_spelling_reach_the_query_string() {
+    let server = Canned::start(|req| {
+        let body = if req.target().starts_with("/api/v1/leaks/groups") {
+            r#"{"groups": [], "next_page_token": null}"#
+        } else {
+            r#"{"host": "a", "as_of": null, "sockets": [], "next_page_token": null}"#
+        };
+        ("200 OK", body.into())
+    });
+    let url = server.url();
+    let runs: [&[&str]; 2] = [
+        &[
+            "leaks",
+            "--groups",
+            "--by",
+            "service",
+            "--service",
+            "pod/1f2e",
+        ],
+        &[
+            "sockets",
+            "--host",
+            "a",
+            "--state",
+            "estab",
+            "--service",
+            "srv.service",
+        ],
+    ];
+    for args in runs {
+        let out = finwait(&[&["--server", url.as_str()], args].concat(), &[]);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    let targets: Vec<String> = server
+        .seen()
+        .iter()
+        .map(|s| s.target().to_string())
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            "/api/v1/leaks/groups?service=pod%2F1f2e&by=service",
+            "/api/v1/sockets?host=a&state=ESTABLISHED&service=srv.service",
+        ]
+    );
 }
 
 #[test]
@@ -396,7 +471,7 @@ fn bad_flags_are_one_line_and_status_2() {
         &["who", "10.0.0.1"],
         &["--limit", "0", "hosts"],
         &["--server", "127.0.0.1:7070", "hosts"],
-        &["explain", "CLOSED"],
+        &["explain", "FIN_WAIT3"],
         &[],
     ] {
         let out = finwait(args, &[]);
