@@ -11,9 +11,9 @@ use std::time::Duration;
 use clap::builder::{
     NonEmptyStringValueParser, PossibleValue, StringValueParser, TypedValueParser,
 };
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use finwait_vocab::time::{DURATION_HELP, INSTANT_HELP, InstantSpec};
-use finwait_vocab::{Confidence, LeakKind, TcpState};
+use finwait_vocab::{Confidence, GroupBy, LeakKind, TcpState};
 
 use crate::url::ServerUrl;
 
@@ -146,22 +146,11 @@ pub fn confidence_words() -> Words<Confidence> {
     }
 }
 
-/// How `leaks --groups` sums leaks up (`by` of `/api/v1/leaks/groups`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum GroupBy {
-    /// One row per host, process and kind (the collector's default).
-    Process,
-    /// One row per service and kind, across hosts.
-    Service,
-}
-
-impl GroupBy {
-    /// The API's word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GroupBy::Process => "process",
-            GroupBy::Service => "service",
-        }
+/// `--by`: how `leaks --groups` sums leaks up (`by` of `/api/v1/leaks/groups`).
+pub fn group_by_words() -> Words<GroupBy> {
+    Words {
+        parse: str::parse,
+        names: || GroupBy::ALL.iter().map(|g| g.name()).collect(),
     }
 }
 
@@ -197,7 +186,7 @@ pub struct LeaksArgs {
     #[arg(long)]
     pub groups: bool,
     /// With --groups: one row per process on a host, or per service across hosts.
-    #[arg(long, value_enum, value_name = "BY", requires = "groups")]
+    #[arg(long, value_name = "BY", value_parser = group_by_words(), requires = "groups")]
     pub by: Option<GroupBy>,
 }
 

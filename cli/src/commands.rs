@@ -7,9 +7,9 @@ use chrono::Utc;
 
 use finwait_vocab::answer::{GroupsPage, HostsPage, LeaksPage, SocketsPage, TimelinePage, WhoPage};
 use finwait_vocab::time::InstantSpec;
-use finwait_vocab::{Confidence, LeakKind};
+use finwait_vocab::{Confidence, GroupBy, LeakKind};
 
-use crate::cli::{Cli, Command, Global, GroupBy, LeaksArgs, SocketsArgs, TimelineArgs, WhoArgs};
+use crate::cli::{Cli, Command, Global, LeaksArgs, SocketsArgs, TimelineArgs, WhoArgs};
 use crate::client::{Client, ClientOptions, Token};
 use crate::error::Error;
 use crate::paging::Page;
@@ -118,7 +118,7 @@ pub fn leaks_query(a: &LeaksArgs) -> Query {
     q.push_opt("service", a.service.as_deref());
     q.push_opt("kind", a.kind.map(LeakKind::name));
     q.push_opt("confidence", a.confidence.map(Confidence::name));
-    q.push_opt("by", a.by.map(GroupBy::as_str));
+    q.push_opt("by", a.by.map(GroupBy::name));
     q
 }
 

@@ -14,9 +14,9 @@ use finwait_vocab::answer::{
 };
 use finwait_vocab::time::format_age;
 
-use crate::cli::GroupBy;
 use crate::format::{self, cell, num};
 use crate::table::{Align, Table};
+use finwait_vocab::GroupBy;
 
 /// Command lines longer than this are cut (with `…`).
 pub const CMDLINE_WIDTH: usize = 40;

@@ -15,4 +15,4 @@ pub mod verdict;
 
 pub use state::TcpState;
 pub use timer::TimerKind;
-pub use verdict::{Confidence, LeakKind};
+pub use verdict::{Confidence, GroupBy, LeakKind};

@@ -17,6 +17,15 @@ pub enum LeakKind {
     LastAckStuck,
 }
 
+/// How the grouped leak view sums leaks up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GroupBy {
+    /// One group per host, process and kind (the default).
+    Process,
+    /// One group per service and kind, across hosts.
+    Service,
+}
+
 /// How the holder was paired with its peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Confidence {
@@ -85,6 +94,11 @@ words!(LeakKind, "a leak kind",
     CloseWait => "close_wait",
     HalfClosedWait => "half_closed_wait",
     LastAckStuck => "last_ack_stuck",
+);
+
+words!(GroupBy, "a grouping",
+    Process => "process",
+    Service => "service",
 );
 
 words!(Confidence, "a confidence",

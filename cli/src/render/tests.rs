@@ -4,8 +4,8 @@ use finwait_vocab::answer::{Connection, Coverage, Host, LeakGroup, PeerCount, Po
 use finwait_vocab::{Confidence, LeakKind, TimerKind};
 
 use super::*;
-use crate::cli::GroupBy;
 use crate::fixtures::{host, json, owned, owner, side, socket, t};
+use finwait_vocab::GroupBy;
 
 fn parse<T: serde::de::DeserializeOwned>(json: &str) -> T {
     serde_json::from_str(json).expect("contract-shaped sample")

@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use finwait_vocab::LeakKind;
 use finwait_vocab::answer::{GroupsPage, Leak, LeakGroup, PeerCount};
+use finwait_vocab::{GroupBy, LeakKind};
 
 use super::leaks::{self, LeakQuery};
 use super::{Context, PageReq, Params, QueryError, Question};
@@ -23,9 +23,6 @@ pub const PARAMS: &[&str] = &[
     "limit",
     "page_token",
 ];
-
-/// What leaks are grouped by.
-pub const GROUP_BY: &[&str] = &["process", "service"];
 
 /// Leaks grouped over at most this many verdicts.
 const MAX_LEAKS: i64 = 200_000;
@@ -53,7 +50,7 @@ impl Question for GroupsQuery {
             offset: 0,
             limit: MAX_LEAKS,
         };
-        let by_service = p.choice("by", GROUP_BY)? == Some("service");
+        let by_service = p.parsed::<GroupBy>("by")? == Some(GroupBy::Service);
         Ok(GroupsQuery {
             leaks,
             by_service,
