@@ -286,4 +286,13 @@ mod tests {
         let e = parse_states("close-wiat").expect_err("invalid");
         assert!(e.contains("close-wiat"), "{e}");
     }
+
+    #[test]
+    fn every_spelling_of_the_vocabulary_is_a_state_filter() {
+        for (st, words) in finwait_vocab::state::SPELLINGS {
+            for w in words.iter().chain([&st.name(), &st.ss_column()]) {
+                assert_eq!(parse_states(w), Ok(vec![st]), "--state {w}");
+            }
+        }
+    }
 }
