@@ -4,7 +4,7 @@
 -- $3 slack (seconds): allowed gap between holder and peer lifetimes (sampling interval, clock skew)
 -- $4 host filter (hostname, NULL for all)   $5 process filter (comm, NULL for all)
 -- $6 kind filter   $7 confidence filter   $8 rows to fetch   $9 rows to skip
--- $10 service filter (a holder's owner's or namespace's service, NULL for all)
+-- $10 service filter: the holder's service as answered (its first owner's, else its namespace's)
 --
 -- A lifetime is open (current_sockets, alive until its host's last report) or ended
 -- (socket_lifetimes, until last_seen). Holders: CLOSE_WAIT (8), FIN_WAIT2 without a
@@ -38,8 +38,7 @@ WITH lt AS (
       AND (lt.state IN (8, 9) OR (lt.state = 5 AND lt.timer = 0 AND lt.inode <> 0))
       AND ($4::text IS NULL OR h.hostname = $4)
       AND ($5::text IS NULL OR lt.owners @> jsonb_build_array(jsonb_build_object('comm', $5::text)))
-      AND ($10::text IS NULL OR ns.service = $10
-           OR lt.owners @> jsonb_build_array(jsonb_build_object('service', $10::text)))
+      AND ($10::text IS NULL OR COALESCE(lt.owners -> 0 ->> 'service', ns.service) = $10)
       AND NOT (lt.state = 5 AND EXISTS (
           SELECT 1 FROM (
               SELECT cw.host_id, cw.netns, cw.first_seen, ch.last_report AS last_seen

@@ -1,7 +1,7 @@
 -- One host's sockets now ($2 NULL) or as of its report $2, rebuilt from lifetimes.
 -- $1 host_id   $2 as_of (a report's taken_at) or NULL
 -- $3 state (NULL all)   $4 port, local or remote (NULL all)   $5 pid (NULL all)
--- $6 comm (NULL all)   $7 rows to fetch   $8 rows to skip   $9 service (NULL all)
+-- $6 comm (NULL all)   $7 rows to fetch   $8 rows to skip   $9 service as answered (the first owner's, else the namespace's; NULL all)
 --
 -- A lifetime was in the table at report R when first_seen <= R <= last_seen; an open
 -- one (current_sockets) is seen until the host's last report. Age counts up to the
@@ -30,7 +30,6 @@ WHERE ($3::smallint IS NULL OR lt.state = $3)
   AND ($4::int IS NULL OR lt.local_port = $4 OR lt.remote_port = $4)
   AND ($5::bigint IS NULL OR lt.owners @> jsonb_build_array(jsonb_build_object('pid', $5::bigint)))
   AND ($6::text IS NULL OR lt.owners @> jsonb_build_array(jsonb_build_object('comm', $6::text)))
-  AND ($9::text IS NULL OR ns.service = $9
-       OR lt.owners @> jsonb_build_array(jsonb_build_object('service', $9::text)))
+  AND ($9::text IS NULL OR COALESCE(lt.owners -> 0 ->> 'service', ns.service) = $9)
 ORDER BY lt.state, lt.local_addr, lt.local_port, lt.remote_addr, lt.remote_port, lt.netns, lt.sock_key
 LIMIT $7 OFFSET $8
