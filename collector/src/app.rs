@@ -6,11 +6,13 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use finwait_proto::v1 as pb;
+use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -45,15 +47,39 @@ impl std::fmt::Debug for App {
     }
 }
 
+/// The database the collector uses.
+struct Database {
+    /// What the store connects with.
+    options: PgConnectOptions,
+    /// The same as a URL, for people and tools that take only a string (psql).
+    url: String,
+    /// The embedded server, when the collector runs its own.
+    embedded: Option<EmbeddedPostgres>,
+}
+
 /// Where the database comes from: a URL file, DATABASE_URL, or the embedded server.
-async fn database(config: &Config) -> anyhow::Result<(String, Option<EmbeddedPostgres>)> {
-    if let Some(path) = &config.database_url_file {
-        let url =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        return Ok((url.trim().to_owned(), None));
-    }
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        return Ok((url, None));
+async fn database(config: &Config) -> anyhow::Result<Database> {
+    let given = match &config.database_url_file {
+        Some(path) => Some((
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .trim()
+                .to_owned(),
+            path.display().to_string(),
+        )),
+        None => std::env::var("DATABASE_URL")
+            .ok()
+            .map(|url| (url, "DATABASE_URL".to_owned())),
+    };
+    if let Some((url, source)) = given {
+        // The URL is a secret: errors name where it came from, never the URL.
+        let options = PgConnectOptions::from_str(&url)
+            .with_context(|| format!("invalid PostgreSQL URL in {source}"))?;
+        return Ok(Database {
+            options,
+            url,
+            embedded: None,
+        });
     }
     let opts = EmbeddedOptions {
         data_dir: config.data_dir.join("postgres"),
@@ -66,7 +92,8 @@ async fn database(config: &Config) -> anyhow::Result<(String, Option<EmbeddedPos
         .await
         .context("embedded postgresql start-up task")??;
     // The collector's own database inside the embedded cluster.
-    let admin = Store::connect(&pg.url("postgres"), 1, Duration::from_secs(1)).await?;
+    let admin =
+        Store::connect_with(pg.connect_options("postgres"), 1, Duration::from_secs(1)).await?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'finwait')")
             .fetch_one(admin.pool())
@@ -77,7 +104,11 @@ async fn database(config: &Config) -> anyhow::Result<(String, Option<EmbeddedPos
             .await?;
     }
     admin.pool().close().await;
-    Ok((pg.url("finwait"), Some(pg)))
+    Ok(Database {
+        options: pg.connect_options("finwait"),
+        url: pg.url("finwait"),
+        embedded: Some(pg),
+    })
 }
 
 impl App {
@@ -98,8 +129,12 @@ impl App {
             }
             None => None,
         };
-        let (database_url, embedded) = database(&config).await?;
-        let store = Store::connect(&database_url, config.db_connections, config.lease())
+        let Database {
+            options,
+            url: database_url,
+            embedded,
+        } = database(&config).await?;
+        let store = Store::connect_with(options, config.db_connections, config.lease())
             .await
             .context("connecting to PostgreSQL")?;
         store.migrate().await.context("applying migrations")?;
@@ -127,7 +162,8 @@ impl App {
         self.addr
     }
 
-    /// The database URL in use (tests open their own connections with it).
+    /// The database in use as a URL, for tools that take only a string (psql); the
+    /// collector itself connects with options.
     pub fn database_url(&self) -> &str {
         &self.database_url
     }

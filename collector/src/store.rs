@@ -131,15 +131,24 @@ fn dedup<'a>(records: impl Iterator<Item = &'a SocketRecord>) -> Vec<&'a SocketR
 }
 
 impl Store {
-    /// Connects with a pool of `max_connections`.
+    /// Connects to the database at `url` with a pool of `max_connections`.
     pub async fn connect(
         url: &str,
         max_connections: u32,
         lease: Duration,
     ) -> Result<Store, StoreError> {
+        Self::connect_with(PgConnectOptions::from_str(url)?, max_connections, lease).await
+    }
+
+    /// Connects with `options` and a pool of `max_connections`.
+    pub async fn connect_with(
+        options: PgConnectOptions,
+        max_connections: u32,
+        lease: Duration,
+    ) -> Result<Store, StoreError> {
         // JIT costs more than it saves on these short, index-driven statements: with it
         // the hosts and leaks queries spent 0.2-0.6 s compiling (finwait-bench history).
-        let options = PgConnectOptions::from_str(url)?.options([("jit", "off")]);
+        let options = options.options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
