@@ -15,8 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::error::ErrorCode;
-use crate::ingest::Tokens;
+use crate::auth::{self, Tokens};
 use crate::query::groups::GroupsQuery;
 use crate::query::hosts::HostsQuery;
 use crate::query::leaks::LeakQuery;
@@ -55,20 +54,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Checks `Authorization: Bearer <token>` when reading needs a token.
-pub fn authorize(tokens: Option<&Tokens>, given: Option<&str>) -> Result<(), QueryError> {
-    let Some(tokens) = tokens else {
-        return Ok(());
-    };
-    match given.and_then(|v| v.strip_prefix("Bearer ")) {
-        Some(t) if tokens.accepts(t.trim()) => Ok(()),
-        _ => Err(QueryError {
-            code: ErrorCode::Unauthenticated,
-            message: "reading needs `Authorization: Bearer <token>`".into(),
-        }),
-    }
-}
-
 /// Token and parameters of one request.
 fn admit(
     state: &ApiState,
@@ -77,7 +62,7 @@ fn admit(
     allowed: &[&str],
 ) -> Result<Params, ApiError> {
     let given = headers.get("authorization").and_then(|v| v.to_str().ok());
-    authorize(state.tokens.as_deref(), given)?;
+    auth::check(state.tokens.as_deref(), given).map_err(QueryError::from)?;
     Ok(Params::new(raw, allowed)?)
 }
 

@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
+use crate::auth::Tokens;
 use crate::config::Config;
-use crate::ingest::{IngestService, Tokens};
+use crate::ingest::IngestService;
 use crate::postgres::{EmbeddedOptions, EmbeddedPostgres};
 use crate::store::Store;
 use crate::validate::Limits;

@@ -6,7 +6,6 @@
 //! idle stream. A bad message ends the stream with INVALID_ARGUMENT naming the field;
 //! what was committed before it stays.
 
-use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,44 +20,13 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use crate::auth::{self, Tokens};
 use crate::error::{ErrorCode, store_status};
 use crate::store::{Applied, Store};
 use crate::validate::{self, Limits};
 
 /// How long an agent may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Accepted agent tokens.
-#[derive(Debug, Default)]
-pub struct Tokens(HashSet<String>);
-
-impl Tokens {
-    /// Parses a tokens file: one token per line, blank lines and `#` comments ignored.
-    pub fn parse(text: &str) -> Tokens {
-        Tokens(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_owned)
-                .collect(),
-        )
-    }
-
-    /// True when `token` is accepted.
-    pub fn accepts(&self, token: &str) -> bool {
-        self.0.contains(token)
-    }
-
-    /// How many tokens are accepted.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// True when none are.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
 
 /// The ingest service.
 #[derive(Debug, Clone)]
@@ -108,26 +76,10 @@ impl IngestService {
     }
 
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let Some(tokens) = &self.tokens else {
-            return Ok(());
-        };
-        let given = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            Some(t) if tokens.accepts(t.trim()) => Ok(()),
-            Some(_) => {
-                reject("bad_token");
-                Err(ErrorCode::Unauthenticated.status("token not accepted"))
-            }
-            None => {
-                reject("no_token");
-                Err(ErrorCode::Unauthenticated
-                    .status("missing `authorization: Bearer <token>` metadata"))
-            }
-        }
+        auth::check(self.tokens.as_deref(), auth::presented(req.metadata())).map_err(|r| {
+            reject(r.reason());
+            r.status()
+        })
     }
 
     /// Runs one stream to its end.
@@ -337,17 +289,5 @@ impl pb::ingest_server::Ingest for IngestService {
             drop(permit);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_file_ignores_comments_and_blanks() {
-        let t = Tokens::parse("# agents\n\n  abc  \ndef\n");
-        assert_eq!(t.len(), 2);
-        assert!(t.accepts("abc") && t.accepts("def") && !t.accepts("# agents"));
     }
 }

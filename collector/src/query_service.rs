@@ -8,8 +8,7 @@ use chrono::{DateTime, Utc};
 use finwait_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::api::authorize;
-use crate::ingest::Tokens;
+use crate::auth::{self, Tokens};
 use crate::query::groups::GroupsQuery;
 use crate::query::hosts::HostsQuery;
 use crate::query::leaks::LeakQuery;
@@ -41,11 +40,8 @@ impl QueryService {
         mut fields: Vec<(&str, String)>,
         page: Option<&pb::Page>,
     ) -> Result<Q::Answer, Status> {
-        let given = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        authorize(self.tokens.as_deref(), given).map_err(status)?;
+        auth::check(self.tokens.as_deref(), auth::presented(req.metadata()))
+            .map_err(|r| r.status())?;
         fields.extend(page_fields(page));
         let p = Params::from_fields(fields, Q::PARAMS).map_err(status)?;
         query::ask::<Q>(&p, &self.ctx).await.map_err(status)
