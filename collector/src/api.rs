@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::auth::{self, Tokens};
+use crate::error::ErrorCode;
 use crate::query::groups::GroupsQuery;
 use crate::query::hosts::HostsQuery;
 use crate::query::leaks::LeakQuery;
@@ -45,11 +46,17 @@ impl From<QueryError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        self.0.code.log("http", &self.0.message);
         let status =
             StatusCode::from_u16(self.0.code.http()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::json!({
             "error": { "code": format!("{:?}", self.0.code), "message": self.0.message }
         });
+        if self.0.code == ErrorCode::Unauthenticated {
+            // RFC 9110: a 401 names the scheme it wants.
+            let challenge = [(axum::http::header::WWW_AUTHENTICATE, "Bearer")];
+            return (status, challenge, Json(body)).into_response();
+        }
         (status, Json(body)).into_response()
     }
 }

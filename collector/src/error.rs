@@ -1,6 +1,11 @@
 //! One error-code enum for everything a client can be told, mapped to both gRPC codes
 //! and HTTP statuses. Clients never see SQL or driver text: storage failures become
 //! `Unavailable` with a generic message, and the detail goes to the log.
+//!
+//! Logging follows the code too ([`ErrorCode::log`]): a client's mistake (a 4xx: bad
+//! parameter, unknown host, no token) is answered, not a failure of the collector, so
+//! it is logged at INFO with its code; only the collector's own failures reach WARN
+//! (storage unavailable, retried) or ERROR (a bug).
 
 use crate::store::StoreError;
 
@@ -54,6 +59,27 @@ impl ErrorCode {
     pub fn status(self, message: impl Into<String>) -> tonic::Status {
         tonic::Status::new(self.grpc(), message)
     }
+
+    /// True when the client is at fault (an HTTP 4xx), false for the collector's own
+    /// failures (5xx).
+    pub fn is_client_error(self) -> bool {
+        self.http() < 500
+    }
+
+    /// Logs a request of `kind` (e.g. `"http"`, `"ingest"`) refused or failed with this
+    /// code: client errors at INFO, `Unavailable` at WARN, `Internal` at ERROR.
+    /// `message` is what the client was told (never driver text).
+    pub fn log(self, kind: &'static str, message: &str) {
+        match self {
+            _ if self.is_client_error() => {
+                tracing::info!(code = ?self, request = kind, error = message, "request refused");
+            }
+            ErrorCode::Internal => {
+                tracing::error!(code = ?self, request = kind, error = message, "request failed");
+            }
+            _ => tracing::warn!(code = ?self, request = kind, error = message, "request failed"),
+        }
+    }
 }
 
 impl From<&StoreError> for ErrorCode {
@@ -73,5 +99,25 @@ pub fn store_status(e: &StoreError) -> tonic::Status {
     match e {
         StoreError::IdentityConflict { .. } => code.status(e.to_string()),
         _ => code.status("storage unavailable; retry later"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn four_hundreds_are_the_clients_fault_and_five_hundreds_ours() {
+        for code in [
+            ErrorCode::InvalidArgument,
+            ErrorCode::Unauthenticated,
+            ErrorCode::NotFound,
+            ErrorCode::AlreadyExists,
+            ErrorCode::ResourceExhausted,
+        ] {
+            assert!(code.is_client_error(), "{code:?}");
+        }
+        assert!(!ErrorCode::Unavailable.is_client_error());
+        assert!(!ErrorCode::Internal.is_client_error());
     }
 }

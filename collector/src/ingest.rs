@@ -78,6 +78,7 @@ impl IngestService {
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
         auth::check(self.tokens.as_deref(), auth::presented(req.metadata())).map_err(|r| {
             reject(r.reason());
+            r.code().log("ingest", &r.to_string());
             r.status()
         })
     }
@@ -127,26 +128,46 @@ impl IngestService {
             let welcome = match self.store.hello(&hello).await {
                 Ok(w) => w,
                 Err(e) => {
-                    tracing::warn!(error = %e, machine_id = %hello.machine_id, instance = %hello.instance_id, "hello refused");
+                    // A live agent holding the identity is the client's problem; storage down is ours.
+                    let code = ErrorCode::from(&e);
+                    let (machine_id, instance) = (&hello.machine_id, &hello.instance_id);
+                    if code.is_client_error() {
+                        tracing::info!(?code, error = %e, %machine_id, %instance, "hello refused");
+                    } else {
+                        tracing::warn!(?code, error = %e, %machine_id, %instance, "hello failed");
+                    }
                     reject("hello_refused");
                     let _ = out.send(Err(store_status(&e))).await;
                     return;
                 }
             };
             tracing::Span::current().record("host_id", welcome.host_id);
-            tracing::info!(epoch = hello.epoch, last_seq = welcome.last_seq, "agent connected");
+            tracing::info!(
+                epoch = hello.epoch,
+                last_seq = welcome.last_seq,
+                "agent connected"
+            );
             let w = pb::Welcome {
                 host_id: welcome.host_id as u64,
                 last_epoch: welcome.last_epoch as u64,
                 last_seq: welcome.last_seq as u64,
             };
-            if out.send(msg(pb::collector_message::Body::Welcome(w))).await.is_err() {
+            if out
+                .send(msg(pb::collector_message::Body::Welcome(w)))
+                .await
+                .is_err()
+            {
                 return;
             }
             metrics::gauge!("finwait_ingest_streams_active").increment(1.0);
-            self.batches(&mut inbound, &out, welcome.host_id, &hello.instance_id).await;
+            self.batches(&mut inbound, &out, welcome.host_id, &hello.instance_id)
+                .await;
             metrics::gauge!("finwait_ingest_streams_active").decrement(1.0);
-            if let Err(e) = self.store.release(welcome.host_id, &hello.instance_id).await {
+            if let Err(e) = self
+                .store
+                .release(welcome.host_id, &hello.instance_id)
+                .await
+            {
                 tracing::warn!(error = %e, "lease not released");
             }
             tracing::info!("agent disconnected");
@@ -187,7 +208,6 @@ impl IngestService {
                 Err(status) => {
                     // A message over the size limit or undecodable: tell the agent why
                     // (if it is still there); a closed transport just ends the stream.
-                    tracing::warn!(%status, "stream ended by the agent, the transport or a bad message");
                     if matches!(
                         status.code(),
                         tonic::Code::OutOfRange
@@ -195,7 +215,10 @@ impl IngestService {
                             | tonic::Code::InvalidArgument
                     ) {
                         reject("undecodable");
+                        tracing::info!(code = ?ErrorCode::InvalidArgument, %status, "message refused");
                         let _ = out.send(Err(status)).await;
+                    } else {
+                        tracing::info!(%status, "stream ended by the agent or the transport");
                     }
                     return;
                 }
@@ -207,7 +230,7 @@ impl IngestService {
                     Ok(batch) => batch,
                     Err(e) => {
                         reject("invalid_batch");
-                        tracing::warn!(error = %e, "batch rejected");
+                        tracing::info!(code = ?ErrorCode::InvalidArgument, error = %e, "batch rejected");
                         return Err(ErrorCode::InvalidArgument
                             .status(format!("batch {}:{}: {e}", b.epoch, b.seq)));
                     }
@@ -245,7 +268,7 @@ impl IngestService {
                     }
                     Err(e) => {
                         reject("storage");
-                        tracing::warn!(error = %e, "batch not stored");
+                        tracing::warn!(code = ?ErrorCode::from(&e), error = %e, "batch not stored");
                         Err(store_status(&e))
                     }
                 }

@@ -41,14 +41,16 @@ impl QueryService {
         page: Option<&pb::Page>,
     ) -> Result<Q::Answer, Status> {
         auth::check(self.tokens.as_deref(), auth::presented(req.metadata()))
-            .map_err(|r| r.status())?;
+            .map_err(|r| status(r.into()))?;
         fields.extend(page_fields(page));
         let p = Params::from_fields(fields, Q::PARAMS).map_err(status)?;
         query::ask::<Q>(&p, &self.ctx).await.map_err(status)
     }
 }
 
+/// The status a client sees for `e`, logged at the level its code deserves.
 fn status(e: QueryError) -> Status {
+    e.code.log("grpc", &e.message);
     e.code.status(e.message)
 }
 

@@ -232,7 +232,7 @@ impl Store {
     }
 
     /// Registers a host and takes its lease for this agent instance.
-    #[tracing::instrument(skip_all, fields(host = %h.hostname), err)]
+    #[tracing::instrument(skip_all, fields(host = %h.hostname))]
     pub async fn hello(&self, h: &HostHello) -> Result<Welcome, StoreError> {
         let labels: serde_json::Map<String, serde_json::Value> = h
             .labels
@@ -293,7 +293,7 @@ impl Store {
     }
 
     /// Applies one batch in one transaction.
-    #[tracing::instrument(skip_all, fields(host_id, epoch = b.epoch, seq = b.seq, sockets = b.socket_count()), err)]
+    #[tracing::instrument(skip_all, fields(host_id, epoch = b.epoch, seq = b.seq, sockets = b.socket_count()))]
     pub async fn apply(
         &self,
         host_id: i64,

@@ -59,7 +59,7 @@ impl Question for GroupsQuery {
     }
 
     /// Answers it.
-    #[tracing::instrument(name = "query_leak_groups", skip_all, fields(host = ?self.leaks.host), err)]
+    #[tracing::instrument(name = "query_leak_groups", skip_all, fields(host = ?self.leaks.host))]
     async fn run(&self, ctx: &Context) -> Result<GroupsPage, QueryError> {
         let all = leaks::leaks(&ctx.pool, &self.leaks).await?;
         if all.len() as i64 > MAX_LEAKS {

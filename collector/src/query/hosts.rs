@@ -30,7 +30,7 @@ impl Question for HostsQuery {
     }
 
     /// Answers it.
-    #[tracing::instrument(name = "query_hosts", skip_all, err)]
+    #[tracing::instrument(name = "query_hosts", skip_all)]
     async fn run(&self, ctx: &Context) -> Result<HostsPage, QueryError> {
         let rows = sqlx::query(include_str!("../sql/hosts.sql"))
             .bind(self.page.fetch())

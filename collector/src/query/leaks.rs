@@ -78,7 +78,7 @@ impl Question for LeakQuery {
     }
 
     /// Answers it.
-    #[tracing::instrument(name = "query_leaks", skip_all, fields(host = ?self.host, process = ?self.process), err)]
+    #[tracing::instrument(name = "query_leaks", skip_all, fields(host = ?self.host, process = ?self.process))]
     async fn run(&self, ctx: &Context) -> Result<LeaksPage, QueryError> {
         let mut leaks = leaks(&ctx.pool, self).await?;
         let next_page_token = self.page.finish(&mut leaks);

@@ -40,7 +40,7 @@ impl Question for WhoQuery {
     }
 
     /// Answers it.
-    #[tracing::instrument(name = "query_who", skip_all, fields(addr = %self.addr, port = self.port, at = ?self.at), err)]
+    #[tracing::instrument(name = "query_who", skip_all, fields(addr = %self.addr, port = self.port, at = ?self.at))]
     async fn run(&self, ctx: &Context) -> Result<WhoPage, QueryError> {
         let rows = sqlx::query(include_str!("../sql/who.sql"))
             .bind(ipnetwork::IpNetwork::from(self.addr))

@@ -9,6 +9,7 @@ mod coverage;
 mod e2e;
 mod ingest;
 mod leaks;
+mod logging;
 mod nat;
 mod samehost;
 mod support;

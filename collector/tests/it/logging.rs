@@ -1,0 +1,146 @@
+//! What the collector logs when a client is at fault: the refusal at INFO with its
+//! error code, never at ERROR (that level is for the collector's own failures).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use finwait_proto::v1 as pb;
+use finwait_testkit::{Privilege, require_root};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::field::{Field, Visit};
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+
+use crate::support::{AgentStream, Collector, identity};
+
+/// One logged event: its level and fields (values as `Debug` prints them).
+#[derive(Debug)]
+struct Logged {
+    level: tracing::Level,
+    fields: BTreeMap<String, String>,
+}
+
+/// Records the events of the thread it is the default subscriber of.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<Logged>>>);
+
+struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for Capture {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        let mut fields = BTreeMap::new();
+        event.record(&mut Fields(&mut fields));
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Logged {
+                level: *event.metadata().level(),
+                fields,
+            });
+    }
+}
+
+impl Capture {
+    fn events(&self) -> Vec<Logged> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+/// `GET path` over HTTP/1.1; the status line.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.expect("answer");
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Asserts one event at INFO carries `code` and none of `events` is an ERROR.
+fn refused_at_info(events: &[Logged], code: &str, what: &str) {
+    let errors: Vec<&Logged> = events
+        .iter()
+        .filter(|e| e.level == tracing::Level::ERROR)
+        .collect();
+    assert!(errors.is_empty(), "{what} logged at ERROR: {errors:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.level == tracing::Level::INFO
+                && e.fields.get("code").is_some_and(|c| c == code)),
+        "{what} not logged at INFO with code {code}: {events:?}"
+    );
+}
+
+// current_thread (tokio::test's default): the collector's tasks run on this thread,
+// whose default subscriber is the capture.
+#[tokio::test]
+async fn client_mistakes_are_logged_at_info_with_their_code_not_at_error() {
+    if require_root("client_mistakes_are_logged_at_info") != Privilege::Root {
+        return;
+    }
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(capture.clone().with_filter(LevelFilter::INFO)),
+    );
+    let dir = std::env::temp_dir().join(format!("fw-logging-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "s3cret\n").expect("tokens file");
+    let c = Collector::start(&["--tokens-file", tokens.to_str().expect("utf-8")]).await;
+    let mut query = pb::query_client::QueryClient::connect(format!("http://{}", c.addr))
+        .await
+        .expect("connect");
+    capture.events();
+
+    let status = http_get(c.addr, "/api/v1/leaks?min_age=soon").await;
+    assert!(status.contains(" 400 "), "{status}");
+    refused_at_info(&capture.events(), "InvalidArgument", "a bad HTTP parameter");
+
+    let e = query
+        .leaks(pb::LeaksRequest {
+            min_age: "soon".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a bad parameter is refused");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    refused_at_info(&capture.events(), "InvalidArgument", "a bad gRPC parameter");
+
+    let status = http_get(c.addr, "/api/v1/sockets?host=nowhere").await;
+    assert!(status.contains(" 404 "), "{status}");
+    refused_at_info(&capture.events(), "NotFound", "an unknown host over HTTP");
+
+    let e = query
+        .sockets(pb::SocketsRequest {
+            host: "nowhere".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("an unknown host is not found");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    refused_at_info(&capture.events(), "NotFound", "an unknown host over gRPC");
+
+    let e = AgentStream::open(c.addr, identity("t"), 1, "t", Some("wrong"))
+        .await
+        .err()
+        .expect("a wrong token is refused");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    refused_at_info(&capture.events(), "Unauthenticated", "a wrong agent token");
+
+    c.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
