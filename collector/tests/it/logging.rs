@@ -1,8 +1,9 @@
 //! What the collector logs when a client is at fault: the refusal at INFO with its
 //! error code, never at ERROR (that level is for the collector's own failures).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 
 use finwait_proto::v1 as pb;
 use finwait_testkit::{Privilege, require_root};
@@ -21,9 +22,17 @@ struct Logged {
     fields: BTreeMap<String, String>,
 }
 
-/// Records the events of the thread it is the default subscriber of.
+/// The events logged on the thread that asked for them (see [`capture`]).
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<Logged>>>);
+
+thread_local! {
+    /// Where this thread's events go, if anywhere.
+    static CAPTURING: RefCell<Option<Capture>> = const { RefCell::new(None) };
+}
+
+/// The global subscriber's one layer: hands each event to its thread's capture.
+struct ToThreadCapture;
 
 struct Fields<'a>(&'a mut BTreeMap<String, String>);
 
@@ -33,21 +42,44 @@ impl Visit for Fields<'_> {
     }
 }
 
-impl<S: tracing::Subscriber> Layer<S> for Capture {
+impl<S: tracing::Subscriber> Layer<S> for ToThreadCapture {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        let mut fields = BTreeMap::new();
-        event.record(&mut Fields(&mut fields));
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(Logged {
-                level: *event.metadata().level(),
-                fields,
-            });
+        CAPTURING.with(|c| {
+            if let Some(capture) = c.borrow().as_ref() {
+                let mut fields = BTreeMap::new();
+                event.record(&mut Fields(&mut fields));
+                capture
+                    .0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(Logged {
+                        level: *event.metadata().level(),
+                        fields,
+                    });
+            }
+        });
     }
 }
 
+/// Captures what is logged on this thread from now on, at INFO and above.
+///
+/// A global subscriber, not a thread's scoped one: tracing caches per call site
+/// whether anyone listens, and a call site first reached on another test's thread
+/// would be cached as unheard while only a scoped subscriber exists.
+fn capture() -> Capture {
+    static GLOBAL: Once = Once::new();
+    GLOBAL.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(ToThreadCapture.with_filter(LevelFilter::INFO)),
+        );
+    });
+    let capture = Capture::default();
+    CAPTURING.with(|c| *c.borrow_mut() = Some(capture.clone()));
+    capture
+}
+
 impl Capture {
+    /// What was captured since the last call.
     fn events(&self) -> Vec<Logged> {
         std::mem::take(
             &mut *self
@@ -86,16 +118,13 @@ fn refused_at_info(events: &[Logged], code: &str, what: &str) {
 }
 
 // current_thread (tokio::test's default): the collector's tasks run on this thread,
-// whose default subscriber is the capture.
+// whose events are captured.
 #[tokio::test]
 async fn client_mistakes_are_logged_at_info_with_their_code_not_at_error() {
     if require_root("client_mistakes_are_logged_at_info") != Privilege::Root {
         return;
     }
-    let capture = Capture::default();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::registry().with(capture.clone().with_filter(LevelFilter::INFO)),
-    );
+    let capture = capture();
     let dir = std::env::temp_dir().join(format!("fw-logging-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let tokens = dir.join("tokens");
