@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use finwait_testkit::{Lan, NetNs, Privilege, Sockpop, require_root, workspace_bin};
 
-use crate::support::certificates;
+use crate::support::{TestDb, certificates};
 
 pub(crate) struct Proc(Child);
 
@@ -397,6 +397,7 @@ impl Fixture {
         let token = format!("{tag}-token");
         let tokens = write(&dir, "tokens", &token);
         let token_file = write(&dir, "token", &token);
+        let database = TestDb::create();
         let mut c = lan
             .router()
             .command(env!("CARGO_BIN_EXE_finwait-collector"))
@@ -415,9 +416,9 @@ impl Fixture {
                 "2",
                 "--correlation-slack-seconds",
                 "5",
-                "--data-dir",
+                "--database-url-file",
+                database.url_file_arg(),
             ])
-            .arg(dir.join("data"))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join("collector.log")).expect("log"))
             .spawn()

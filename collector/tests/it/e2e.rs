@@ -2,7 +2,9 @@
 //! inside a private network namespace where real sockets are made by
 //! `finwait-sockpop`; and the faults the ingest path must survive, counted against the
 //! ledger of committed batches: the collector killed with SIGKILL mid-stream, and
-//! PostgreSQL stopped and restarted while the agent streams.
+//! PostgreSQL stopped and restarted while the agent streams. The fault tests run their
+//! own PostgreSQL (the collector's embedded one, or a private cluster); the first test
+//! uses a database in the shared cluster.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use finwait_collector::postgres::{EmbeddedOptions, EmbeddedPostgres};
 use finwait_testkit::{NetNs, Privilege, Sockpop, require_root, workspace_bin};
 
-use crate::support::fresh_data_dir;
+use crate::support::{TestDb, private_cluster};
 
 /// A child process stopped with SIGTERM (then waited for) on drop.
 struct Proc(Child);
@@ -215,12 +217,16 @@ async fn a_real_close_wait_appears_as_an_open_lifetime_with_its_owner_and_then_e
     }
     let ns = NetNs::create("e2e").expect("namespace");
     let data = scratch("basic");
-    let (collector, addr) = start_collector(&ns, &data, "127.0.0.1:0", &[]);
+    let database = TestDb::create();
+    let (collector, addr) = start_collector(
+        &ns,
+        &data,
+        "127.0.0.1:0",
+        &["--database-url-file", database.url_file_arg()],
+    );
     let (pop, pop_pid) = start_population(&ns);
     let agent = start_agent(&ns, &addr, &data, "0.5");
-    let db = sqlx::PgPool::connect(&embedded_url(&data))
-        .await
-        .expect("connect to the collector's database");
+    let db = database.pool().await;
     wait_for(
         &db,
         "an open CLOSE_WAIT lifetime owned by the population",
@@ -284,22 +290,12 @@ async fn postgres_stopped_and_restarted_while_the_agent_streams_loses_and_duplic
     }
     let ns = NetNs::create("pgdown").expect("namespace");
     let data = scratch("pgdown");
-    // The database is external to the collector here, so the test can stop it.
-    let pg_dir = fresh_data_dir();
-    let opts = EmbeddedOptions {
-        data_dir: pg_dir.clone(),
-        bin_dir: None,
-        run_as: None,
-        port: 0,
-        listen_tcp: false,
-    };
-    let pg = tokio::task::spawn_blocking({
-        let o = opts.clone();
-        move || EmbeddedPostgres::start(o)
-    })
-    .await
-    .expect("task")
-    .expect("start PostgreSQL");
+    // The database is external to the collector here, and private, so the test can
+    // stop it.
+    let (opts, pg) = tokio::task::spawn_blocking(private_cluster)
+        .await
+        .expect("task");
+    let pg_dir = opts.data_dir.clone();
     let url = pg.url("finwait");
     let url_file = data.join("database-url");
     std::fs::write(&url_file, &url).expect("url file");

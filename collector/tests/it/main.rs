@@ -1,6 +1,6 @@
 //! Integration tests of finwait-collector against a real PostgreSQL (one cluster per
-//! test, copied from a template made once per binary) and real gRPC clients; the
-//! end-to-end tests run the real binaries in a private network namespace.
+//! test binary, a database per test copied from a migrated template) and real gRPC
+//! clients; the end-to-end tests run the real binaries in a private network namespace.
 //! They need root (PostgreSQL runs as an unprivileged user, namespaces); without it
 //! they fail saying so, unless FINWAIT_SKIP_ROOT_TESTS opts out (never under CI).
 

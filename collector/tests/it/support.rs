@@ -1,63 +1,42 @@
-//! Shared helpers: a PostgreSQL cluster per test (copied from one initdb'd and migrated
-//! template, so initdb runs once per test binary), the collector built in-process on
-//! port 0, and a real gRPC client speaking finwait.v1.
+//! Shared helpers: one PostgreSQL cluster per test binary, started on first use and
+//! stopped by a watchdog process when the binary exits (however it exits); a migrated
+//! template database in it, made once, and a fresh database per test copied from that
+//! template; the collector built in-process on port 0 against it; and a real gRPC
+//! client speaking finwait.v1. Tests that stop or kill PostgreSQL take a
+//! [`private_cluster`] instead.
 
+use std::future::Future;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anyhow::{Context, anyhow};
 use clap::Parser;
 use finwait_collector::app::App;
 use finwait_collector::config::Config;
 use finwait_collector::postgres::{EmbeddedOptions, EmbeddedPostgres};
+use finwait_collector::store::Store;
 use finwait_proto::v1 as pb;
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
-static TEMPLATE: Mutex<Option<PathBuf>> = Mutex::new(None);
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+/// The migrated database every test database is copied from.
+const TEMPLATE: &str = "finwait_template";
 
+/// The shared cluster, started by the first test that needs it.
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+/// Numbers the test databases.
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+/// This binary's scratch directory; the watchdog removes it when the binary exits.
 fn scratch() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("collector-it-{}", std::process::id()))
-}
-
-/// A cluster data directory initialised (initdb + finwait database) once per binary.
-fn template() -> PathBuf {
-    let mut t = TEMPLATE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(p) = &*t {
-        return p.clone();
-    }
-    // Earlier runs' scratch directories (test binaries run one at a time).
-    if let Ok(entries) = std::fs::read_dir(env!("CARGO_TARGET_TMPDIR")) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with("collector-it-") && e.path() != scratch()
-            {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
-    let dir = scratch().join("template");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create template dir");
-    let pg = EmbeddedPostgres::start(options(&dir)).expect(
-        "start PostgreSQL: install the server (apt-get install postgresql) and run the tests as root",
-    );
-    let out = std::process::Command::new("psql")
-        .args([&pg.url("postgres"), "-Atc", "CREATE DATABASE finwait"])
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "create database: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    pg.stop().expect("stop template cluster");
-    *t = Some(dir.clone());
-    dir
 }
 
 fn options(dir: &Path) -> EmbeddedOptions {
@@ -70,30 +49,210 @@ fn options(dir: &Path) -> EmbeddedOptions {
     }
 }
 
-/// A fresh data directory holding a copy of the template cluster.
-pub fn fresh_data_dir() -> PathBuf {
-    let t = template();
-    let dir = scratch().join(format!("t{}", COUNTER.fetch_add(1, Ordering::Relaxed)));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create test dir");
-    // cp -a keeps the server user's ownership and modes.
-    let st = std::process::Command::new("cp")
-        .args(["-a"])
-        .arg(t.join("pgdata"))
-        .arg(dir.join("pgdata"))
-        .status()
-        .expect("cp");
-    assert!(st.success(), "copy template cluster");
-    dir
+/// Runs `fut` to completion on a runtime of its own, on a thread of its own: the
+/// shared set-up is reached from sync and async tests alike, and an async test's
+/// runtime cannot block on a future itself.
+fn block_on<T: Send + 'static>(
+    fut: impl Future<Output = anyhow::Result<T>> + Send + 'static,
+) -> anyhow::Result<T> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(fut)
+    })
+    .join()
+    .map_err(|_| anyhow!("set-up thread panicked"))?
 }
 
-/// A collector running in-process on 127.0.0.1:0 with its own cluster.
+/// Runs each statement on its own (ALTER SYSTEM refuses a transaction block).
+async fn execute(options: PgConnectOptions, statements: Vec<String>) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect_with(&options).await?;
+    for sql in statements {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+            .execute(&mut conn)
+            .await
+            .with_context(|| sql)?;
+    }
+    conn.close().await?;
+    Ok(())
+}
+
+/// The shared cluster. It lives in a static, which is never dropped: the watchdog
+/// stops it.
+struct Cluster {
+    pg: EmbeddedPostgres,
+    /// Our end of the watchdog's stdin. Nothing is ever written: the kernel closes it
+    /// when this process exits, and the watchdog's read then ends.
+    _watchdog: ChildStdin,
+}
+
+/// The shared cluster, started (with its template database) on first use.
+fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        start_cluster().unwrap_or_else(|e| {
+            panic!(
+                "shared PostgreSQL for the tests: {e:#}\n(install the server, apt-get install \
+                 postgresql, and run the tests as root)"
+            )
+        })
+    })
+}
+
+fn start_cluster() -> anyhow::Result<Cluster> {
+    remove_dead_runs();
+    let dir = scratch().join("cluster");
+    let _ = std::fs::remove_dir_all(&dir);
+    let pg = EmbeddedPostgres::start(options(&dir))?;
+    // Spawned as soon as there is a server to stop.
+    let watchdog = spawn_watchdog(&dir.join("pgdata"), &scratch())?;
+    // Every test at once, each collector with its own pool: room for more than the
+    // default 100 connections. Commits need not wait for the disk: nothing here
+    // survives a crash anyway (tests that crash PostgreSQL use a private cluster).
+    block_on(execute(
+        pg.connect_options("postgres"),
+        vec![
+            "ALTER SYSTEM SET max_connections = 300".into(),
+            "ALTER SYSTEM SET synchronous_commit = off".into(),
+        ],
+    ))?;
+    pg.stop()?;
+    let pg = EmbeddedPostgres::start(options(&dir))?;
+    let (admin, template) = (pg.connect_options("postgres"), pg.connect_options(TEMPLATE));
+    block_on(async move {
+        execute(admin, vec![format!("CREATE DATABASE {TEMPLATE}")]).await?;
+        let store = Store::connect_with(template, 1, Duration::from_secs(60)).await?;
+        store.migrate().await?;
+        store.maintain_partitions(2, 14).await?;
+        // CREATE DATABASE ... TEMPLATE refuses a template anyone is connected to.
+        store.pool().close().await;
+        Ok(())
+    })
+    .context("migrating the template database")?;
+    Ok(Cluster {
+        pg,
+        _watchdog: watchdog,
+    })
+}
+
+/// Removes scratch directories of earlier runs whose process is gone.
+fn remove_dead_runs() {
+    let Ok(entries) = std::fs::read_dir(env!("CARGO_TARGET_TMPDIR")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("collector-it-") else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// What the watchdog runs: it waits for end-of-file on stdin (this process's end of
+/// the pipe closes when it exits, even on SIGKILL), then stops the postmaster named in
+/// `$1/postmaster.pid` (fast shutdown, then immediate) and removes `$2`. It ignores
+/// the terminal's signals and has its own process group, so a Ctrl-C that ends the
+/// tests does not end it first.
+const WATCHDOG: &str = r#"
+trap '' INT TERM HUP
+cat >/dev/null
+pid=$(head -n 1 "$1/postmaster.pid" 2>/dev/null)
+alive() {
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = postgres ] || return 1
+    read -r _ _ state _ <"/proc/$pid/stat" && [ "$state" != Z ]
+}
+if [ -n "$pid" ] && alive; then
+    kill -INT "$pid"
+    n=0
+    while alive && [ $n -lt 300 ]; do sleep 0.1; n=$((n + 1)); done
+    if alive; then kill -QUIT "$pid"; sleep 2; fi
+fi
+rm -rf "$2"
+"#;
+
+fn spawn_watchdog(pgdata: &Path, remove: &Path) -> anyhow::Result<ChildStdin> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(WATCHDOG)
+        .arg("finwait-it-watchdog")
+        .arg(pgdata)
+        .arg(remove)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("starting the PostgreSQL watchdog")?;
+    child.stdin.take().context("watchdog stdin")
+}
+
+/// A database of its own for one test, copied from the migrated template.
+pub struct TestDb {
+    /// How to connect to it.
+    pub options: PgConnectOptions,
+    /// A file holding its URL, for `--database-url-file`.
+    pub url_file: PathBuf,
+}
+
+impl TestDb {
+    /// A fresh database in the shared cluster (started on first use).
+    pub fn create() -> TestDb {
+        let cluster = cluster();
+        let name = format!("t_{}", NEXT_DB.fetch_add(1, Ordering::Relaxed));
+        block_on(execute(
+            cluster.pg.connect_options("postgres"),
+            vec![format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}")],
+        ))
+        .unwrap_or_else(|e| panic!("create test database {name}: {e:#}"));
+        let url_file = scratch().join(format!("{name}.url"));
+        std::fs::write(&url_file, cluster.pg.url(&name)).expect("database URL file");
+        TestDb {
+            options: cluster.pg.connect_options(&name),
+            url_file,
+        }
+    }
+
+    /// A pool on it, for assertions.
+    pub async fn pool(&self) -> PgPool {
+        PgPool::connect_with(self.options.clone())
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// `url_file` as a flag value.
+    pub fn url_file_arg(&self) -> &str {
+        self.url_file.to_str().expect("scratch paths are UTF-8")
+    }
+}
+
+/// A private cluster in a fresh directory, running, with an empty `finwait` database,
+/// for a test that stops or restarts PostgreSQL itself (the shared one must stay up);
+/// returns it and the options to start it again with.
+pub fn private_cluster() -> (EmbeddedOptions, EmbeddedPostgres) {
+    let dir = scratch().join(format!(
+        "private-{}",
+        NEXT_DB.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let opts = options(&dir);
+    let pg = EmbeddedPostgres::start(opts.clone()).expect("start a private PostgreSQL");
+    block_on(execute(
+        pg.connect_options("postgres"),
+        vec!["CREATE DATABASE finwait".into()],
+    ))
+    .expect("create database finwait");
+    (opts, pg)
+}
+
+/// A collector running in-process on 127.0.0.1:0 with a database of its own.
 pub struct Collector {
     /// gRPC address.
     pub addr: std::net::SocketAddr,
-    /// Database URL.
-    pub url: String,
-    data: PathBuf,
+    /// Its database.
+    pub database: TestDb,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -101,13 +260,13 @@ pub struct Collector {
 impl Collector {
     /// Starts one with extra flags.
     pub async fn start(extra: &[&str]) -> Collector {
-        let data = fresh_data_dir();
+        let database = TestDb::create();
         let mut args = vec![
             "finwait-collector".to_owned(),
             "--listen".into(),
             "127.0.0.1:0".into(),
-            "--data-dir".into(),
-            data.display().to_string(),
+            "--database-url-file".into(),
+            database.url_file_arg().to_owned(),
         ];
         // Plaintext on loopback unless the test brings TLS or says so itself.
         if !extra.contains(&"--tls-cert") && !extra.contains(&"--insecure-loopback") {
@@ -117,28 +276,25 @@ impl Collector {
         let config = Config::try_parse_from(&args).expect("config");
         let app = App::build(config).await.expect("collector builds");
         let addr = app.addr();
-        let url = app.database_url().to_owned();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;
         }));
         Collector {
             addr,
-            url,
-            data,
+            database,
             stop: Some(tx),
             task: Some(task),
         }
     }
 
     /// A database pool for assertions.
-    pub async fn db(&self) -> sqlx::PgPool {
-        sqlx::PgPool::connect(&self.url)
-            .await
-            .expect("connect to the test database")
+    pub async fn db(&self) -> PgPool {
+        self.database.pool().await
     }
 
-    /// Stops it (health NOT_SERVING, streams closed, PostgreSQL stopped).
+    /// Stops it (health NOT_SERVING, streams closed); its database stays until the
+    /// cluster goes.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -148,7 +304,6 @@ impl Collector {
                 .expect("collector task")
                 .expect("collector stops cleanly");
         }
-        let _ = std::fs::remove_dir_all(&self.data);
     }
 }
 
