@@ -179,10 +179,14 @@ fn copy_text(host_id: i64, agent: usize, n: usize) -> Vec<u8> {
     out.into_bytes()
 }
 
-async fn raw_copy(url: &str, agents: usize, sockets: usize) -> Result<f64> {
+async fn raw_copy(
+    db: sqlx::postgres::PgConnectOptions,
+    agents: usize,
+    sockets: usize,
+) -> Result<f64> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(agents as u32)
-        .connect(url)
+        .connect_with(db)
         .await?;
     sqlx::migrate!("../migrations").run(&pool).await?;
     let mut ids = Vec::new();
@@ -285,7 +289,11 @@ pub fn run(args: &[String]) -> Result<()> {
     let delta_rows = (p.agents * p.deltas * churn * 2) as f64;
     let delta_s = rt.block_on(run_agents(&svc.addr, deltas))?;
     let rss = svc.collector_peak_rss_mib();
-    let copy_s = rt.block_on(raw_copy(&svc.url("copyraw"), p.agents, p.sockets))?;
+    let copy_s = rt.block_on(raw_copy(
+        svc.connect_options("copyraw")?,
+        p.agents,
+        p.sockets,
+    ))?;
 
     println!(
         "finwait-bench ingest: {} agents x {} sockets, {} deltas of {:.1} % churn each",

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context, Result, bail};
 use finwait_collector::postgres::{EmbeddedOptions, EmbeddedPostgres};
 use finwait_testkit::workspace_bin;
+use sqlx::postgres::PgConnectOptions;
 
 /// PostgreSQL plus a collector process; both stopped on drop.
 pub struct Service {
@@ -94,9 +95,10 @@ impl Service {
         })
     }
 
-    /// URL of database `db`.
-    pub fn url(&self, db: &str) -> String {
-        self.pg.as_ref().map(|p| p.url(db)).unwrap_or_default()
+    /// Connection options for database `db` on the bench's server.
+    pub fn connect_options(&self, db: &str) -> Result<PgConnectOptions> {
+        let pg = self.pg.as_ref().context("PostgreSQL already stopped")?;
+        Ok(pg.connect_options(db))
     }
 
     /// The collector's peak RSS so far, MiB.
