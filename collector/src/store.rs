@@ -425,27 +425,18 @@ async fn upsert_namespaces(
     if namespaces.is_empty() {
         return Ok(());
     }
-    let mut cols: (
-        Vec<i64>,
-        Vec<bool>,
-        Vec<&str>,
-        Vec<Option<&str>>,
-        Vec<Option<&str>>,
-    ) = Default::default();
-    for n in namespaces {
-        cols.0.push(n.netns);
-        cols.1.push(n.is_host);
-        cols.2.push(&n.cgroup);
-        cols.3.push(n.service.as_deref());
-        cols.4.push(n.container.as_deref());
-    }
+    let netns: Vec<i64> = namespaces.iter().map(|n| n.netns).collect();
+    let is_host: Vec<bool> = namespaces.iter().map(|n| n.is_host).collect();
+    let cgroup: Vec<&str> = namespaces.iter().map(|n| n.cgroup.as_str()).collect();
+    let service: Vec<Option<&str>> = namespaces.iter().map(|n| n.service.as_deref()).collect();
+    let container: Vec<Option<&str>> = namespaces.iter().map(|n| n.container.as_deref()).collect();
     sqlx::query(include_str!("sql/upsert_namespaces.sql"))
         .bind(host_id)
-        .bind(&cols.0)
-        .bind(&cols.1)
-        .bind(&cols.2)
-        .bind(&cols.3)
-        .bind(&cols.4)
+        .bind(&netns)
+        .bind(&is_host)
+        .bind(&cgroup)
+        .bind(&service)
+        .bind(&container)
         .execute(&mut **tx)
         .await?;
     Ok(())

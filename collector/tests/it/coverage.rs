@@ -10,6 +10,7 @@ use finwait_testkit::{NetNs, Privilege, require_root, workspace_bin};
 use serde_json::Value;
 
 use crate::correlation::{Proc, poll};
+use crate::support::TestDb;
 
 #[test]
 fn an_unprivileged_agent_reports_what_it_cannot_see_and_why() {
@@ -27,15 +28,11 @@ fn an_unprivileged_agent_reports_what_it_cannot_see_and_why() {
     std::fs::copy(workspace_bin("finwait-agent").expect("agent"), &agent).expect("copy agent");
     std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 
+    let database = TestDb::create();
     let mut c = ns
         .command(env!("CARGO_BIN_EXE_finwait-collector"))
-        .args([
-            "--insecure-loopback",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.join("data"))
+        .args(["--insecure-loopback", "--listen", "127.0.0.1:0"])
+        .args(["--database-url-file", database.url_file_arg()])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("collector.log")).expect("log"))
         .spawn()

@@ -12,6 +12,7 @@ use finwait_testkit::{Cgroup, NetNs, Privilege, require_root, workspace_bin};
 use serde_json::Value;
 
 use crate::correlation::{Proc, poll, sockpop};
+use crate::support::TestDb;
 
 /// The Service address pod B dials; the node rewrites it to pod A.
 const VIP: &str = "10.78.9.9";
@@ -147,7 +148,9 @@ fn same_host_peers_pair_across_namespaces_and_never_across_loopbacks() {
         client_cg.add(pid(p)).expect("into cgroup");
     }
 
-    // The collector and one agent for the whole node, both in the node namespace.
+    // The collector (on the test binary's shared PostgreSQL) and one agent for the
+    // whole node, both in the node namespace.
+    let database = TestDb::create();
     let mut c = node
         .command(env!("CARGO_BIN_EXE_finwait-collector"))
         .args(["--insecure-loopback", "--listen", "127.0.0.1:0"])
@@ -157,8 +160,7 @@ fn same_host_peers_pair_across_namespaces_and_never_across_loopbacks() {
             "--correlation-slack-seconds",
             "5",
         ])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
+        .args(["--database-url-file", database.url_file_arg()])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("collector.log")).expect("log"))
         .spawn()
