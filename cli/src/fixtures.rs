@@ -98,6 +98,7 @@ pub fn host(name: &str) -> Host {
         machine_id: format!("m-{name}"),
         agent_version: "0.1.0".into(),
         last_seen: None,
+        reporting: false,
         labels: Default::default(),
         states: Default::default(),
         ephemeral_ports: PortRange {

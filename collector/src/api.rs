@@ -17,6 +17,7 @@ use axum::routing::get;
 
 use crate::auth::{self, Tokens};
 use crate::error::ErrorCode;
+use crate::query::fleet::FleetQuery;
 use crate::query::groups::GroupsQuery;
 use crate::query::hosts::HostsQuery;
 use crate::query::leaks::LeakQuery;
@@ -87,7 +88,7 @@ async fn handle<Q: Question>(
 async fn unknown_path(uri: axum::http::Uri) -> ApiError {
     ApiError(QueryError::not_found(
         uri.path(),
-        "no such endpoint; see /api/v1/{hosts,sockets,leaks,leaks/groups,who,timeline}",
+        "no such endpoint; see /api/v1/{hosts,sockets,leaks,leaks/groups,who,timeline,fleet}",
     ))
 }
 
@@ -100,6 +101,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .route("/api/v1/leaks/groups", get(handle::<GroupsQuery>))
         .route("/api/v1/who", get(handle::<WhoQuery>))
         .route("/api/v1/timeline", get(handle::<TimelineQuery>))
+        .route("/api/v1/fleet", get(handle::<FleetQuery>))
         .route("/api/v1/{*rest}", get(unknown_path))
         .with_state(state)
 }

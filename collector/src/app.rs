@@ -201,12 +201,13 @@ impl App {
             .max_encoding_message_size(self.config.max_message_bytes);
 
         let maintenance = {
-            let (store, stop, lease, retention, every) = (
+            let (store, stop, lease, retention, every, threshold) = (
                 self.store.clone(),
                 stop.clone(),
                 self.config.lease(),
                 i64::from(self.config.retention_days),
                 Duration::from_secs(self.config.maintenance_seconds),
+                self.config.leak_threshold_seconds,
             );
             tracker.spawn(async move {
                 let mut tick = tokio::time::interval(every);
@@ -221,6 +222,9 @@ impl App {
                             }
                             if let Err(e) = store.maintain_partitions(2, retention).await {
                                 tracing::warn!(error = %e, "partition maintenance failed");
+                            }
+                            if let Err(e) = store.record_fleet_minute(threshold, retention).await {
+                                tracing::warn!(error = %e, "fleet rollup failed");
                             }
                         }
                     }

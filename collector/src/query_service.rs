@@ -9,6 +9,7 @@ use finwait_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{self, Tokens};
+use crate::query::fleet::FleetQuery;
 use crate::query::groups::GroupsQuery;
 use crate::query::hosts::HostsQuery;
 use crate::query::leaks::LeakQuery;
@@ -199,6 +200,7 @@ fn host(h: Host) -> pb::HostSummary {
         ephemeral_high: h.ephemeral_ports.high as u32,
         time_wait_pressure: h.time_wait_pressure.map(pressure),
         coverage: h.coverage.map(coverage),
+        reporting: h.reporting,
     }
 }
 
@@ -366,6 +368,40 @@ impl pb::query_server::Query for QueryService {
                         .collect(),
                 })
                 .collect(),
+            next_page_token: token(a.next_page_token),
+        }))
+    }
+
+    async fn fleet(
+        &self,
+        req: Request<pb::FleetRequest>,
+    ) -> Result<Response<pb::FleetResponse>, Status> {
+        let r = req.get_ref();
+        let fields = vec![
+            ("since", r.since.clone()),
+            ("until", r.until.clone()),
+            ("step", r.step.clone()),
+        ];
+        let a = self
+            .answer::<FleetQuery, _>(&req, fields, r.page.as_ref())
+            .await?;
+        Ok(Response::new(pb::FleetResponse {
+            points: a
+                .points
+                .into_iter()
+                .map(|p| pb::FleetPoint {
+                    t_ms: p.t.timestamp_millis(),
+                    states: p
+                        .states
+                        .into_iter()
+                        .map(|(k, v)| (k.name().to_owned(), v))
+                        .collect(),
+                    hosts_reporting: p.hosts_reporting,
+                    hosts_silent: p.hosts_silent,
+                    open_leaks: p.open_leaks,
+                })
+                .collect(),
+            step_s: a.step_s,
             next_page_token: token(a.next_page_token),
         }))
     }

@@ -168,6 +168,24 @@ impl Store {
         &self.pool
     }
 
+    /// Records this minute's fleet totals (an upsert: any collector, any number of times
+    /// a minute) and forgets minutes older than `retention_days`.
+    pub async fn record_fleet_minute(
+        &self,
+        leak_threshold_s: f64,
+        retention_days: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(include_str!("sql/fleet_minute.sql"))
+            .bind(leak_threshold_s)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM fleet_minutes WHERE ts < now() - $1 * interval '1 day'")
+            .bind(retention_days as f64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Creates daily partitions from yesterday to `days_ahead` days ahead, and drops
     /// partitions that ended more than `retention_days` ago.
     pub async fn maintain_partitions(

@@ -163,6 +163,10 @@ pub struct Host {
     pub agent_version: String,
     /// Taken-at time of its last stored report; null before the first.
     pub last_seen: Option<DateTime<Utc>>,
+    /// True while its last report is younger than three sampling intervals (at least a
+    /// minute); a silent host's table is as of `last_seen`.
+    #[serde(default)]
+    pub reporting: bool,
     /// Operator labels.
     pub labels: BTreeMap<String, String>,
     /// Per-state socket counts at the last report.
@@ -364,6 +368,32 @@ pub struct TimelinePage {
     pub step_s: i64,
     /// Buckets, oldest first.
     pub points: Vec<Point>,
+    /// Next page.
+    pub next_page_token: Option<String>,
+}
+
+/// The fleet in one minute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetPoint {
+    /// The minute.
+    pub t: DateTime<Utc>,
+    /// Sockets per state over reporting hosts (their last reports).
+    pub states: BTreeMap<TcpState, i64>,
+    /// Hosts reporting.
+    pub hosts_reporting: i64,
+    /// Hosts silent.
+    pub hosts_silent: i64,
+    /// CLOSE_WAITs open longer than the leak threshold.
+    pub open_leaks: i64,
+}
+
+/// `GET /api/v1/fleet`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetPage {
+    /// Minutes, oldest first (one point per step, the last minute of each).
+    pub points: Vec<FleetPoint>,
+    /// Step between points, seconds.
+    pub step_s: i64,
     /// Next page.
     pub next_page_token: Option<String>,
 }

@@ -65,6 +65,7 @@ impl Question for HostsQuery {
                 machine_id: row.try_get("machine_id")?,
                 agent_version: row.try_get("agent_version")?,
                 last_seen: row.try_get("last_seen")?,
+                reporting: row.try_get("reporting")?,
                 labels: serde_json::from_value(labels).unwrap_or_default(),
                 states,
                 ephemeral_ports: PortRange { low, high },

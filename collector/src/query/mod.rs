@@ -8,6 +8,7 @@
 //! ones with the same message, and answer alike.
 
 pub mod coverage;
+pub mod fleet;
 pub mod groups;
 pub mod hosts;
 pub mod leaks;

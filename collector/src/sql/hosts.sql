@@ -6,6 +6,7 @@
 -- sent none.
 SELECT h.hostname, h.machine_id, h.agent_version, h.last_report AS last_seen, h.labels,
        h.ephemeral_low, h.ephemeral_high, h.account, h.account_at,
+       finwait_reporting(h.last_report, h.sample_interval_ms) AS reporting,
        COALESCE(
            (SELECT jsonb_object_agg(s.state, s.n)
             FROM (SELECT sc.state, sum(sc.count)::bigint AS n FROM state_counts sc

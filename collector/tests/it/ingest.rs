@@ -506,3 +506,61 @@ async fn an_agent_whose_lease_was_taken_over_is_stopped_not_merged() {
     assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
     c.stop().await;
 }
+
+// Multi-threaded: curl blocks this thread while the in-process collector answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_rollup_counts_reporting_hosts_states_and_open_leaks_each_minute() {
+    if !root("the_fleet_rollup_counts_reporting_hosts_states_and_open_leaks") {
+        return;
+    }
+    let c = Collector::start(&[
+        "--maintenance-seconds",
+        "1",
+        "--leak-threshold-seconds",
+        "1",
+    ])
+    .await;
+    let t0 = now_ms() - 3000;
+    let mut a = AgentStream::open(c.addr, identity("rolled"), 1, "r", None)
+        .await
+        .expect("hello");
+    let leaky = || {
+        vec![
+            sock(1, CloseWait, 80, 1, Some(4)),
+            sock(2, Established, 81, 2, Some(4)),
+        ]
+    };
+    for (seq, t) in [(1, t0), (2, t0 + 2000)] {
+        let answer = a.send(full(1, seq, t, leaky())).await.expect("answer");
+        assert!(acked(&answer, seq, false), "{answer:?}");
+    }
+    // The maintenance task (every second here) writes this minute's row.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let point = loop {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", &format!("http://{}/api/v1/fleet?since=5m", c.addr)])
+            .output()
+            .expect("curl");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let last = v["points"].as_array().and_then(|p| p.last()).cloned();
+        if let Some(p) = last.filter(|p| p["open_leaks"] == 1) {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no rollup: {v:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    assert_eq!(point["hosts_reporting"], 1, "{point:#}");
+    assert_eq!(point["hosts_silent"], 0, "{point:#}");
+    // The agent's own per-state counts at its last report.
+    assert_eq!(
+        point["states"],
+        serde_json::json!({"ESTABLISHED": 1}),
+        "{point:#}"
+    );
+    let page: finwait_vocab::answer::FleetPage = serde_json::from_value(serde_json::json!({
+        "points": [point], "step_s": 60, "next_page_token": null
+    }))
+    .expect("the vocab's fleet types");
+    assert_eq!(page.points[0].open_leaks, 1);
+    c.stop().await;
+}
