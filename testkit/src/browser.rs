@@ -231,7 +231,8 @@ impl Browser {
         })
     }
 
-    /// Resizes the window (outer size; headless has no window decorations).
+    /// Resizes the window. This is the outer size: `--headless=new` keeps room for
+    /// browser chrome, so the viewport (and a screenshot) is as wide but 143 px shorter.
     pub fn set_window_size(&self, width: u32, height: u32) -> Result<()> {
         let rect = json!({"width": width, "height": height});
         self.cmd("POST", "/window/rect", Some(&rect))?;

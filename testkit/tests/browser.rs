@@ -147,9 +147,12 @@ fn screenshot_is_a_png_in_the_artifacts_dir() -> Result<()> {
         "a rendered page, not a blank image: {} bytes",
         png.len()
     );
-    // IHDR holds the size: the viewport of a 1024-wide headless window.
+    // IHDR holds the size: the viewport of a 1024 × 700 window, less the height
+    // headless Chromium keeps for its (invisible) toolbars.
     let width = u32::from_be_bytes([png[16], png[17], png[18], png[19]]);
+    let height = u32::from_be_bytes([png[20], png[21], png[22], png[23]]);
     assert_eq!(width, 1024);
+    assert!((400..=700).contains(&height), "viewport height {height}");
     Ok(())
 }
 
