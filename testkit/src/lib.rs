@@ -2,7 +2,12 @@
 //! check every privileged test starts with, and paths to the workspace's binaries.
 //!
 //! Real sockets in real states are made by the `finwait-sockpop` binary of this crate,
-//! started inside a namespace with [`NetNs::command`].
+//! started inside a namespace with [`NetNs::command`]. Pages are tested in a real
+//! headless Chromium ([`browser`]); screenshots go to [`artifacts_dir`].
+
+pub mod browser;
+
+pub use browser::{Browser, Cookie, Element, SKIP_BROWSER_ENV, require_browser};
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -28,8 +33,7 @@ pub fn require_root(test: &str) -> Privilege {
     if rustix::process::geteuid().is_root() {
         return Privilege::Root;
     }
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    if !ci && std::env::var_os(SKIP_ROOT_ENV).is_some() {
+    if !under_ci() && std::env::var_os(SKIP_ROOT_ENV).is_some() {
         eprintln!("SKIPPED {test}: needs root, and {SKIP_ROOT_ENV} opts out");
         return Privilege::OptedOut;
     }
@@ -40,12 +44,16 @@ pub fn require_root(test: &str) -> Privilege {
     );
 }
 
-/// Path of a binary built in the same target directory as the running test.
-pub fn workspace_bin(name: &str) -> Result<PathBuf> {
+/// Whether CI is running us (`CI=true`), where no test may opt out.
+pub(crate) fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The profile directory of the running test: target/<profile>/deps/<test> →
+/// target/<profile>.
+fn profile_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the test executable")?;
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let dir = exe
-        .parent()
+    exe.parent()
         .and_then(|d| {
             if d.ends_with("deps") {
                 d.parent()
@@ -53,8 +61,24 @@ pub fn workspace_bin(name: &str) -> Result<PathBuf> {
                 Some(d)
             }
         })
-        .context("test executable has no parent directory")?;
-    let path = dir.join(name);
+        .map(PathBuf::from)
+        .context("test executable has no parent directory")
+}
+
+/// Where tests leave files for people to look at (screenshots of each page):
+/// `test-artifacts/` in the target directory the tests were built in (`target/`, or
+/// `$CARGO_TARGET_DIR`), created if missing. Files are overwritten on each run.
+pub fn artifacts_dir() -> Result<PathBuf> {
+    let profile = profile_dir()?;
+    let target = profile.parent().unwrap_or(&profile);
+    let dir = target.join("test-artifacts");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Path of a binary built in the same target directory as the running test.
+pub fn workspace_bin(name: &str) -> Result<PathBuf> {
+    let path = profile_dir()?.join(name);
     if !path.exists() {
         bail!(
             "{} is not built: run the tests with `cargo test --workspace` (or build it with \
