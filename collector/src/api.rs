@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::auth::{self, Tokens};
+use crate::dashboard::session::SessionKey;
 use crate::error::ErrorCode;
 use crate::query::fleet::FleetQuery;
 use crate::query::groups::GroupsQuery;
@@ -33,6 +34,8 @@ pub struct ApiState {
     pub ctx: Context,
     /// Accepted read tokens; `None` when reading is open (loopback).
     pub tokens: Option<Arc<Tokens>>,
+    /// The dashboard's session key: a browser logged in to the pages may read too.
+    pub sessions: Option<Arc<(Tokens, SessionKey)>>,
 }
 
 /// An API error: a [`QueryError`] as an HTTP response.
@@ -70,7 +73,18 @@ fn admit(
     allowed: &[&str],
 ) -> Result<Params, ApiError> {
     let given = headers.get("authorization").and_then(|v| v.to_str().ok());
-    auth::check(state.tokens.as_deref(), given).map_err(QueryError::from)?;
+    let session = || {
+        given.is_none()
+            && state
+                .sessions
+                .as_ref()
+                .is_some_and(|s| s.1.admits(headers))
+    };
+    match auth::check(state.tokens.as_deref(), given) {
+        Ok(()) => {}
+        Err(_) if session() => {}
+        Err(refused) => return Err(QueryError::from(refused).into()),
+    }
     Ok(Params::new(raw, allowed)?)
 }
 

@@ -258,10 +258,21 @@ impl App {
             ctx.clone(),
             read_tokens.clone(),
         ));
-        let api = crate::api::router(crate::api::ApiState {
-            ctx,
-            tokens: read_tokens,
+        // Pages and the API: sessions (off loopback) are signed with a key derived
+        // from the same tokens, and the API accepts them too (the charts' fetches).
+        let dash_auth = read_tokens.as_ref().map(|t| {
+            let key = crate::dashboard::session::SessionKey::new(t);
+            Arc::new((crate::auth::Tokens::clone(t), key))
         });
+        let api = crate::api::router(crate::api::ApiState {
+            ctx: ctx.clone(),
+            tokens: read_tokens,
+            sessions: dash_auth.clone(),
+        })
+        .merge(crate::dashboard::router(crate::dashboard::DashState {
+            ctx,
+            auth: dash_auth,
+        }));
         let routes = tonic::service::Routes::from(api)
             .add_service(health)
             .add_service(reflection)

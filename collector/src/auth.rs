@@ -10,7 +10,7 @@ use crate::error::ErrorCode;
 use crate::query::QueryError;
 
 /// Accepted tokens.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Tokens(HashSet<String>);
 
 impl Tokens {
@@ -33,6 +33,27 @@ impl Tokens {
     /// True when none are.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// True when `token` is one of them.
+    pub fn accepts(&self, token: &str) -> bool {
+        self.0.contains(token)
+    }
+
+    /// A digest of the whole set: changes whenever a token is added or removed, so a
+    /// key derived from it (the dashboard's session key) rotates with the tokens.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut sorted: Vec<&String> = self.0.iter().collect();
+        sorted.sort();
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"finwait-tokens-v1");
+        for t in sorted {
+            ctx.update(&(t.len() as u64).to_be_bytes());
+            ctx.update(t.as_bytes());
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
     }
 }
 
@@ -93,7 +114,7 @@ pub fn check(tokens: Option<&Tokens>, presented: Option<&str>) -> Result<(), Ref
         .map(|(_, token)| token.trim())
         .filter(|token| !token.is_empty())
         .ok_or(Refused::Malformed)?;
-    if tokens.0.contains(token) {
+    if tokens.accepts(token) {
         Ok(())
     } else {
         Err(Refused::NotAccepted)

@@ -239,7 +239,11 @@ impl pb::query_server::Query for QueryService {
         req: Request<pb::HostsRequest>,
     ) -> Result<Response<pb::HostsResponse>, Status> {
         let a = self
-            .answer::<HostsQuery, _>(&req, vec![], req.get_ref().page.as_ref())
+            .answer::<HostsQuery, _>(
+                &req,
+                vec![("host", req.get_ref().host.clone())],
+                req.get_ref().page.as_ref(),
+            )
             .await?;
         Ok(Response::new(pb::HostsResponse {
             hosts: a.hosts.into_iter().map(host).collect(),

@@ -11,11 +11,13 @@ use super::{Context, PageReq, Params, QueryError, Question, TIME_WAIT_PRESSURE_R
 use crate::model::CycleAccount;
 
 /// Parameters `hosts` accepts.
-pub const PARAMS: &[&str] = &["limit", "page_token"];
+pub const PARAMS: &[&str] = &["host", "limit", "page_token"];
 
 /// Lists hosts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostsQuery {
+    /// Only this hostname.
+    pub host: Option<String>,
     /// The page.
     pub page: PageReq,
 }
@@ -26,7 +28,10 @@ impl Question for HostsQuery {
 
     /// Reads and checks the parameters.
     fn parse(p: &Params, _ctx: &Context) -> Result<HostsQuery, QueryError> {
-        Ok(HostsQuery { page: p.page()? })
+        Ok(HostsQuery {
+            host: p.text("host"),
+            page: p.page()?,
+        })
     }
 
     /// Answers it.
@@ -36,6 +41,7 @@ impl Question for HostsQuery {
             .bind(self.page.fetch())
             .bind(self.page.offset)
             .bind(TIME_WAIT_PRESSURE_RATIO)
+            .bind(&self.host)
             .fetch_all(&ctx.pool)
             .await?;
         let mut hosts = Vec::with_capacity(rows.len());

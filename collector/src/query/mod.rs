@@ -18,7 +18,7 @@ pub mod sockets;
 pub mod timeline;
 pub mod who;
 
-pub use params::Params;
+pub use params::{MAX_LIMIT, Params};
 pub use socket::{endpoint, socket_from_row};
 
 use serde::Serialize;

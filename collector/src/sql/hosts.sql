@@ -1,5 +1,6 @@
 -- Hosts with their last report, per-state counts and worst TIME_WAIT destination.
 -- $1 rows to fetch   $2 rows to skip   $3 TIME_WAIT pressure share of the port range
+-- $4 hostname (NULL for all)
 --
 -- Counts are the agent's own per-cycle counts at the last report (summed over network
 -- namespaces; they include summarised TIME_WAIT), or the open lifetimes when a host
@@ -29,5 +30,6 @@ LEFT JOIN LATERAL (
     ORDER BY t.count DESC
     LIMIT 1
 ) tw ON true
+WHERE ($4::text IS NULL OR h.hostname = $4)
 ORDER BY h.hostname, h.host_id
 LIMIT $1 OFFSET $2
