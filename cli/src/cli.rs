@@ -433,12 +433,10 @@ mod tests {
                 .chain([state.name(), state.ss_column()])
             {
                 assert_eq!(parse_state(word), Ok(state), "--state {word}");
-                let entries =
-                    crate::explain::lookup(word).unwrap_or_else(|e| panic!("explain {word}: {e}"));
-                let states: Vec<TcpState> = entries
-                    .iter()
-                    .filter_map(|e| match e.topic {
-                        crate::explain::Topic::State(s) => Some(s),
+                let states: Vec<TcpState> = finwait_vocab::explain::Topic::parse(word)
+                    .into_iter()
+                    .filter_map(|t| match t {
+                        finwait_vocab::explain::Topic::State(s) => Some(s),
                         _ => None,
                     })
                     .collect();

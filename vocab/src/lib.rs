@@ -1,6 +1,7 @@
 //! The words of finwait's domain, spelled once: TCP states (every spelling `ss`
 //! accepts), kernel timer kinds, leak verdicts and confidences, the duration and
-//! instant grammar, and the answer types of the query API.
+//! instant grammar, the answer types of the query API, and what each state and
+//! verdict means, who is at fault and what fixes it ([`explain`]).
 //!
 //! The agent's printers, the collector's query layer and the `finwait` CLI all use
 //! these types, so a spelling one of them accepts, the others accept too, and the
@@ -8,6 +9,7 @@
 //! crate depends on nothing but serde and chrono: no database, no gRPC.
 
 pub mod answer;
+pub mod explain;
 pub mod state;
 pub mod time;
 pub mod timer;
