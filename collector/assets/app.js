@@ -28,11 +28,15 @@
   function plot(el, series, xs, ys) {
     el.textContent = "";
     if (!window.uPlot || xs.length === 0) { empty(el, "No data in this range."); return; }
+    // The x axis spans the range asked for (data-span seconds up to now), so a few
+    // points do not stretch over years.
+    var now = Date.now() / 1000;
+    var span = parseInt(el.getAttribute("data-span"), 10) || (now - xs[0]);
     var opts = {
       width: Math.max(320, el.clientWidth - 16), height: 240,
       series: [{}].concat(series),
       axes: [{}, { size: 60 }],
-      scales: { x: { time: true } },
+      scales: { x: { time: true, range: function () { return [now - span, now]; } } },
       legend: { live: false }
     };
     new window.uPlot(opts, [xs].concat(ys), el);

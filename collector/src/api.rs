@@ -73,13 +73,8 @@ fn admit(
     allowed: &[&str],
 ) -> Result<Params, ApiError> {
     let given = headers.get("authorization").and_then(|v| v.to_str().ok());
-    let session = || {
-        given.is_none()
-            && state
-                .sessions
-                .as_ref()
-                .is_some_and(|s| s.1.admits(headers))
-    };
+    let session =
+        || given.is_none() && state.sessions.as_ref().is_some_and(|s| s.1.admits(headers));
     match auth::check(state.tokens.as_deref(), given) {
         Ok(()) => {}
         Err(_) if session() => {}

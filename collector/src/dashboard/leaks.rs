@@ -8,6 +8,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use chrono::{DateTime, Utc};
 use finwait_vocab::answer::Leak;
+use finwait_vocab::explain::{self, Topic};
 
 use super::view::{self, End, Time};
 use super::{DashState, Layout, PageResult, ask, params, render};
@@ -117,7 +118,7 @@ pub async fn list(
 struct OnePage {
     layout: Layout,
     leak: LeakRow,
-    explain: Vec<(String, String)>,
+    explain: Vec<(String, Vec<(&'static str, &'static str)>)>,
     others: Vec<LeakRow>,
     cli: Vec<String>,
 }
@@ -148,7 +149,9 @@ pub async fn one(
             limit: MAX_LIMIT,
         },
     };
-    let all = leaks::leaks(&s.ctx.pool, &q).await.map_err(QueryError::from)?;
+    let all = leaks::leaks(&s.ctx.pool, &q)
+        .await
+        .map_err(QueryError::from)?;
     let found = all.iter().find(|l| {
         let h = &l.holder;
         h.local == local
@@ -178,26 +181,22 @@ pub async fn one(
         cli.push(format!("finwait leaks --host {host} --process {comm}"));
     }
     cli.push(format!("finwait explain {}", leak.kind.name()));
-    let explain = vec![
-        (leak.kind.name().to_owned(), leak.kind.hint().to_owned()),
-        (
-            leak.confidence.name().to_owned(),
-            match leak.confidence {
-                finwait_vocab::Confidence::Exact => {
-                    "the peer's socket has the reversed 4-tuple: the other end is certain"
-                }
-                finwait_vocab::Confidence::Nat => {
-                    "only the client endpoint matches: NAT rewrote the server's address \
-                     (a Service or load balancer); the pairing is very likely"
-                }
-                finwait_vocab::Confidence::OneSided => {
-                    "no peer seen: it is not instrumented, or its FIN_WAIT2 expired \
-                     (tcp_fin_timeout) before an agent sampled it"
-                }
-            }
-            .to_owned(),
-        ),
-    ];
+    // The same texts as `finwait explain`, from the shared vocabulary.
+    let explain = [Topic::Kind(leak.kind), Topic::Confidence(leak.confidence)]
+        .into_iter()
+        .map(|t| {
+            let e = explain::entry(t);
+            (
+                format!("{} ({})", t.name(), t.category()),
+                vec![
+                    ("What it means", e.means),
+                    ("Who is at fault", e.fault),
+                    ("What fixes it", e.fixes),
+                    ("What does not", e.not),
+                ],
+            )
+        })
+        .collect();
     let page = OnePage {
         layout: Layout::new(&s, format!("Leak on {host}"), "leaks"),
         leak: rows(std::slice::from_ref(leak)).remove(0),
@@ -219,6 +218,7 @@ struct ServicePage {
     peers: Vec<(String, String, usize)>,
     data: String,
     since: Time,
+    span: i64,
 }
 
 /// `GET /service?name=&since=`: a service's leaks over time, its hosts and peers.
@@ -245,7 +245,9 @@ pub async fn service(
             limit: MAX_LIMIT,
         },
     };
-    let all = leaks::leaks(&s.ctx.pool, &q).await.map_err(QueryError::from)?;
+    let all = leaks::leaks(&s.ctx.pool, &q)
+        .await
+        .map_err(QueryError::from)?;
     let mut hosts: Vec<String> = all.iter().map(|l| l.holder.host.clone()).collect();
     hosts.sort();
     hosts.dedup();
@@ -272,6 +274,7 @@ pub async fn service(
             &[("service", &name), ("since", &since_s), ("limit", "10000")],
         ),
         since: Time::of(since),
+        span: (Utc::now() - since).num_seconds().max(60),
         name,
     };
     render(&page)

@@ -191,7 +191,12 @@ pub async fn page(
     let mut rows: Vec<HostRow> = hosts
         .hosts
         .iter()
-        .map(|h| row(h, open_by_host.get(h.hostname.as_str()).copied().unwrap_or(0)))
+        .map(|h| {
+            row(
+                h,
+                open_by_host.get(h.hostname.as_str()).copied().unwrap_or(0),
+            )
+        })
         .collect();
     rows.sort_by(|a, b| {
         b.problem
@@ -214,7 +219,11 @@ pub async fn page(
         .iter()
         .filter_map(|h| {
             let c = h.coverage.as_ref().filter(|c| !c.complete)?;
-            Some((h.hostname.clone(), view::host_link(&h.hostname), c.problems.clone()))
+            Some((
+                h.hostname.clone(),
+                view::host_link(&h.hostname),
+                c.problems.clone(),
+            ))
         })
         .collect::<Vec<_>>();
     let reporting = hosts.hosts.iter().filter(|h| h.reporting).count();

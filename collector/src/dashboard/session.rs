@@ -94,9 +94,7 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 /// Where to go after logging in: only a path on this site (no `//host`, no scheme).
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => {
-            n.to_owned()
-        }
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
         _ => "/".to_owned(),
     }
 }
@@ -115,7 +113,10 @@ mod tests {
         assert!(!key.valid(&c, 1_000 + LIFETIME_S), "expired");
         let (exp, mac) = c.split_once('.').expect("shape");
         let forged = format!("{}.{mac}", exp.parse::<i64>().expect("n") + 3600);
-        assert!(!key.valid(&forged, 1_000), "a longer expiry needs a new MAC");
+        assert!(
+            !key.valid(&forged, 1_000),
+            "a longer expiry needs a new MAC"
+        );
         assert!(!key.valid("garbage", 1_000));
         assert!(!key.valid("1.zz", 0));
         let rotated = SessionKey::new(&Tokens::parse("reader-2\n"));

@@ -167,11 +167,17 @@ mod tests {
     #[test]
     fn links_encode_their_values_once() {
         assert_eq!(
-            link("/leaks", &[("service", "pod/web 1"), ("host", ""), ("x", "a&b=c")]),
+            link(
+                "/leaks",
+                &[("service", "pod/web 1"), ("host", ""), ("x", "a&b=c")]
+            ),
             "/leaks?service=pod%2Fweb%201&x=a%26b%3Dc"
         );
         assert_eq!(link("/leaks", &[]), "/leaks");
-        assert_eq!(service(Some("docker/abc123"), Some("abc123")), "docker/abc123");
+        assert_eq!(
+            service(Some("docker/abc123"), Some("abc123")),
+            "docker/abc123"
+        );
         assert_eq!(service(Some("pod/web"), Some("abc123")), "pod/web (abc123)");
     }
 }

@@ -33,9 +33,13 @@ pub fn coverage(a: &CycleAccount, at: DateTime<Utc>) -> Coverage {
                 missing.join(" and ")
             )
         };
+        let who = if a.processes_unreadable == 1 {
+            "1 process's descriptors".to_owned()
+        } else {
+            format!("{} processes' descriptors", a.processes_unreadable)
+        };
         problems.push(format!(
-            "{} processes' descriptors could not be read, so their sockets show no owner: {why}",
-            a.processes_unreadable
+            "{who} could not be read, so their sockets show no owner: {why}"
         ));
     }
     if !a.namespaces_skipped.is_empty() {

@@ -1,5 +1,8 @@
 -- Adds or rewrites open lifetimes. New rows start at the batch time ($2); existing
 -- rows keep their first_seen and are only rewritten when something tracked changed.
+-- A socket that loses its holders while its state lasts (the process exiting, or no
+-- longer readable) keeps its last known holders: a leak ended by its process's exit
+-- still names that process.
 INSERT INTO current_sockets AS c (host_id, netns, sock_key, cookie, state, local_addr, local_port,
     remote_addr, remote_port, inode, uid, rx_queue, tx_queue, timer, owners, first_seen)
 SELECT $1, u.netns, u.sock_key, u.cookie, u.state, u.la::inet, u.lp, u.ra::inet, u.rp, u.inode,
@@ -12,7 +15,9 @@ ON CONFLICT (host_id, netns, sock_key) DO UPDATE
 SET state = EXCLUDED.state, local_addr = EXCLUDED.local_addr, local_port = EXCLUDED.local_port,
     remote_addr = EXCLUDED.remote_addr, remote_port = EXCLUDED.remote_port, inode = EXCLUDED.inode,
     uid = EXCLUDED.uid, rx_queue = EXCLUDED.rx_queue, tx_queue = EXCLUDED.tx_queue,
-    timer = EXCLUDED.timer, owners = EXCLUDED.owners
+    timer = EXCLUDED.timer,
+    owners = CASE WHEN EXCLUDED.owners = '[]'::jsonb AND c.state = EXCLUDED.state
+                  THEN c.owners ELSE EXCLUDED.owners END
 WHERE (c.state, c.inode, c.uid, c.timer, c.owners, c.local_addr, c.local_port, c.remote_addr, c.remote_port)
       IS DISTINCT FROM
       (EXCLUDED.state, EXCLUDED.inode, EXCLUDED.uid, EXCLUDED.timer, EXCLUDED.owners,
