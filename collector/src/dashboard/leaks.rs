@@ -176,7 +176,7 @@ pub async fn one(
         .take(50)
         .cloned()
         .collect();
-    let mut cli = vec![format!("finwait who {}", leak.holder.local)];
+    let mut cli = vec![format!("finwait who {}", leak.holder.remote)];
     if let Some(comm) = &leak.holder.comm {
         cli.push(format!("finwait leaks --host {host} --process {comm}"));
     }
