@@ -13,6 +13,7 @@
 
 mod fleet;
 mod http;
+mod pages;
 mod queries;
 
 use std::net::SocketAddr;
@@ -405,7 +406,62 @@ async fn time_queries(
     report(
         flags, targets, generated, &selected, &samples, &floor, timed_runs,
     );
+    if flags.queries.is_empty() {
+        let leak = pages::a_leak(addr).await?;
+        let list = pages::all(targets, &leak);
+        info!(pages = list.len(), "timing the dashboard's pages beside their API answers");
+        let (warmup, runs) = (flags.warmup as usize, flags.runs as usize);
+        let timed = pages::time(addr, &list, warmup, runs, deadline).await?;
+        let load = pages::first_load(addr).await?;
+        report_pages(&list, &timed, &load);
+    }
     Ok(())
+}
+
+/// The pages' table: page time beside the API answer of the same question, and the
+/// overview's first load.
+fn report_pages(list: &[pages::Page], timed: &[pages::Sample], load: &[(String, usize)]) {
+    println!();
+    println!(
+        "  {:<11} {:>9} {:>9} {:>9} | {:>9} {:>9} | {:>10}",
+        "page", "KiB", "p50 ms", "p95 ms", "API p50", "API p95", "page/API"
+    );
+    let mut over = Vec::new();
+    for (p, s) in list.iter().zip(timed) {
+        let (p50, p95) = (percentile(&s.page_ms, 50.0), percentile(&s.page_ms, 95.0));
+        let (a50, a95) = (percentile(&s.api_ms, 50.0), percentile(&s.api_ms, 95.0));
+        println!(
+            "  {:<11} {:>9.1} {:>9.1} {:>9.1} | {:>9.1} {:>9.1} | {:>10.2}",
+            p.name,
+            s.bytes as f64 / 1024.0,
+            p50,
+            p95,
+            a50,
+            a95,
+            p50 / a50
+        );
+        if p95 >= TARGET_P95_MS {
+            over.push(format!("{} ({p95:.0} ms)", p.name));
+        }
+    }
+    println!(
+        "  target p95 < {TARGET_P95_MS:.0} ms: {}",
+        if over.is_empty() {
+            "every page within".to_owned()
+        } else {
+            format!("over for {}", over.join(", "))
+        }
+    );
+    let total: usize = load.iter().map(|(_, b)| b).sum();
+    let parts: Vec<String> = load
+        .iter()
+        .map(|(u, b)| format!("{u} {:.1}", *b as f64 / 1024.0))
+        .collect();
+    println!(
+        "  overview first load: {:.1} KiB (target < 300 KB): {}",
+        total as f64 / 1024.0,
+        parts.join(", ")
+    );
 }
 
 fn mib(bytes: i64) -> f64 {

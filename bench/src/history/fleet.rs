@@ -259,7 +259,8 @@ mod tests {
                 "current",
                 "history",
                 "leaks",
-                "counts"
+                "counts",
+                "rollup"
             ]
         );
         assert!(steps(FLEET_SQL).iter().all(|(_, b)| b.contains(';')));

@@ -86,11 +86,14 @@ SELECT h.host_id, n.n, n.role, r.port, r.suid, r.cuid,
        n.role = 3 AND n.j % s.step = 0 AND n.j / s.step < g.leaky AS leaky,
        CASE WHEN n.role = 3 AND n.j % s.step = 0 AND n.j / s.step < g.leaky
             THEN jsonb_build_object('pid', 2000 + pg_temp.hm(n.n, 30000), 'comm', 'leaky-svc',
-                                    'cmdline', '/opt/leaky/bin/leaky-svc --listen :8080 --upstream-pool 64')
-            ELSE jsonb_build_object('pid', 2000 + pg_temp.hm(n.n, 30000), 'comm', r.scomm, 'cmdline', r.scmd)
+                                    'cmdline', '/opt/leaky/bin/leaky-svc --listen :8080 --upstream-pool 64',
+                                    'service', 'leaky-svc.service')
+            ELSE jsonb_build_object('pid', 2000 + pg_temp.hm(n.n, 30000), 'comm', r.scomm, 'cmdline', r.scmd,
+                                    'service', r.scomm || '.service')
        END AS srv_owner,
        CASE WHEN n.role = 3 THEN NULL ELSE
-            jsonb_build_object('pid', 40000 + pg_temp.hm(n.n, 20000), 'comm', r.ccomm, 'cmdline', r.ccmd)
+            jsonb_build_object('pid', 40000 + pg_temp.hm(n.n, 20000), 'comm', r.ccomm, 'cmdline', r.ccmd,
+                               'service', r.ccomm || '.service')
        END AS cli_owner0
 FROM n JOIN roles r USING (role)
      JOIN hosts h ON h.hostname = 'host-' || lpad(n.n::text, greatest(4, length(n.n::text)), '0'),
@@ -312,3 +315,14 @@ FROM gen g, fh f
      CROSS JOIN LATERAL (SELECT ts, row_number() OVER () AS i
                          FROM generate_series(g.t_now - make_interval(hours => g.hours) + interval '60 seconds',
                                               g.t_now, interval '60 seconds') ts) m;
+
+-- step: rollup
+-- The collector's once-a-minute fleet rollup over the same history (the dashboard's
+-- charts read it): per-minute totals of the hosts' counts, every host reporting, and
+-- the CLOSE_WAIT count as open leaks.
+INSERT INTO fleet_minutes (ts, states, hosts_reporting, hosts_silent, open_leaks)
+SELECT m.ts, jsonb_object_agg(m.state, m.n), (SELECT count(*) FROM hosts), 0,
+       COALESCE(sum(m.n) FILTER (WHERE m.state = 8), 0)
+FROM (SELECT date_trunc('minute', sc.ts) AS ts, sc.state, sum(sc.count)::bigint AS n
+      FROM state_counts sc GROUP BY 1, 2) m
+GROUP BY m.ts;

@@ -87,7 +87,7 @@ impl Targets {
 }
 
 /// Percent-encodes a query-string value (RFC 3986 unreserved characters kept).
-fn encode(v: &str) -> String {
+pub(super) fn encode(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for b in v.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
