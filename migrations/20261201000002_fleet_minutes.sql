@@ -11,6 +11,11 @@ CREATE TABLE fleet_minutes (
     open_leaks      integer NOT NULL
 );
 
+-- Per-state counts of each host's last report (summed over namespaces), written with
+-- the batch: `hosts` and the dashboard read one row per host instead of looking each
+-- host's counts up.
+ALTER TABLE hosts ADD COLUMN states jsonb;
+
 -- A host is reporting while its last report is younger than three sampling
 -- intervals (at least a minute); silent after.
 CREATE FUNCTION finwait_reporting(last_report timestamptz, sample_interval_ms integer)

@@ -409,7 +409,10 @@ async fn time_queries(
     if flags.queries.is_empty() {
         let leak = pages::a_leak(addr).await?;
         let list = pages::all(targets, &leak);
-        info!(pages = list.len(), "timing the dashboard's pages beside their API answers");
+        info!(
+            pages = list.len(),
+            "timing the dashboard's pages beside their API answers"
+        );
         let (warmup, runs) = (flags.warmup as usize, flags.runs as usize);
         let timed = pages::time(addr, &list, warmup, runs, deadline).await?;
         let load = pages::first_load(addr).await?;

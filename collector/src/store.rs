@@ -416,7 +416,9 @@ impl Store {
             "UPDATE hosts SET last_epoch = $2, last_seq = $3, last_report = GREATEST(last_report, $4), \
              live_until = now() + GREATEST($5::interval, sample_interval_ms * interval '3 milliseconds'), \
              account = COALESCE($6, account), \
-             account_at = CASE WHEN $6 IS NULL THEN account_at ELSE $4 END \
+             account_at = CASE WHEN $6 IS NULL THEN account_at ELSE $4 END, \
+             states = CASE WHEN $7::jsonb IS NOT NULL AND $4 >= COALESCE(last_report, $4) \
+                           THEN $7::jsonb ELSE states END \
              WHERE host_id = $1",
         )
         .bind(host_id)
@@ -425,6 +427,7 @@ impl Store {
         .bind(b.taken_at)
         .bind(interval(self.lease))
         .bind(account)
+        .bind(state_totals(b))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -528,6 +531,24 @@ async fn upsert(
 }
 
 /// Stores the cycle's per-state counts and TIME_WAIT summaries.
+/// The batch's per-state counts summed over namespaces, as `{"STATE_NUMBER": n}`;
+/// `None` when the agent sent none.
+fn state_totals(b: &Batch) -> Option<serde_json::Value> {
+    if b.counts.is_empty() {
+        return None;
+    }
+    let mut totals: std::collections::BTreeMap<i16, i64> = std::collections::BTreeMap::new();
+    for c in &b.counts {
+        *totals.entry(c.state).or_default() += i64::from(c.count);
+    }
+    Some(serde_json::Value::Object(
+        totals
+            .into_iter()
+            .map(|(s, n)| (s.to_string(), serde_json::Value::from(n)))
+            .collect(),
+    ))
+}
+
 async fn insert_counts(
     tx: &mut Transaction<'_, Postgres>,
     host_id: i64,

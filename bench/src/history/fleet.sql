@@ -317,9 +317,18 @@ FROM gen g, fh f
                                               g.t_now, interval '60 seconds') ts) m;
 
 -- step: rollup
--- The collector's once-a-minute fleet rollup over the same history (the dashboard's
--- charts read it): per-minute totals of the hosts' counts, every host reporting, and
--- the CLOSE_WAIT count as open leaks.
+-- What the collector keeps up to date as batches arrive: each host's counts at its last
+-- report on its row, and the once-a-minute fleet rollup (the dashboard's charts read
+-- it): per-minute totals of the hosts' counts, every host reporting, and the
+-- CLOSE_WAIT count as open leaks.
+UPDATE hosts h SET states = s.states
+FROM (SELECT sc.host_id, jsonb_object_agg(sc.state, sc.n) AS states
+      FROM (SELECT c.host_id, c.state, sum(c.count)::bigint AS n
+            FROM state_counts c JOIN hosts hh ON hh.host_id = c.host_id AND c.ts = hh.last_report
+            GROUP BY 1, 2) sc
+      GROUP BY sc.host_id) s
+WHERE s.host_id = h.host_id;
+
 INSERT INTO fleet_minutes (ts, states, hosts_reporting, hosts_silent, open_leaks)
 SELECT m.ts, jsonb_object_agg(m.state, m.n), (SELECT count(*) FROM hosts), 0,
        COALESCE(sum(m.n) FILTER (WHERE m.state = 8), 0)

@@ -90,7 +90,9 @@ async fn get_ms(addr: SocketAddr, path: &str) -> Result<(f64, usize)> {
 pub async fn a_leak(addr: SocketAddr) -> Result<String> {
     let r = http::get(addr, "/leaks", Duration::from_secs(60)).await?;
     let html = String::from_utf8_lossy(&r.body);
-    let start = html.find("href=\"/leak?").context("the leak list links no leak")?;
+    let start = html
+        .find("href=\"/leak?")
+        .context("the leak list links no leak")?;
     let rest = &html[start + 6..];
     let end = rest.find('"').context("unterminated link")?;
     Ok(rest[..end].replace("&#38;", "&").replace("&amp;", "&"))
@@ -134,8 +136,8 @@ pub async fn first_load(addr: SocketAddr) -> Result<Vec<(String, usize)>> {
             let rest = &html[i + attr.len()..];
             let Some(end) = rest.find('"') else { continue };
             let url = rest[..end].replace("&#38;", "&");
-            let fetched = url.starts_with("/assets/")
-                || (attr == "data-src=\"" && url.starts_with("/api/"));
+            let fetched =
+                url.starts_with("/assets/") || (attr == "data-src=\"" && url.starts_with("/api/"));
             if fetched && !urls.contains(&url) {
                 urls.push(url);
             }

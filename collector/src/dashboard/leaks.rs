@@ -26,7 +26,7 @@ struct LeakRow {
     hint: String,
 }
 
-fn leak_link(l: &Leak) -> String {
+fn leak_link(l: &Leak, min_age: &str) -> String {
     let h = &l.holder;
     let since = h.since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     view::link(
@@ -37,11 +37,17 @@ fn leak_link(l: &Leak) -> String {
             ("local", &h.local),
             ("remote", &h.remote),
             ("since", &since),
+            ("min_age", min_age),
         ],
     )
 }
 
 fn rows(leaks: &[Leak]) -> Vec<LeakRow> {
+    rows_with(leaks, "")
+}
+
+/// Rows whose links carry the list's `min_age` (empty: the collector's threshold).
+fn rows_with(leaks: &[Leak], min_age: &str) -> Vec<LeakRow> {
     leaks
         .iter()
         .map(|l| LeakRow {
@@ -50,7 +56,7 @@ fn rows(leaks: &[Leak]) -> Vec<LeakRow> {
             holder: End::of_side(&l.holder),
             peer: l.peer.as_ref().map(End::of_side),
             until: l.until.map(Time::of),
-            link: leak_link(l),
+            link: leak_link(l, min_age),
             hint: l.hint.clone(),
         })
         .collect()
@@ -105,7 +111,7 @@ pub async fn list(
     let page = LeaksPage {
         layout: Layout::new(&s, "Leaks", "leaks"),
         open: answer.leaks.iter().filter(|l| l.until.is_none()).count(),
-        rows: rows(&answer.leaks),
+        rows: rows_with(&answer.leaks, raw.get("min_age").map_or("", String::as_str)),
         next,
         data: view::link("/api/v1/leaks", &api),
         f: raw,
@@ -128,16 +134,21 @@ pub async fn one(
     State(s): State<DashState>,
     Query(raw): Query<HashMap<String, String>>,
 ) -> PageResult {
-    let p = params(raw, &["host", "netns", "local", "remote", "since"])?;
+    let p = params(
+        raw,
+        &["host", "netns", "local", "remote", "since", "min_age"],
+    )?;
     let host = p.required("host")?;
     let (local, remote) = (p.required("local")?, p.required("remote")?);
     let netns = p.number("netns", 0..=i64::MAX)?;
     let since: DateTime<Utc> = p
         .instant("since")?
         .ok_or_else(|| QueryError::bad("since", "required"))?;
+    // The threshold keeps the search on the index of lasting lifetimes; a list asked
+    // with a lower `min_age` passes it on in its links.
     let q = LeakQuery {
         since: since - chrono::Duration::seconds(1),
-        min_age_s: 0.0,
+        min_age_s: p.seconds("min_age")?.unwrap_or(s.ctx.leak_threshold_s),
         slack_s: s.ctx.slack_s,
         host: Some(host.clone()),
         process: None,

@@ -137,11 +137,10 @@ fn row(h: &Host, open_leaks: usize) -> HostRow {
         .as_ref()
         .map(|p| format!("{:.0}% to {}", p.ratio * 100.0, p.remote))
         .unwrap_or_default();
-    let problem = !h.reporting
-        || open_leaks > 0
-        || counts[1].1
-        || coverage == "partial"
-        || h.time_wait_pressure.is_some();
+    // A brief CLOSE_WAIT is shown in red but is not a problem by itself: a leak is
+    // one that lasts (the open-leak count).
+    let problem =
+        !h.reporting || open_leaks > 0 || coverage == "partial" || h.time_wait_pressure.is_some();
     HostRow {
         name: h.hostname.clone(),
         link: view::host_link(&h.hostname),

@@ -3,15 +3,13 @@
 -- $4 hostname (NULL for all)
 --
 -- Counts are the agent's own per-cycle counts at the last report (summed over network
--- namespaces; they include summarised TIME_WAIT), or the open lifetimes when a host
--- sent none.
+-- namespaces, TIME_WAIT included), kept on the hosts row by each batch; the open
+-- lifetimes when a host sent none.
 SELECT h.hostname, h.machine_id, h.agent_version, h.last_report AS last_seen, h.labels,
        h.ephemeral_low, h.ephemeral_high, h.account, h.account_at,
        finwait_reporting(h.last_report, h.sample_interval_ms) AS reporting,
        COALESCE(
-           (SELECT jsonb_object_agg(s.state, s.n)
-            FROM (SELECT sc.state, sum(sc.count)::bigint AS n FROM state_counts sc
-                  WHERE sc.host_id = h.host_id AND sc.ts = h.last_report GROUP BY sc.state) s),
+           h.states,
            (SELECT jsonb_object_agg(s.state, s.n)
             FROM (SELECT c.state, count(*) AS n FROM current_sockets c
                   WHERE c.host_id = h.host_id GROUP BY c.state) s),
