@@ -137,6 +137,10 @@ fn dashboard_in_chromium_shows_real_leaks_from_login_to_logout() {
     b.goto(&at("/")).expect("overview");
     assert_eq!(b.current_url().expect("url"), at("/login?next=%2F"));
     assert!(b.title().expect("title").starts_with("Log in"));
+    assert!(
+        b.find_all("#refresh").expect("refresh").is_empty(),
+        "live refresh on the login page swaps the form and wipes a token being typed"
+    );
     settled(&b, "login");
 
     // A wrong token is refused and sets no cookie; the read token logs in.
