@@ -349,6 +349,28 @@ fn dashboard_in_chromium_shows_real_leaks_from_login_to_logout() {
         }
     }
     settled(&b, "host");
+    // The table's filter keeps the instant: CLOSE_WAIT only, still as it was then.
+    b.find("form.filters select[name=state] option[value=CLOSE_WAIT]")
+        .expect("state option")
+        .click()
+        .expect("state");
+    let here = b.current_url().expect("url");
+    b.find("form.filters button[type=submit]")
+        .expect("filter")
+        .click()
+        .expect("filter");
+    let filtered = url_after(&b, &here);
+    assert!(
+        filtered.contains("state=CLOSE_WAIT") && filtered.contains("at=2"),
+        "{filtered}"
+    );
+    let only = rows(&b, "table.sockets");
+    assert_eq!(only.len(), LEAKS, "{filtered}: {only:#?}");
+    assert!(
+        only.iter().all(|r| r.starts_with("CLOSE_WAIT")),
+        "{only:#?}"
+    );
+    assert!(b.console_errors().expect("console").is_empty());
     b.goto(&at("/host?name=host-a")).expect("host");
     let now = close_waits(&b);
     assert_eq!(now.len(), 2, "only the IPv6 leaks now: {now:#?}");
