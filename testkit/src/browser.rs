@@ -4,11 +4,14 @@
 //! picks itself (`--port=0`, so no port race), opens one session with a fresh profile,
 //! and on drop closes the session, kills that chromedriver's process group (its pid,
 //! which every Chromium process it started belongs to) and removes the profile.
+//! [`Browser::start_in`] does the same inside a test's network namespace (a
+//! [`crate::Lan`]'s router, say), so pages served on the test LAN are reachable.
 //! Everything is blocking: a page test is a short sequence of commands.
 //!
 //! The browser never dials out: background networking, component updates, sync and
-//! QUIC are off, no host but loopback resolves (by name or address), and
-//! [`Browser::goto`] refuses any URL that is not on a loopback address.
+//! QUIC are off, no host resolves (by name or address) but loopback and, for a browser
+//! inside a test namespace, the test LANs' ranges ([`crate::Lan::owns`]), and
+//! [`Browser::goto`] refuses any other URL.
 
 mod driver;
 mod element;
@@ -16,7 +19,7 @@ mod http;
 
 pub use element::Element;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,7 @@ use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use crate::{Lan, NetNs};
 use driver::{Driver, INSTALL_HINT, chromium_binary, missing_programs};
 
 /// Environment variable that opts out of browser tests when Chromium is not installed
@@ -42,10 +46,20 @@ const CHROMIUM_ARGS: [&str; 11] = [
     "--no-first-run",
     "--disable-quic",
     "--window-size=1400,1000",
-    // Only loopback resolves: `*` matches IP literals too, so this stops any other
-    // address by name or by number (ERR_NAME_NOT_RESOLVED).
-    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.* , EXCLUDE ::1",
+    // Test servers present certificates from a CA made for the test, which Chromium
+    // cannot be told to trust without an NSS database. Ignoring certificate errors is
+    // safe here only because nothing but the test's own servers can be reached (the
+    // resolver rules below, and `goto`).
+    "--ignore-certificate-errors",
 ];
+
+/// Only loopback resolves: `*` matches IP literals too, so this stops any other
+/// address by name or by number (ERR_NAME_NOT_RESOLVED).
+const RESOLVE_LOOPBACK: &str =
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.* , EXCLUDE ::1";
+/// Inside a test namespace, the test LANs' ranges resolve too (10.77.0.0/16,
+/// fd77::/16; see [`crate::Lan::owns`]).
+const RESOLVE_LAN: &str = " , EXCLUDE 10.77.* , EXCLUDE fd77:*";
 
 /// W3C key of an element reference.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -63,6 +77,8 @@ pub struct Browser {
     session: String,
     /// Dropped after the session is closed.
     driver: Driver,
+    /// Runs in a test's namespace, so test-LAN addresses may be visited.
+    lan: bool,
 }
 
 /// A cookie as the browser stores it, with the flags a login page must set.
@@ -112,6 +128,12 @@ impl std::error::Error for WebDriverError {}
 /// install them, unless [`SKIP_BROWSER_ENV`] is set outside CI: then it says the test
 /// is skipped and returns `None`. Any other start-up failure panics.
 pub fn require_browser(test: &str) -> Option<Browser> {
+    require_browser_in(test, None)
+}
+
+/// [`require_browser`], with the browser inside network namespace `ns` when given
+/// (see [`Browser::start_in`]).
+pub fn require_browser_in(test: &str, ns: Option<&NetNs>) -> Option<Browser> {
     if let Some(missing) = missing_programs() {
         if !crate::under_ci() && std::env::var_os(SKIP_BROWSER_ENV).is_some() {
             eprintln!("SKIPPED {test}: {missing}, and {SKIP_BROWSER_ENV} opts out");
@@ -122,7 +144,7 @@ pub fn require_browser(test: &str) -> Option<Browser> {
              {SKIP_BROWSER_ENV}=1 to skip browser tests explicitly (not allowed under CI)"
         );
     }
-    match Browser::start() {
+    match Browser::start_in(ns) {
         Ok(b) => Some(b),
         Err(e) => panic!("{test}: {e:#}"),
     }
@@ -130,14 +152,28 @@ pub fn require_browser(test: &str) -> Option<Browser> {
 
 impl Browser {
     /// Starts chromedriver and a headless Chromium session with browser console
-    /// logging on. Fails, saying how to install them, when either is missing.
+    /// logging on, in this network namespace (loopback URLs only). Fails, saying how
+    /// to install them, when either is missing.
     pub fn start() -> Result<Browser> {
+        Browser::start_in(None)
+    }
+
+    /// [`Browser::start`] inside network namespace `ns` when given: chromedriver and
+    /// Chromium run there, and besides loopback the test LANs' addresses
+    /// ([`crate::Lan::owns`]) may be visited, e.g. a collector on a LAN's router.
+    pub fn start_in(ns: Option<&NetNs>) -> Result<Browser> {
         if let Some(missing) = missing_programs() {
             bail!("headless Chromium is needed: {missing}: {INSTALL_HINT}");
         }
         let binary = chromium_binary().context("chromium disappeared")?;
-        let driver = Driver::start()?;
+        let driver = Driver::start(ns)?;
+        let lan = ns.is_some();
         let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| a.to_string()).collect();
+        args.push(if lan {
+            format!("{RESOLVE_LOOPBACK}{RESOLVE_LAN}")
+        } else {
+            RESOLVE_LOOPBACK.to_owned()
+        });
         args.push(format!(
             "--user-data-dir={}",
             driver.dir.join("profile").display()
@@ -149,25 +185,33 @@ impl Browser {
             "goog:chromeOptions": {"binary": binary, "args": args},
             "goog:loggingPrefs": {"browser": "ALL"},
         }}});
-        let answer = call(driver.addr, "POST", "/session", Some(&caps), START_TIMEOUT)
+        let answer = call(&driver, "POST", "/session", Some(&caps), START_TIMEOUT)
             .context("opening a WebDriver session (starting Chromium)")?;
         let session = answer["sessionId"]
             .as_str()
             .context("chromedriver answered no sessionId")?
             .to_owned();
-        Ok(Browser { session, driver })
+        Ok(Browser {
+            session,
+            driver,
+            lan,
+        })
     }
 
     fn cmd(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
         let path = format!("/session/{}{path}", self.session);
-        call(self.driver.addr, method, &path, body, COMMAND_TIMEOUT)
+        call(&self.driver, method, &path, body, COMMAND_TIMEOUT)
     }
 
-    /// Opens `url`, which must be on a loopback address (or `about:`/`data:`), and
-    /// waits for it to load (30 s at most).
+    /// Opens `url`, which must be on a loopback address (or `about:`/`data:`; or, for
+    /// a browser in a test namespace, a test LAN's address), and waits for it to load
+    /// (30 s at most).
     pub fn goto(&self, url: &str) -> Result<()> {
-        if !is_local_url(url) {
-            bail!("{url} is not a loopback URL: test browsers never leave this machine");
+        if !is_allowed_url(url, self.lan) {
+            bail!(
+                "{url} is not a loopback{} URL: test browsers never leave the test",
+                if self.lan { " or test-LAN" } else { "" }
+            );
         }
         self.cmd("POST", "/url", Some(&json!({"url": url})))
             .with_context(|| format!("opening {url}"))?;
@@ -264,6 +308,17 @@ impl Browser {
             .collect())
     }
 
+    /// Runs `script` (a function body; `arguments` holds `args`) in the current page
+    /// and returns what it returns; a returned promise is awaited (within the
+    /// session's 30 s script timeout).
+    pub fn execute(&self, script: &str, args: &[Value]) -> Result<Value> {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(&json!({"script": script, "args": args})),
+        )
+    }
+
     /// The cookies visible to the current page, with their flags.
     pub fn cookies(&self) -> Result<Vec<Cookie>> {
         let v = self.cmd("GET", "/cookie", None)?;
@@ -276,7 +331,7 @@ impl Drop for Browser {
         // Closing the session lets Chromium exit cleanly; `driver` drops next and kills
         // whatever is left.
         let _ = call(
-            self.driver.addr,
+            &self.driver,
             "DELETE",
             &format!("/session/{}", self.session),
             None,
@@ -287,13 +342,13 @@ impl Drop for Browser {
 
 /// Sends one command and unwraps chromedriver's `{"value": ...}`.
 fn call(
-    addr: SocketAddr,
+    driver: &Driver,
     method: &str,
     path: &str,
     body: Option<&Value>,
     timeout: Duration,
 ) -> Result<Value> {
-    let resp = http::request(addr, method, path, body, timeout)?;
+    let resp = http::request(driver.connect(timeout)?, method, path, body, timeout)?;
     let mut v: Value = serde_json::from_slice(&resp.body).with_context(|| {
         format!(
             "{method} {path}: answer {} is not JSON: {}",
@@ -328,9 +383,9 @@ fn string(v: Value) -> Result<String> {
     }
 }
 
-/// Whether `url` stays on this machine: `about:`, `data:`, or http(s) to localhost
-/// or a loopback address.
-fn is_local_url(url: &str) -> bool {
+/// Whether `url` stays within the test: `about:`, `data:`, or http(s) to localhost or
+/// a loopback address, or with `lan` to a test LAN's address.
+fn is_allowed_url(url: &str, lan: bool) -> bool {
     if url.starts_with("about:") || url.starts_with("data:") {
         return true;
     }
@@ -346,7 +401,10 @@ fn is_local_url(url: &str) -> bool {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
         None => host.split(':').next().unwrap_or_default(),
     };
-    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<IpAddr>()
+            .is_ok_and(|a| a.is_loopback() || (lan && Lan::owns(a)))
 }
 
 #[cfg(test)]
@@ -362,7 +420,8 @@ mod tests {
             "http://localhost/",
             "about:blank",
         ] {
-            assert!(is_local_url(ok), "{ok}");
+            assert!(is_allowed_url(ok, false), "{ok}");
+            assert!(is_allowed_url(ok, true), "{ok}");
         }
         for no in [
             "http://example.com/",
@@ -370,9 +429,33 @@ mod tests {
             "http://127.0.0.1@example.com/",
             "http://10.0.0.1/",
             "https://[fd77::1]/",
+            "https://10.77.0.1:7070/",
             "file:///etc/passwd",
         ] {
-            assert!(!is_local_url(no), "{no}");
+            assert!(!is_allowed_url(no, false), "{no}");
+        }
+    }
+
+    #[test]
+    fn test_lan_urls_are_allowed_only_inside_a_test_namespace() {
+        for ok in [
+            "https://10.77.0.1:7070/login?next=%2F",
+            "http://10.77.255.3/",
+            "https://[fd77::1]:7070/",
+            "https://[fd77:0:0:1::a]/",
+        ] {
+            assert!(is_allowed_url(ok, true), "{ok}");
+            assert!(!is_allowed_url(ok, false), "{ok}");
+        }
+        for no in [
+            "http://10.78.0.1/",
+            "http://10.77.0.1.example.com/",
+            "http://10.77.0.1@example.com/",
+            "https://[fd78::1]/",
+            "https://[fe80::1]/",
+            "http://192.168.77.1/",
+        ] {
+            assert!(!is_allowed_url(no, true), "{no}");
         }
     }
 }

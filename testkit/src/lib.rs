@@ -7,7 +7,9 @@
 
 pub mod browser;
 
-pub use browser::{Browser, Cookie, Element, SKIP_BROWSER_ENV, require_browser};
+pub use browser::{
+    Browser, Cookie, Element, SKIP_BROWSER_ENV, require_browser, require_browser_in,
+};
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -129,6 +131,12 @@ impl NetNs {
     /// The namespace's name (for `ip netns exec`).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The namespace's bind mount, as `ip netns` keeps it; opened, it is a handle a
+    /// thread can `setns` into.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
     }
 
     /// A command that runs `program` inside the namespace.
@@ -269,6 +277,15 @@ impl Lan {
     /// Host `i`'s IPv6 address.
     pub fn v6(i: usize) -> std::net::Ipv6Addr {
         std::net::Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 10 + i as u16)
+    }
+
+    /// Whether `ip` is in the ranges test LANs take their addresses from (10.77.0.0/16,
+    /// fd77::/16): private ranges that exist only inside test namespaces.
+    pub fn owns(ip: std::net::IpAddr) -> bool {
+        match ip {
+            std::net::IpAddr::V4(a) => a.octets()[..2] == [10, 77],
+            std::net::IpAddr::V6(a) => a.segments()[0] == 0xfd77,
+        }
     }
 }
 

@@ -1,12 +1,19 @@
 //! The browser harness against a tiny page server on 127.0.0.1: navigation, forms,
-//! screenshots, console errors and cookie flags, in a real headless Chromium.
+//! screenshots, console errors and cookie flags, in a real headless Chromium; and a
+//! browser inside a test LAN's router, which reaches the LAN and nothing else.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use finwait_testkit::{artifacts_dir, require_browser};
+use finwait_testkit::{
+    Browser, Lan, NetNs, Privilege, artifacts_dir, require_browser, require_browser_in,
+    require_root,
+};
 
 /// A clean page: a link, a form field, and a session cookie with the flags a login
 /// would set. The empty icon keeps Chromium from asking for /favicon.ico.
@@ -192,5 +199,118 @@ fn cookie_flags_set_by_the_server_are_visible() -> Result<()> {
     assert_eq!(c.same_site.as_deref(), Some("Strict"));
     assert_eq!(c.path.as_deref(), Some("/"));
     assert_eq!(c.expiry, None, "a session cookie");
+    Ok(())
+}
+
+/// Binds `addr` inside `ns` (from a thread that entered it; the listener stays there)
+/// and answers every request with `page`, counting connections in `hits`.
+fn serve_in(ns: &NetNs, addr: &str, page: String, hits: Arc<AtomicUsize>) -> SocketAddr {
+    let netns = std::fs::File::open(ns.path()).expect("opening the namespace");
+    let addr: SocketAddr = addr.parse().expect("address");
+    let listener = std::thread::scope(|s| {
+        s.spawn(|| {
+            rustix::thread::move_into_link_name_space(
+                netns.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .expect("entering the namespace");
+            TcpListener::bind(addr).expect("binding in the namespace")
+        })
+        .join()
+        .expect("binding thread")
+    });
+    let bound = listener.local_addr().expect("bound address");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            hits.fetch_add(1, Ordering::Relaxed);
+            let mut line = String::new();
+            let mut reader = BufReader::new(&stream);
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    bound
+}
+
+#[test]
+fn a_browser_in_a_lan_router_reaches_the_lan_and_nothing_else() -> Result<()> {
+    if require_root("a_browser_in_a_lan_router_reaches_the_lan_and_nothing_else")
+        == Privilege::OptedOut
+    {
+        return Ok(());
+    }
+    let lan = Lan::create("brw", 1)?;
+    let router = lan.router();
+    // An address the router can reach that is not a test LAN's: stands for the world.
+    router.output("ip", &["addr", "add", "10.79.0.1/32", "dev", "lo"])?;
+    let outside_hits = Arc::new(AtomicUsize::new(0));
+    let outside = serve_in(
+        router,
+        "10.79.0.1:0",
+        "outside".into(),
+        outside_hits.clone(),
+    );
+    // A LAN page that tries to load something from outside.
+    let page = format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><title>LAN</title>
+<link rel="icon" href="data:,"></head><body><p id="msg">on the LAN</p>
+<img src="http://{outside}/probe.png" alt=""></body></html>"#
+    );
+    let v4 = serve_in(router, "10.77.0.1:0", page.clone(), Arc::default());
+    let v6 = serve_in(router, "[fd77::1]:0", page, Arc::default());
+
+    let Some(b) = require_browser_in(
+        "a_browser_in_a_lan_router_reaches_the_lan_and_nothing_else",
+        Some(router),
+    ) else {
+        return Ok(());
+    };
+    for base in [format!("http://{v4}"), format!("http://{v6}")] {
+        b.goto(&format!("{base}/"))?;
+        assert_eq!(b.title()?, "LAN", "{base}");
+        assert_eq!(b.find("#msg")?.text()?, "on the LAN");
+        let errors = b.console_errors()?;
+        assert!(
+            errors.iter().any(|e| e.contains("ERR_NAME_NOT_RESOLVED")),
+            "the outside image must not resolve: {errors:?}"
+        );
+    }
+    let refused = b.goto(&format!("http://{outside}/"));
+    assert!(refused.is_err(), "goto leaves the LAN: {refused:?}");
+    assert_eq!(
+        outside_hits.load(Ordering::Relaxed),
+        0,
+        "Chromium reached an address outside the test LANs"
+    );
+    // Dropping the browser kills chromedriver and every Chromium process it started:
+    // nothing is left running in the namespace.
+    let running = || -> Result<String> {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "pids", router.name()])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    assert!(!running()?.is_empty(), "the browser runs in the router");
+    drop::<Browser>(b);
+    // SIGKILL is delivered at once, but a process takes a moment to be gone.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = running()?;
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running in the router: {left}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Ok(())
 }

@@ -49,6 +49,9 @@ pub struct Layout {
     pub nav: &'static str,
     /// Show the logout button (sessions are on).
     pub logout: bool,
+    /// Offer live refresh: pages whose data change. Not the login form, where a
+    /// refresh would wipe the token being typed, nor an error page.
+    pub refresh: bool,
 }
 
 impl Layout {
@@ -57,6 +60,7 @@ impl Layout {
             title: title.into(),
             nav,
             logout: s.auth.is_some(),
+            refresh: true,
         }
     }
 }
@@ -98,6 +102,7 @@ impl IntoResponse for PageError {
                 title: "Error".into(),
                 nav: "",
                 logout: false,
+                refresh: false,
             },
             status,
             message: self.0.message,
@@ -165,6 +170,7 @@ async fn login_form(
             title: "Log in".into(),
             nav: "",
             logout: false,
+            refresh: false,
         },
         next: session::safe_next(q.get("next").map(String::as_str)),
         failed: q.contains_key("failed"),

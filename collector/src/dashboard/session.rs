@@ -82,7 +82,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || text.len() > 128 {
+    if !text.len().is_multiple_of(2) || text.len() > 128 {
         return None;
     }
     (0..text.len())
@@ -91,10 +91,19 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Where to go after logging in: only a path on this site (no `//host`, no scheme).
+/// Where to go after logging in: only a path on this site (no `//host`, no scheme),
+/// in printable ASCII, as a `Location` header must be (the redirect to anything else
+/// failed with a 500; a browser's own request paths are percent-encoded already).
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && n.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            n.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
@@ -127,7 +136,19 @@ mod tests {
     #[test]
     fn only_local_paths_are_followed_after_login() {
         assert_eq!(safe_next(Some("/leaks?host=a")), "/leaks?host=a");
-        for bad in ["//evil.example", "https://evil.example", "/\\evil", "leaks"] {
+        assert_eq!(
+            safe_next(Some("/leaks?service=caf%C3%A9")),
+            "/leaks?service=caf%C3%A9"
+        );
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil",
+            "leaks",
+            "/leaks\u{1}x",
+            "/leaks?host=a b",
+            "/leaks?service=café",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
         assert_eq!(safe_next(None), "/");

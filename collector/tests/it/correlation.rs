@@ -511,6 +511,16 @@ impl Fixture {
         )
     }
 
+    /// The collector's base URL, `https://10.77.0.1:PORT`.
+    pub(crate) fn url(&self) -> &str {
+        &self.api.url
+    }
+
+    /// The read token the collector accepts.
+    pub(crate) fn token(&self) -> &str {
+        &self.api.token
+    }
+
     pub(crate) fn leaks(&self, query: &str) -> Vec<serde_json::Value> {
         self.api
             .get(self.lan.router(), &format!("/api/v1/leaks?{query}"))["leaks"]

@@ -6,6 +6,7 @@
 
 mod correlation;
 mod coverage;
+mod dashboard;
 mod e2e;
 mod ingest;
 mod leaks;

@@ -1,14 +1,20 @@
-//! The chromedriver process: found on this machine, started on a port it picks, and
-//! killed with every Chromium process it started.
+//! The chromedriver process: found on this machine, started on a port it picks (in
+//! this network namespace or a test's), and killed with every Chromium process it
+//! started.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::AsFd as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+
+use crate::NetNs;
 
 use super::START_TIMEOUT;
 
@@ -27,8 +33,12 @@ static PROFILES: AtomicU32 = AtomicU32::new(0);
 /// The chromedriver child and the directory its browser writes to.
 #[derive(Debug)]
 pub(super) struct Driver {
-    /// Where chromedriver listens (127.0.0.1, the port it chose).
+    /// Where chromedriver listens (127.0.0.1, the port it chose), in `netns`.
     pub(super) addr: SocketAddr,
+    /// The network namespace chromedriver and its Chromium run in, when not ours:
+    /// its loopback is not ours, so each command connects from a thread that entered
+    /// it. Held open, so the namespace outlives its name while the browser runs.
+    netns: Option<File>,
     /// Leads its own process group, which its Chromium processes join; the group
     /// (id: its pid) is killed on drop, so no browser outlives the test even when a
     /// session never opened or could not be closed.
@@ -63,8 +73,10 @@ fn on_path(program: &str) -> Option<PathBuf> {
 }
 
 impl Driver {
-    /// Starts chromedriver on a port of its choosing and waits until it says which.
-    pub(super) fn start() -> Result<Driver> {
+    /// Starts chromedriver on a port of its choosing, inside `ns` when given (through
+    /// `ip netns exec`, which execs it, so the pid is chromedriver's), and waits until
+    /// it says which port.
+    pub(super) fn start(ns: Option<&NetNs>) -> Result<Driver> {
         let program = on_path("chromedriver")
             .with_context(|| format!("chromedriver not found: {INSTALL_HINT}"))?;
         let dir = std::env::temp_dir().join(format!(
@@ -77,7 +89,14 @@ impl Driver {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("creating {}", dir.join(sub).display()))?;
         }
-        let mut child = Command::new(&program)
+        let netns = ns
+            .map(|ns| File::open(ns.path()).with_context(|| format!("opening {ns:?}")))
+            .transpose()?;
+        let mut command = match ns {
+            Some(ns) => ns.command(&program),
+            None => Command::new(&program),
+        };
+        let mut child = command
             .arg("--port=0")
             .env("XDG_CONFIG_HOME", dir.join("config"))
             .env("XDG_CACHE_HOME", dir.join("cache"))
@@ -91,6 +110,7 @@ impl Driver {
         // Owned from here, so an early return below still kills it and removes the profile.
         let mut driver = Driver {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            netns,
             child,
             dir,
         };
@@ -123,6 +143,31 @@ impl Driver {
                 ),
             }
         }
+    }
+}
+
+impl Driver {
+    /// A connection to chromedriver, made inside its network namespace: `setns`
+    /// moves only the calling thread, so a short-lived thread enters it and connects,
+    /// and the socket stays in that namespace after the thread is gone.
+    pub(super) fn connect(&self, timeout: Duration) -> Result<TcpStream> {
+        let addr = self.addr;
+        let dial = move || {
+            TcpStream::connect_timeout(&addr, timeout)
+                .with_context(|| format!("connecting to chromedriver at {addr}"))
+        };
+        let Some(ns) = &self.netns else {
+            return dial();
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))
+                    .context("entering chromedriver's network namespace")?;
+                dial()
+            })
+            .join()
+            .unwrap_or_else(|_| bail!("the thread connecting to chromedriver panicked"))
+        })
     }
 }
 

@@ -1,9 +1,10 @@
 //! The smallest HTTP/1.1 client chromedriver needs: one blocking request per loopback
-//! connection, JSON in and out, every read and write bounded by a timeout. A WebDriver session is a handful of sequential commands, so a pooled
-//! async client would add a runtime to every test for nothing.
+//! connection, JSON in and out, every read and write bounded by a timeout. A WebDriver
+//! session is a handful of sequential commands, so a pooled async client would add a
+//! runtime to every test for nothing.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -18,17 +19,17 @@ pub(crate) struct Response {
     pub(crate) body: Vec<u8>,
 }
 
-/// Sends `method path` with an optional JSON body to `addr` and reads the whole answer,
-/// giving up after `timeout` on connect and on each read or write.
+/// Sends `method path` with an optional JSON body over `stream` (connected to
+/// chromedriver) and reads the whole answer, giving up after `timeout` on each read or
+/// write.
 pub(crate) fn request(
-    addr: SocketAddr,
+    mut stream: TcpStream,
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
     timeout: Duration,
 ) -> Result<Response> {
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)
-        .with_context(|| format!("connecting to chromedriver at {addr}"))?;
+    let addr = stream.peer_addr().context("chromedriver's address")?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     let body = match body {
@@ -53,9 +54,13 @@ pub(crate) fn request(
     let mut raw = Vec::new();
     let mut buf = [0u8; 64 * 1024];
     loop {
-        let n = stream.read(&mut buf).with_context(|| {
-            format!("reading the answer to {method} {path} (timeout {timeout:?})")
-        })?;
+        let n = match stream.read(&mut buf) {
+            // A signal landed on this thread mid-read; nothing was lost.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            read => read.with_context(|| {
+                format!("reading the answer to {method} {path} (timeout {timeout:?})")
+            })?,
+        };
         raw.extend_from_slice(&buf[..n]);
         let eof = n == 0;
         if let Some(resp) =
