@@ -19,6 +19,11 @@ use crate::query::{MAX_LIMIT, PageReq, Question};
 
 /// Past this many hosts the table shows only problems unless asked for all.
 const PROBLEMS_ONLY_PAST: usize = 30;
+/// Rows shown at most (problems first), so the page stays light on a large fleet: a
+/// thousand silent hosts are a count and the worst hundred, not a thousand rows.
+const MAX_ROWS: usize = 100;
+/// Rows shown at most when all hosts are asked for.
+const MAX_ROWS_ALL: usize = 2000;
 /// Rows in the top-leakers tables.
 const TOP: usize = 10;
 /// The states the hosts table has columns for, in this order.
@@ -212,6 +217,7 @@ pub async fn page(
     if problems_only {
         rows.retain(|r| r.problem);
     }
+    rows.truncate(if problems_only { MAX_ROWS } else { MAX_ROWS_ALL });
     let hidden = total - rows.len();
     let coverage = hosts
         .hosts
