@@ -25,7 +25,15 @@
     el.appendChild(p);
   }
 
-  function plot(el, series, xs, ys) {
+  // 1234567 → "1.2M", 15000 → "15k": axis labels that fit.
+  function compact(n) {
+    var a = Math.abs(n);
+    if (a >= 1e6) { return (n / 1e6).toFixed(a >= 1e7 ? 0 : 1) + "M"; }
+    if (a >= 1e4) { return (n / 1e3).toFixed(0) + "k"; }
+    return String(n);
+  }
+
+  function plot(el, series, xs, ys, extraAxes) {
     el.textContent = "";
     if (!window.uPlot || xs.length === 0) { empty(el, "No data in this range."); return; }
     // The x axis spans the range asked for (data-span seconds up to now), so a few
@@ -35,7 +43,8 @@
     var opts = {
       width: Math.max(320, el.clientWidth - 16), height: 240,
       series: [{}].concat(series),
-      axes: [{}, { size: 60 }],
+      axes: [{}, { size: 56, values: function (u, vals) { return vals.map(compact); } }]
+        .concat(extraAxes || []),
       scales: { x: { time: true, range: function () { return [now - span, now]; } } },
       legend: { live: false }
     };
@@ -60,9 +69,13 @@
     fleet: function (el, data) {
       var points = data.points || [];
       var s = stateSeries(points);
-      s.series.unshift({ label: "open leaks", stroke: "#b3261e", width: 2.5, fill: "rgba(179,38,30,0.08)" });
+      // Open leaks have their own scale (right axis): hundreds beside a fleet's
+      // hundred thousand ESTABLISHED would lie flat on the floor.
+      s.series.unshift({ label: "open leaks", scale: "leaks", stroke: "#b3261e", width: 2.5,
+        fill: "rgba(179,38,30,0.08)" });
       s.ys.unshift(points.map(function (p) { return p.open_leaks; }));
-      plot(el, s.series, s.xs, s.ys);
+      plot(el, s.series, s.xs, s.ys, [{ scale: "leaks", side: 1, size: 56, stroke: "#b3261e",
+        grid: { show: false }, values: function (u, vals) { return vals.map(compact); } }]);
     },
     leaks: function (el, data) {
       var ev = [];

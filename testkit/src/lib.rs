@@ -419,3 +419,35 @@ impl Drop for Cgroup {
         }
     }
 }
+
+/// A scratch directory under the system's temporary directory (`/tmp`: reachable by
+/// unprivileged users, which the embedded PostgreSQL and an agent run as `nobody`
+/// need), removed on drop, also when the test fails.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `finwait-<tag>-<pid>-<n>` with mode 0755.
+    pub fn new(tag: &str) -> Result<TempDir> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!(
+            "finwait-{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        Ok(TempDir(dir))
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

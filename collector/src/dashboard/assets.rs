@@ -41,9 +41,9 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
 ];
 
 /// Our script's versioned name (bump with its content).
-pub const APP_JS: &str = "app-1.js";
+pub const APP_JS: &str = "app-2.js";
 /// Our stylesheet's versioned name (bump with its content).
-pub const APP_CSS: &str = "app-1.css";
+pub const APP_CSS: &str = "app-2.css";
 
 /// `GET /assets/{name}`.
 pub async fn serve(Path(name): Path<String>) -> Response {

@@ -217,7 +217,11 @@ pub async fn page(
     if problems_only {
         rows.retain(|r| r.problem);
     }
-    rows.truncate(if problems_only { MAX_ROWS } else { MAX_ROWS_ALL });
+    rows.truncate(if problems_only {
+        MAX_ROWS
+    } else {
+        MAX_ROWS_ALL
+    });
     let hidden = total - rows.len();
     let coverage = hosts
         .hosts

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
-use finwait_testkit::{NetNs, Privilege, require_root, workspace_bin};
+use finwait_testkit::{NetNs, Privilege, TempDir, require_root, workspace_bin};
 use serde_json::Value;
 
 use crate::correlation::{Proc, poll};
@@ -21,9 +21,8 @@ fn an_unprivileged_agent_reports_what_it_cannot_see_and_why() {
     }
     let ns = NetNs::create("cov").expect("namespace");
     // A copy of the agent that user `nobody` can execute wherever the checkout lives.
-    let dir = std::env::temp_dir().join(format!("finwait-cov-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let scratch = TempDir::new("cov").expect("scratch dir");
+    let dir = scratch.path();
     let agent = dir.join("finwait-agent");
     std::fs::copy(workspace_bin("finwait-agent").expect("agent"), &agent).expect("copy agent");
     std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -103,5 +102,4 @@ fn an_unprivileged_agent_reports_what_it_cannot_see_and_why() {
         "{cov:#}"
     );
     assert_eq!(cov["source"], "netlink", "{cov:#}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

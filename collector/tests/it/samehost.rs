@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use finwait_testkit::{Cgroup, NetNs, Privilege, require_root, workspace_bin};
+use finwait_testkit::{Cgroup, NetNs, Privilege, TempDir, require_root, workspace_bin};
 use serde_json::Value;
 
 use crate::correlation::{Proc, poll, sockpop};
@@ -99,8 +99,8 @@ fn same_host_peers_pair_across_namespaces_and_never_across_loopbacks() {
     attach(&node, &pa, 1);
     attach(&node, &pb, 2);
     node.sysctl("net.ipv4.ip_forward", "1").expect("forwarding");
-    let dir = std::env::temp_dir().join(format!("finwait-same-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let scratch = TempDir::new("same").expect("scratch dir");
+    let dir = scratch.path();
     let rules = dir.join("nat.nft");
     std::fs::write(
         &rules,
@@ -326,7 +326,6 @@ fn same_host_peers_pair_across_namespaces_and_never_across_loopbacks() {
         }
     }
     assert_eq!(paired, 4, "two connections in each pod: {who:#}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn pid(manifest: &Value) -> u32 {
