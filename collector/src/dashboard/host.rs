@@ -108,19 +108,8 @@ pub async fn page(
     let next = sockets
         .next_page_token
         .as_deref()
-        .map(|t| {
-            let mut q: Vec<(&str, &str)> = raw
-                .iter()
-                .filter(|(k, _)| k.as_str() != "page_token")
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            q.push(("page_token", t));
-            q.sort();
-            view::link("/host", &q)
-        })
+        .map(|t| view::relink("/host", &raw, "page_token", t))
         .unwrap_or_default();
-    let mut api: Vec<(&str, &str)> = sq.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    api.sort();
     let page = HostPage {
         layout: Layout::new(&s, format!("Host {name}"), "hosts"),
         last_seen: host.last_seen.map(Time::of),
@@ -141,19 +130,10 @@ pub async fn page(
             .collect(),
         ranges: RANGES
             .iter()
-            .map(|r| {
-                let mut q: Vec<(&str, &str)> = raw
-                    .iter()
-                    .filter(|(k, _)| k.as_str() != "range")
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                q.push(("range", r));
-                q.sort();
-                (*r, view::link("/host", &q))
-            })
+            .map(|r| (*r, view::relink("/host", &raw, "range", r)))
             .collect(),
         chart: view::link("/api/v1/timeline", &[("host", &name), ("since", &range)]),
-        data: view::link("/api/v1/sockets", &api),
+        data: view::relink("/api/v1/sockets", &sq, "", ""),
         span: finwait_vocab::time::parse_duration(&range).map_or(86_400, |s| s as i64),
         range,
         f: raw,

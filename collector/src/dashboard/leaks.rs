@@ -95,25 +95,14 @@ pub async fn list(
     let next = answer
         .next_page_token
         .as_deref()
-        .map(|t| {
-            let mut q: Vec<(&str, &str)> = raw
-                .iter()
-                .filter(|(k, _)| k.as_str() != "page_token")
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            q.push(("page_token", t));
-            q.sort();
-            view::link("/leaks", &q)
-        })
+        .map(|t| view::relink("/leaks", &raw, "page_token", t))
         .unwrap_or_default();
-    let mut api: Vec<(&str, &str)> = raw.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    api.sort();
     let page = LeaksPage {
         layout: Layout::new(&s, "Leaks", "leaks"),
         open: answer.leaks.iter().filter(|l| l.until.is_none()).count(),
         rows: rows_with(&answer.leaks, raw.get("min_age").map_or("", String::as_str)),
         next,
-        data: view::link("/api/v1/leaks", &api),
+        data: view::relink("/api/v1/leaks", &raw, "", ""),
         f: raw,
     };
     render(&page)

@@ -67,6 +67,26 @@ pub fn link(path: &str, params: &[(&str, &str)]) -> String {
     }
 }
 
+/// `path` with a request's parameters (sorted, so links are stable), `key` set to
+/// `value` (replacing any earlier one); an empty `key` adds nothing.
+pub fn relink(
+    path: &str,
+    raw: &std::collections::HashMap<String, String>,
+    key: &str,
+    value: &str,
+) -> String {
+    let mut q: Vec<(&str, &str)> = raw
+        .iter()
+        .filter(|(k, _)| k.as_str() != key)
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if !key.is_empty() {
+        q.push((key, value));
+    }
+    q.sort();
+    link(path, &q)
+}
+
 /// The host page's link.
 pub fn host_link(host: &str) -> String {
     link("/host", &[("name", host)])

@@ -7,7 +7,6 @@ use finwait_vocab::TcpState;
 use finwait_vocab::answer::{FleetPage, FleetPoint};
 use sqlx::Row;
 
-use super::params::MAX_LIMIT;
 use super::{Context, PageReq, Params, QueryError, Question};
 
 /// Parameters `fleet` accepts.
@@ -35,34 +34,7 @@ impl Question for FleetQuery {
 
     /// Reads and checks the parameters: since 24 h ago until now, about 120 points.
     fn parse(p: &Params, _ctx: &Context) -> Result<FleetQuery, QueryError> {
-        let until = p.instant("until")?.unwrap_or_else(Utc::now);
-        let since = p
-            .instant("since")?
-            .unwrap_or_else(|| until - chrono::Duration::hours(24));
-        if since >= until {
-            return Err(QueryError::bad("since", "must be before until"));
-        }
-        let span = (until - since).num_seconds().max(1);
-        let step_s = match p.seconds("step")? {
-            Some(s) if s < 60.0 => {
-                return Err(QueryError::bad(
-                    "step",
-                    "must be at least 1m (the rollup's grain)",
-                ));
-            }
-            Some(s) => s as i64,
-            None => ((span + DEFAULT_POINTS - 1) / DEFAULT_POINTS).max(60),
-        };
-        if span / step_s > MAX_LIMIT * 10 {
-            return Err(QueryError::bad(
-                "step",
-                format!(
-                    "{step_s}s gives {} points; at most {}",
-                    span / step_s,
-                    MAX_LIMIT * 10
-                ),
-            ));
-        }
+        let (since, until, step_s) = p.span(DEFAULT_POINTS, 60)?;
         Ok(FleetQuery {
             since,
             until,

@@ -153,6 +153,45 @@ impl Params {
         Ok((sa.ip(), sa.port()))
     }
 
+    /// A span of time cut into buckets: `since` (default 24 h before `until`), `until`
+    /// (default now) and `step` (at least `min_step_s`; default about `points` buckets,
+    /// never more than ten pages of them). Returns (since, until, step in seconds).
+    pub fn span(
+        &self,
+        points: i64,
+        min_step_s: i64,
+    ) -> Result<(DateTime<Utc>, DateTime<Utc>, i64), QueryError> {
+        let until = self.instant("until")?.unwrap_or_else(Utc::now);
+        let since = self
+            .instant("since")?
+            .unwrap_or_else(|| until - chrono::Duration::hours(24));
+        if since >= until {
+            return Err(QueryError::bad("since", "must be before until"));
+        }
+        let span = (until - since).num_seconds().max(1);
+        let step_s = match self.seconds("step")? {
+            Some(s) if s < min_step_s as f64 => {
+                return Err(QueryError::bad(
+                    "step",
+                    format!("must be at least {min_step_s}s"),
+                ));
+            }
+            Some(s) => s as i64,
+            None => ((span + points - 1) / points).max(min_step_s),
+        };
+        if span / step_s > MAX_LIMIT * 10 {
+            return Err(QueryError::bad(
+                "step",
+                format!(
+                    "{step_s}s gives {} buckets over the span; at most {}",
+                    span / step_s,
+                    MAX_LIMIT * 10
+                ),
+            ));
+        }
+        Ok((since, until, step_s))
+    }
+
     /// `limit` and `page_token`.
     pub fn page(&self) -> Result<PageReq, QueryError> {
         let limit = self

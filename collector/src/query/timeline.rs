@@ -7,7 +7,6 @@ use finwait_vocab::TcpState;
 use finwait_vocab::answer::{Point, TimelinePage};
 use sqlx::Row;
 
-use super::params::MAX_LIMIT;
 use super::{Context, PageReq, Params, QueryError, Question, host_id};
 
 /// Parameters `timeline` accepts.
@@ -37,29 +36,7 @@ impl Question for TimelineQuery {
 
     /// Reads and checks the parameters: since 24 h ago until now, about 120 buckets.
     fn parse(p: &Params, _ctx: &Context) -> Result<TimelineQuery, QueryError> {
-        let until = p.instant("until")?.unwrap_or_else(Utc::now);
-        let since = p
-            .instant("since")?
-            .unwrap_or_else(|| until - chrono::Duration::hours(24));
-        if since >= until {
-            return Err(QueryError::bad("since", "must be before until"));
-        }
-        let span = (until - since).num_seconds().max(1);
-        let step_s = match p.seconds("step")? {
-            Some(s) if s < 1.0 => return Err(QueryError::bad("step", "must be at least 1s")),
-            Some(s) => s as i64,
-            None => (span + DEFAULT_POINTS - 1) / DEFAULT_POINTS,
-        };
-        if span / step_s > MAX_LIMIT * 10 {
-            return Err(QueryError::bad(
-                "step",
-                format!(
-                    "{step_s}s gives {} buckets over the span; at most {}",
-                    span / step_s,
-                    MAX_LIMIT * 10
-                ),
-            ));
-        }
+        let (since, until, step_s) = p.span(DEFAULT_POINTS, 1)?;
         Ok(TimelineQuery {
             host: p.required("host")?,
             since,

@@ -33,6 +33,32 @@ impl Drop for Proc {
     }
 }
 
+/// The real collector inside `ns`, plaintext on the namespace's loopback (where pages
+/// and API are open), on `database`, logging to `dir/collector.log`; its process and
+/// its `http://` URL.
+pub(crate) fn loopback_collector(
+    ns: &NetNs,
+    extra: &[&str],
+    database: &crate::support::TestDb,
+    dir: &Path,
+) -> (Proc, String) {
+    let mut c = ns
+        .command(env!("CARGO_BIN_EXE_finwait-collector"))
+        .args(["--insecure-loopback", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .args(["--database-url-file", database.url_file_arg()])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("collector.log")).expect("log"))
+        .spawn()
+        .expect("collector");
+    let mut line = String::new();
+    BufReader::new(c.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address");
+    let addr = line.trim().rsplit(' ').next().expect("address").to_owned();
+    (Proc(c), format!("http://{addr}"))
+}
+
 pub(crate) fn sockpop(ns: &NetNs, args: &[&str]) -> (Sockpop, serde_json::Value) {
     let p = Sockpop::start(Some(ns), args).expect("sockpop");
     let m = p.manifest.clone();

@@ -2,14 +2,13 @@
 //! descriptors, and its host says so on `hosts`, with the missing capabilities and
 //! the fix.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
 use finwait_testkit::{NetNs, Privilege, TempDir, require_root, workspace_bin};
 use serde_json::Value;
 
-use crate::correlation::{Proc, poll};
+use crate::correlation::{Proc, loopback_collector, poll};
 use crate::support::TestDb;
 
 #[test]
@@ -28,23 +27,7 @@ fn an_unprivileged_agent_reports_what_it_cannot_see_and_why() {
     std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 
     let database = TestDb::create();
-    let mut c = ns
-        .command(env!("CARGO_BIN_EXE_finwait-collector"))
-        .args(["--insecure-loopback", "--listen", "127.0.0.1:0"])
-        .args(["--database-url-file", database.url_file_arg()])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("collector.log")).expect("log"))
-        .spawn()
-        .expect("collector");
-    let mut line = String::new();
-    BufReader::new(c.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address");
-    let _collector = Proc::from(c);
-    let url = format!(
-        "http://{}",
-        line.trim().rsplit(' ').next().expect("address")
-    );
+    let (_collector, url) = loopback_collector(&ns, &[], &database, dir);
     let _agent = Proc::from(
         ns.command("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])

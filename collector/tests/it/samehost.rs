@@ -5,13 +5,12 @@
 //! own clients, which must pair within their pod only. The leaky server and its
 //! clients run in their own cgroups, so both ends name their service.
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 use finwait_testkit::{Cgroup, NetNs, Privilege, TempDir, require_root, workspace_bin};
 use serde_json::Value;
 
-use crate::correlation::{Proc, poll, sockpop};
+use crate::correlation::{Proc, loopback_collector, poll, sockpop};
 use crate::support::TestDb;
 
 /// The Service address pod B dials; the node rewrites it to pod A.
@@ -151,27 +150,17 @@ fn same_host_peers_pair_across_namespaces_and_never_across_loopbacks() {
     // The collector (on the test binary's shared PostgreSQL) and one agent for the
     // whole node, both in the node namespace.
     let database = TestDb::create();
-    let mut c = node
-        .command(env!("CARGO_BIN_EXE_finwait-collector"))
-        .args(["--insecure-loopback", "--listen", "127.0.0.1:0"])
-        .args([
+    let (_collector, url) = loopback_collector(
+        &node,
+        &[
             "--leak-threshold-seconds",
             "2",
             "--correlation-slack-seconds",
             "5",
-        ])
-        .args(["--database-url-file", database.url_file_arg()])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("collector.log")).expect("log"))
-        .spawn()
-        .expect("collector");
-    let mut line = String::new();
-    BufReader::new(c.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address");
-    let _collector = Proc::from(c);
-    let addr = line.trim().rsplit(' ').next().expect("address").to_owned();
-    let url = format!("http://{addr}");
+        ],
+        &database,
+        dir,
+    );
     let _agent = Proc::from(
         node.command(workspace_bin("finwait-agent").expect("agent"))
             .args([
