@@ -6,11 +6,10 @@
 //! driver text. Reading needs a bearer token unless the collector listens on loopback
 //! only.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -69,7 +68,7 @@ impl IntoResponse for ApiError {
 fn admit(
     state: &ApiState,
     headers: &HeaderMap,
-    raw: HashMap<String, String>,
+    query: Option<&str>,
     allowed: &[&str],
 ) -> Result<Params, ApiError> {
     let given = headers.get("authorization").and_then(|v| v.to_str().ok());
@@ -80,16 +79,16 @@ fn admit(
         Err(_) if session() => {}
         Err(refused) => return Err(QueryError::from(refused).into()),
     }
-    Ok(Params::new(raw, allowed)?)
+    Ok(Params::new(Params::pairs(query)?, allowed)?)
 }
 
 /// `GET` of question `Q`: token, parameters, answer.
 async fn handle<Q: Question>(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Query(raw): Query<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Q::Answer>, ApiError> {
-    let p = admit(&s, &headers, raw, Q::PARAMS)?;
+    let p = admit(&s, &headers, query.as_deref(), Q::PARAMS)?;
     Ok(Json(query::ask::<Q>(&p, &s.ctx).await?))
 }
 

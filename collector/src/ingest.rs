@@ -102,7 +102,15 @@ impl IngestService {
                     .await;
                 return;
             }
-            Ok(Ok(None)) | Ok(Err(_)) => return,
+            Ok(Ok(None)) => return,
+            Ok(Err(status)) => {
+                // An undecodable hello is the agent's mistake: say so, never end with OK.
+                if let Some(why) = unreadable(&status) {
+                    reject("undecodable");
+                    let _ = out.send(Err(why)).await;
+                }
+                return;
+            }
             Err(_) => {
                 reject("hello_timeout");
                 let _ = out
@@ -208,15 +216,10 @@ impl IngestService {
                 Err(status) => {
                     // A message over the size limit or undecodable: tell the agent why
                     // (if it is still there); a closed transport just ends the stream.
-                    if matches!(
-                        status.code(),
-                        tonic::Code::OutOfRange
-                            | tonic::Code::Internal
-                            | tonic::Code::InvalidArgument
-                    ) {
+                    if let Some(why) = unreadable(&status) {
                         reject("undecodable");
-                        tracing::info!(code = ?ErrorCode::InvalidArgument, %status, "message refused");
-                        let _ = out.send(Err(status)).await;
+                        tracing::info!(code = ?why.code(), %status, "message refused");
+                        let _ = out.send(Err(why)).await;
                     } else {
                         tracing::info!(%status, "stream ended by the agent or the transport");
                     }
@@ -312,5 +315,19 @@ impl pb::ingest_server::Ingest for IngestService {
             drop(permit);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+/// What to tell an agent whose message could not be read, or `None` when the
+/// transport itself closed (nobody to tell). A message that does not decode (invalid
+/// UTF-8 in a string, a malformed field: tonic reports INTERNAL) is the agent's
+/// mistake, INVALID_ARGUMENT naming why; one over the size limit stays OUT_OF_RANGE.
+fn unreadable(status: &Status) -> Option<Status> {
+    match status.code() {
+        tonic::Code::OutOfRange => Some(status.clone()),
+        tonic::Code::Internal | tonic::Code::InvalidArgument => Some(
+            ErrorCode::InvalidArgument
+                .status(format!("message does not decode: {}", status.message())),
+        ),
+        _ => None,
     }
 }

@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use chrono::Utc;
 use finwait_vocab::TcpState;
 use finwait_vocab::answer::{Coverage, Host};
 
 use super::view::{self, End, Time};
 use super::{DashState, Layout, PageResult, ask, params, render};
+use crate::query::Params;
 use crate::query::hosts::HostsQuery;
 use crate::query::leaks::{self, LeakQuery};
 use crate::query::sockets::SocketsQuery;
@@ -54,10 +55,8 @@ impl HostPage {
 }
 
 /// `GET /host?name=&at=&state=&port=&pid=&process=&service=&range=`.
-pub async fn page(
-    State(s): State<DashState>,
-    Query(raw): Query<HashMap<String, String>>,
-) -> PageResult {
+pub async fn page(State(s): State<DashState>, RawQuery(query): RawQuery) -> PageResult {
+    let raw = Params::pairs(query.as_deref())?;
     let mut allowed: Vec<&str> = crate::query::sockets::PARAMS.to_vec();
     allowed.extend(["name", "range"]);
     allowed.retain(|k| *k != "host");
@@ -155,10 +154,8 @@ struct WhoPage {
 }
 
 /// `GET /who?endpoint=&at=`: both ends of every connection of an endpoint.
-pub async fn who(
-    State(s): State<DashState>,
-    Query(raw): Query<HashMap<String, String>>,
-) -> PageResult {
+pub async fn who(State(s): State<DashState>, RawQuery(query): RawQuery) -> PageResult {
+    let raw = Params::pairs(query.as_deref())?;
     let endpoint = raw.get("endpoint").cloned().unwrap_or_default();
     let at = raw.get("at").cloned().unwrap_or_default();
     let mut rows = Vec::new();

@@ -5,13 +5,14 @@
 use std::collections::HashMap;
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use chrono::{DateTime, Utc};
 use finwait_vocab::answer::Leak;
 use finwait_vocab::explain::{self, Topic};
 
 use super::view::{self, End, Time};
 use super::{DashState, Layout, PageResult, ask, params, render};
+use crate::query::Params;
 use crate::query::leaks::{self, LeakQuery};
 use crate::query::{MAX_LIMIT, PageReq, QueryError};
 
@@ -86,10 +87,8 @@ impl LeaksPage {
 }
 
 /// `GET /leaks`: the API's `leaks` question, as a table.
-pub async fn list(
-    State(s): State<DashState>,
-    Query(raw): Query<HashMap<String, String>>,
-) -> PageResult {
+pub async fn list(State(s): State<DashState>, RawQuery(query): RawQuery) -> PageResult {
+    let raw = Params::pairs(query.as_deref())?;
     let p = params(raw.clone(), leaks::PARAMS)?;
     let answer = ask::<LeakQuery>(&s, &p).await?;
     let next = answer
@@ -119,10 +118,8 @@ struct OnePage {
 }
 
 /// `GET /leak?host=&netns=&local=&remote=&since=`: one leak, both ends.
-pub async fn one(
-    State(s): State<DashState>,
-    Query(raw): Query<HashMap<String, String>>,
-) -> PageResult {
+pub async fn one(State(s): State<DashState>, RawQuery(query): RawQuery) -> PageResult {
+    let raw = Params::pairs(query.as_deref())?;
     let p = params(
         raw,
         &["host", "netns", "local", "remote", "since", "min_age"],
@@ -222,10 +219,8 @@ struct ServicePage {
 }
 
 /// `GET /service?name=&since=`: a service's leaks over time, its hosts and peers.
-pub async fn service(
-    State(s): State<DashState>,
-    Query(raw): Query<HashMap<String, String>>,
-) -> PageResult {
+pub async fn service(State(s): State<DashState>, RawQuery(query): RawQuery) -> PageResult {
+    let raw = Params::pairs(query.as_deref())?;
     let p = params(raw, &["name", "since"])?;
     let name = p.required("name")?;
     let since = p

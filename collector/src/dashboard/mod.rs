@@ -160,8 +160,9 @@ struct LoginPage {
 
 async fn login_form(
     State(s): State<DashState>,
-    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
+    let q = Params::pairs(query.as_deref()).unwrap_or_default();
     if s.auth.is_none() {
         return Redirect::to("/").into_response();
     }

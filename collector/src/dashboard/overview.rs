@@ -5,13 +5,14 @@
 use std::collections::HashMap;
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use chrono::Utc;
 use finwait_vocab::TcpState;
 use finwait_vocab::answer::{Host, LeakGroup};
 
 use super::view::{self, Time};
 use super::{DashState, Layout, PageResult, render};
+use crate::query::Params;
 use crate::query::groups::group;
 use crate::query::hosts::HostsQuery;
 use crate::query::leaks::LeakQuery;
@@ -160,10 +161,8 @@ fn row(h: &Host, open_leaks: usize) -> HostRow {
 }
 
 /// `GET /`.
-pub async fn page(
-    State(s): State<DashState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> PageResult {
+pub async fn page(State(s): State<DashState>, RawQuery(query): RawQuery) -> PageResult {
+    let q = Params::pairs(query.as_deref())?;
     let all_page = PageReq {
         offset: 0,
         limit: MAX_LIMIT,

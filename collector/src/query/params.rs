@@ -10,6 +10,11 @@ use finwait_vocab::time::{DURATION_HELP, INSTANT_HELP, InstantSpec, parse_durati
 
 use super::{PageReq, QueryError};
 
+/// Longest parameter value accepted, bytes.
+pub const MAX_VALUE: usize = 1024;
+/// Longest duration accepted (ten years), seconds: longer ones overflow an interval.
+pub const MAX_DURATION_S: f64 = 10.0 * 365.0 * 86_400.0;
+
 /// Default page length.
 pub const DEFAULT_LIMIT: i64 = 1000;
 /// Longest page.
@@ -20,8 +25,40 @@ pub const MAX_LIMIT: i64 = 10_000;
 pub struct Params(HashMap<String, String>);
 
 impl Params {
-    /// Takes raw name/value pairs; a name outside `allowed` is an error naming it.
+    /// Reads a URL query string (`a=1&b=2`, percent-encoded) as pairs: a parameter
+    /// given twice is refused (which one was meant?), as is one that does not decode.
+    pub fn pairs(query: Option<&str>) -> Result<HashMap<String, String>, QueryError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+            .map_err(|e| QueryError::bad("query", format!("does not decode: {e}")))?;
+        let mut out = HashMap::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            if out.contains_key(&k) {
+                return Err(QueryError::bad(&k, "given more than once"));
+            }
+            out.insert(k, v);
+        }
+        Ok(out)
+    }
+
+    /// Takes raw name/value pairs; a name outside `allowed` is an error naming it, and
+    /// so is a value over [`MAX_VALUE`] bytes or holding a NUL (no column can hold it).
     pub fn new(raw: HashMap<String, String>, allowed: &[&str]) -> Result<Params, QueryError> {
+        let mut bad: Vec<(&String, &str)> = raw
+            .iter()
+            .filter_map(|(k, v)| {
+                if v.len() > MAX_VALUE {
+                    Some((k, "longer than 1024 bytes"))
+                } else if v.contains('\0') {
+                    Some((k, "contains a NUL character"))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        bad.sort();
+        if let Some((k, why)) = bad.first() {
+            return Err(QueryError::bad(k, why));
+        }
         let mut unknown: Vec<&String> = raw
             .keys()
             .filter(|k| !allowed.contains(&k.as_str()))
@@ -68,9 +105,11 @@ impl Params {
         let Some(v) = self.text(k) else {
             return Ok(None);
         };
-        parse_duration(&v)
-            .map(Some)
-            .ok_or_else(|| QueryError::bad(k, format!("{v:?} is not {DURATION_HELP}")))
+        match parse_duration(&v) {
+            Some(s) if s <= MAX_DURATION_S => Ok(Some(s)),
+            Some(_) => Err(QueryError::bad(k, format!("{v:?} is longer than 3650d"))),
+            None => Err(QueryError::bad(k, format!("{v:?} is not {DURATION_HELP}"))),
+        }
     }
 
     /// An instant: RFC 3339, or a duration meaning that long ago.

@@ -60,7 +60,7 @@ impl Question for SocketsQuery {
     }
 
     /// Answers it.
-    #[tracing::instrument(name = "query_sockets", skip_all, fields(host = %self.host, at = ?self.at))]
+    #[tracing::instrument(name = "query_sockets", skip_all, fields(host = ?self.host, at = ?self.at))]
     async fn run(&self, ctx: &Context) -> Result<SocketsPage, QueryError> {
         let host_id = host_id(&ctx.pool, &self.host).await?;
         let as_of: Option<DateTime<Utc>> = match self.at {

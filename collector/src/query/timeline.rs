@@ -47,7 +47,7 @@ impl Question for TimelineQuery {
     }
 
     /// Answers it.
-    #[tracing::instrument(name = "query_timeline", skip_all, fields(host = %self.host))]
+    #[tracing::instrument(name = "query_timeline", skip_all, fields(host = ?self.host))]
     async fn run(&self, ctx: &Context) -> Result<TimelinePage, QueryError> {
         let host_id = host_id(&ctx.pool, &self.host).await?;
         let rows = sqlx::query(include_str!("../sql/timeline.sql"))

@@ -561,6 +561,7 @@ async fn who_sockets_groups_and_timeline_answer_for_past_instants_over_http_and_
     }
 
     // Bad parameters: 400 naming the parameter; unknown host 404; the same over gRPC.
+    let long_host = format!("/api/v1/sockets?host={}", "a".repeat(2000));
     for (path, param) in [
         ("/api/v1/who?endpoint=10.1.0.1", "endpoint"),
         ("/api/v1/who?endpoint=10.1.0.1:80&at=yesterday", "at"),
@@ -570,6 +571,14 @@ async fn who_sockets_groups_and_timeline_answer_for_past_instants_over_http_and_
         ("/api/v1/leaks?kind=zombie", "kind"),
         ("/api/v1/leaks?hots=a", "hots"),
         ("/api/v1/timeline?host=server-a&step=0", "step"),
+        // Client mistakes that once came back 503 "storage unavailable", or were
+        // half-read: a NUL, a duration too long for an interval, a repeated parameter,
+        // a value too long.
+        ("/api/v1/sockets?host=server%00a", "host"),
+        ("/api/v1/leaks?min_age=99999999d", "min_age"),
+        ("/api/v1/timeline?host=server-a&step=99999999d", "step"),
+        ("/api/v1/leaks?host=server-a&host=client-b", "host"),
+        (&long_host, "host"),
     ] {
         let (st, body) = http(&c, path);
         assert_eq!(st, 400, "{path}: {body}");

@@ -8,6 +8,7 @@ mod correlation;
 mod coverage;
 mod dashboard;
 mod e2e;
+mod hostile;
 mod ingest;
 mod leaks;
 mod logging;
