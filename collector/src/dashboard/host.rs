@@ -16,7 +16,7 @@ use crate::query::hosts::HostsQuery;
 use crate::query::leaks::{self, LeakQuery};
 use crate::query::sockets::SocketsQuery;
 use crate::query::who::WhoQuery;
-use crate::query::{MAX_LIMIT, PageReq, QueryError, Question};
+use crate::query::{PageReq, QueryError, Question};
 
 /// Chart ranges offered on a host's page.
 const RANGES: [&str; 4] = ["1h", "6h", "24h", "7d"];
@@ -79,18 +79,8 @@ pub async fn page(State(s): State<DashState>, RawQuery(query): RawQuery) -> Page
         },
     };
     let leaks_q = LeakQuery {
-        since: Utc::now() - chrono::Duration::hours(24),
-        min_age_s: s.ctx.leak_threshold_s,
-        slack_s: s.ctx.slack_s,
         host: Some(name.clone()),
-        process: None,
-        service: None,
-        kind: None,
-        confidence: None,
-        page: PageReq {
-            offset: 0,
-            limit: MAX_LIMIT,
-        },
+        ..LeakQuery::since(&s.ctx, Utc::now() - chrono::Duration::hours(24))
     };
     let (hosts, sockets, leaks) = tokio::join!(
         hosts_q.run(&s.ctx),

@@ -13,8 +13,8 @@ use finwait_vocab::explain::{self, Topic};
 use super::view::{self, End, Time};
 use super::{DashState, Layout, PageResult, ask, params, render};
 use crate::query::Params;
+use crate::query::QueryError;
 use crate::query::leaks::{self, LeakQuery};
-use crate::query::{MAX_LIMIT, PageReq, QueryError};
 
 /// One row of a leak table.
 struct LeakRow {
@@ -133,18 +133,9 @@ pub async fn one(State(s): State<DashState>, RawQuery(query): RawQuery) -> PageR
     // The threshold keeps the search on the index of lasting lifetimes; a list asked
     // with a lower `min_age` passes it on in its links.
     let q = LeakQuery {
-        since: since - chrono::Duration::seconds(1),
         min_age_s: p.seconds("min_age")?.unwrap_or(s.ctx.leak_threshold_s),
-        slack_s: s.ctx.slack_s,
         host: Some(host.clone()),
-        process: None,
-        service: None,
-        kind: None,
-        confidence: None,
-        page: PageReq {
-            offset: 0,
-            limit: MAX_LIMIT,
-        },
+        ..LeakQuery::since(&s.ctx, since - chrono::Duration::seconds(1))
     };
     let all = leaks::leaks(&s.ctx.pool, &q)
         .await
@@ -227,18 +218,8 @@ pub async fn service(State(s): State<DashState>, RawQuery(query): RawQuery) -> P
         .instant("since")?
         .unwrap_or_else(|| Utc::now() - chrono::Duration::days(7));
     let q = LeakQuery {
-        since,
-        min_age_s: s.ctx.leak_threshold_s,
-        slack_s: s.ctx.slack_s,
-        host: None,
-        process: None,
         service: Some(name.clone()),
-        kind: None,
-        confidence: None,
-        page: PageReq {
-            offset: 0,
-            limit: MAX_LIMIT,
-        },
+        ..LeakQuery::since(&s.ctx, since)
     };
     let all = leaks::leaks(&s.ctx.pool, &q)
         .await

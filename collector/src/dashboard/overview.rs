@@ -172,17 +172,7 @@ pub async fn page(State(s): State<DashState>, RawQuery(query): RawQuery) -> Page
         host: None,
         page: all_page,
     };
-    let leaks_q = LeakQuery {
-        since,
-        min_age_s: s.ctx.leak_threshold_s,
-        slack_s: s.ctx.slack_s,
-        host: None,
-        process: None,
-        service: None,
-        kind: None,
-        confidence: None,
-        page: all_page,
-    };
+    let leaks_q = LeakQuery::since(&s.ctx, since);
     let (hosts, leaks) = tokio::join!(hosts_q.run(&s.ctx), leaks_q.run(&s.ctx));
     let (hosts, leaks) = (hosts?, leaks?);
 

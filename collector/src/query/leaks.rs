@@ -55,6 +55,27 @@ pub struct LeakQuery {
     pub page: PageReq,
 }
 
+impl LeakQuery {
+    /// Every leak seen since `since`, with the collector's threshold and slack, no
+    /// filter, and the longest page: the start of a page's own question.
+    pub fn since(ctx: &Context, since: DateTime<Utc>) -> LeakQuery {
+        LeakQuery {
+            since,
+            min_age_s: ctx.leak_threshold_s,
+            slack_s: ctx.slack_s,
+            host: None,
+            process: None,
+            service: None,
+            kind: None,
+            confidence: None,
+            page: PageReq {
+                offset: 0,
+                limit: super::MAX_LIMIT,
+            },
+        }
+    }
+}
+
 impl Question for LeakQuery {
     const PARAMS: &'static [&'static str] = PARAMS;
     type Answer = LeaksPage;
