@@ -92,6 +92,70 @@ pub enum Command {
     /// What a TCP state or a leak verdict means, which side is at fault, and what fixes it
     /// (and what does not). Works offline.
     Explain(ExplainArgs),
+    /// Trend reports: the stored ones (list, show) and one built now for any past
+    /// window (run): what leaked, what got fixed, who is getting worse.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+/// `finwait report ...`.
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Stored reports, newest window first, with their delivery states.
+    List(ReportListArgs),
+    /// One stored report, in a format (default markdown).
+    Show(ReportShowArgs),
+    /// Builds a report now for any past window (not stored): the same contents as a
+    /// scheduled one.
+    Run(ReportRunArgs),
+}
+
+/// `finwait report list`.
+#[derive(Debug, Args)]
+pub struct ReportListArgs {
+    /// Only this schedule's reports (daily, weekly, ...).
+    #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new())]
+    pub schedule: Option<String>,
+}
+
+/// `finwait report show`.
+#[derive(Debug, Args)]
+pub struct ReportShowArgs {
+    /// The report's id (from `finwait report list`).
+    #[arg(value_name = "ID")]
+    pub id: u64,
+    /// markdown, html, csv, json or text.
+    #[arg(long, value_name = "F", default_value = "markdown", value_parser = parse_report_format)]
+    pub format: String,
+}
+
+/// `finwait report run`.
+#[derive(Debug, Args)]
+pub struct ReportRunArgs {
+    /// Window start: RFC 3339, or a duration meaning that long ago (default: one
+    /// window before now).
+    #[arg(long, value_name = "T", value_parser = parse_instant)]
+    pub since: Option<String>,
+    /// Window length (default 7d).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub window: Option<String>,
+    /// Only this hostname (repeat for more).
+    #[arg(long, value_name = "H", value_parser = NonEmptyStringValueParser::new())]
+    pub host: Vec<String>,
+    /// Only this service (repeat for more).
+    #[arg(long, value_name = "S", value_parser = NonEmptyStringValueParser::new())]
+    pub service: Vec<String>,
+    /// IANA time zone the report's days are cut in (default UTC).
+    #[arg(long, value_name = "TZ", value_parser = NonEmptyStringValueParser::new())]
+    pub time_zone: Option<String>,
+    /// markdown, html, csv, json or text.
+    #[arg(long, value_name = "F", default_value = "markdown", value_parser = parse_report_format)]
+    pub format: String,
+}
+
+fn parse_report_format(text: &str) -> Result<String, String> {
+    text.parse::<finwait_vocab::report::ReportFormat>()
+        .map(|f| f.name().to_owned())
 }
 
 /// A value parser for one of the vocabulary's word sets: any spelling the vocabulary

@@ -6,10 +6,14 @@ use std::io::Write;
 use chrono::Utc;
 
 use finwait_vocab::answer::{GroupsPage, HostsPage, LeaksPage, SocketsPage, TimelinePage, WhoPage};
+use finwait_vocab::report::ReportsPage;
 use finwait_vocab::time::InstantSpec;
 use finwait_vocab::{Confidence, GroupBy, LeakKind};
 
-use crate::cli::{Cli, Command, Global, LeaksArgs, SocketsArgs, TimelineArgs, WhoArgs};
+use crate::cli::{
+    Cli, Command, Global, LeaksArgs, ReportCommand, ReportRunArgs, SocketsArgs, TimelineArgs,
+    WhoArgs,
+};
 use crate::client::{Client, ClientOptions, Token};
 use crate::error::Error;
 use crate::paging::Page;
@@ -63,8 +67,41 @@ pub async fn run(cli: Cli, env_token: Option<String>, out: &mut dyn Write) -> Re
         Command::Timeline(a) => {
             show::<TimelinePage>(&client, g, timeline_query(a), out, render::timeline).await
         }
+        Command::Report(ReportCommand::List(a)) => {
+            let mut q = Query::new();
+            q.push_opt("schedule", a.schedule.as_deref());
+            show::<ReportsPage>(&client, g, q, out, render::reports).await
+        }
+        Command::Report(ReportCommand::Show(a)) => {
+            let mut q = Query::new();
+            q.push("format", &a.format);
+            let body = client.get(&format!("/api/v1/reports/{}", a.id), &q).await?;
+            write(out, &body)
+        }
+        Command::Report(ReportCommand::Run(a)) => {
+            let body = client
+                .get("/api/v1/reports/run", &report_run_query(a))
+                .await?;
+            write(out, &body)
+        }
         Command::Explain(_) => Ok(()),
     }
+}
+
+/// `/api/v1/reports/run`.
+pub fn report_run_query(a: &ReportRunArgs) -> Query {
+    let mut q = Query::new();
+    q.push_opt("since", a.since.as_deref());
+    q.push_opt("window", a.window.as_deref());
+    if !a.host.is_empty() {
+        q.push("host", a.host.join(","));
+    }
+    if !a.service.is_empty() {
+        q.push("service", a.service.join(","));
+    }
+    q.push_opt("time_zone", a.time_zone.as_deref());
+    q.push("format", &a.format);
+    q
 }
 
 /// The token: from `--token-file` when given, else `FINWAIT_TOKEN`, else none.

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 
 use finwait_vocab::answer::{GroupsPage, HostsPage, LeaksPage, SocketsPage, TimelinePage, WhoPage};
+use finwait_vocab::report::ReportsPage;
 use hyper::body::Bytes;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -50,6 +51,7 @@ page!(LeaksPage, "/api/v1/leaks", leaks);
 page!(GroupsPage, "/api/v1/leaks/groups", groups);
 page!(WhoPage, "/api/v1/who", connections);
 page!(TimelinePage, "/api/v1/timeline", points);
+page!(ReportsPage, "/api/v1/reports", reports);
 
 /// Bodies of the pages fetched, in order.
 #[derive(Debug)]

@@ -12,6 +12,7 @@ use finwait_vocab::answer::{
     Coverage, GroupsPage, HostsPage, Leak, LeakGroup, LeaksPage, Side, Socket, SocketsPage,
     TimeWaitPressure, TimelinePage, WhoPage,
 };
+use finwait_vocab::report::ReportsPage;
 use finwait_vocab::time::format_age;
 
 use crate::format::{self, cell, num};
@@ -460,6 +461,52 @@ pub fn timeline(page: &TimelinePage) -> String {
         format_age(page.step_s),
         t.render()
     )
+}
+
+/// `finwait report list`.
+pub fn reports(page: &ReportsPage) -> String {
+    if page.reports.is_empty() {
+        return "no reports stored yet (schedules build them; `finwait report run` builds one now)\n".into();
+    }
+    let mut t = Table::new(&[
+        ("ID", R),
+        ("SCHEDULE", L),
+        ("WINDOW", L),
+        ("NEW", R),
+        ("RESOLVED", R),
+        ("OPEN", R),
+        ("HOSTS", R),
+        ("DELIVERY", L),
+    ]);
+    for r in &page.reports {
+        let mut delivery: Vec<String> = r
+            .deliveries
+            .iter()
+            .map(|(d, s)| format!("{d} {s}"))
+            .collect();
+        if r.baseline {
+            delivery.insert(0, "baseline".into());
+        }
+        t.row(vec![
+            r.id.to_string(),
+            cell(Some(&r.schedule)),
+            format!(
+                "{} → {}",
+                format::time(r.window.start),
+                format::time(r.window.end)
+            ),
+            r.now.new.to_string(),
+            r.now.resolved.to_string(),
+            r.now.open_at_end.to_string(),
+            r.now.hosts_affected.to_string(),
+            if delivery.is_empty() {
+                "-".into()
+            } else {
+                delivery.join(", ")
+            },
+        ]);
+    }
+    t.render()
 }
 
 #[cfg(test)]

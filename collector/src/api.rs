@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -21,6 +21,7 @@ use crate::query::fleet::FleetQuery;
 use crate::query::groups::GroupsQuery;
 use crate::query::hosts::HostsQuery;
 use crate::query::leaks::LeakQuery;
+use crate::query::reports::{Rendered, ReportQuery, ReportsQuery, RunReportQuery};
 use crate::query::sockets::SocketsQuery;
 use crate::query::timeline::TimelineQuery;
 use crate::query::who::WhoQuery;
@@ -71,6 +72,18 @@ fn admit(
     query: Option<&str>,
     allowed: &[&str],
 ) -> Result<Params, ApiError> {
+    admit_with(state, headers, query, allowed, None)
+}
+
+/// [`admit`], with one more parameter taken from the path (which the query string
+/// may not repeat).
+fn admit_with(
+    state: &ApiState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    allowed: &[&str],
+    from_path: Option<(&str, String)>,
+) -> Result<Params, ApiError> {
     let given = headers.get("authorization").and_then(|v| v.to_str().ok());
     let session =
         || given.is_none() && state.sessions.as_ref().is_some_and(|s| s.1.admits(headers));
@@ -79,7 +92,50 @@ fn admit(
         Err(_) if session() => {}
         Err(refused) => return Err(QueryError::from(refused).into()),
     }
-    Ok(Params::new(Params::pairs(query)?, allowed)?)
+    let mut pairs = Params::pairs(query)?;
+    if let Some((k, v)) = from_path {
+        if pairs.contains_key(k) {
+            return Err(QueryError::bad(k, "given in the path; not again in the query").into());
+        }
+        pairs.insert(k.to_owned(), v);
+    }
+    Ok(Params::new(pairs, allowed)?)
+}
+
+/// A rendered report with its content type.
+fn rendered(r: Rendered) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, r.format.content_type())],
+        r.body,
+    )
+        .into_response()
+}
+
+/// `GET /api/v1/reports/{id}`.
+async fn report_get(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = admit_with(
+        &s,
+        &headers,
+        query.as_deref(),
+        ReportQuery::PARAMS,
+        Some(("id", id)),
+    )?;
+    Ok(rendered(query::ask::<ReportQuery>(&p, &s.ctx).await?))
+}
+
+/// `GET /api/v1/reports/run`.
+async fn report_run(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = admit(&s, &headers, query.as_deref(), RunReportQuery::PARAMS)?;
+    Ok(rendered(query::ask::<RunReportQuery>(&p, &s.ctx).await?))
 }
 
 /// `GET` of question `Q`: token, parameters, answer.
@@ -96,7 +152,7 @@ async fn handle<Q: Question>(
 async fn unknown_path(uri: axum::http::Uri) -> ApiError {
     ApiError(QueryError::not_found(
         uri.path(),
-        "no such endpoint; see /api/v1/{hosts,sockets,leaks,leaks/groups,who,timeline,fleet}",
+        "no such endpoint; see /api/v1/{hosts,sockets,leaks,leaks/groups,who,timeline,fleet,reports}",
     ))
 }
 
@@ -110,6 +166,9 @@ pub fn router(state: ApiState) -> axum::Router {
         .route("/api/v1/who", get(handle::<WhoQuery>))
         .route("/api/v1/timeline", get(handle::<TimelineQuery>))
         .route("/api/v1/fleet", get(handle::<FleetQuery>))
+        .route("/api/v1/reports", get(handle::<ReportsQuery>))
+        .route("/api/v1/reports/run", get(report_run))
+        .route("/api/v1/reports/{id}", get(report_get))
         .route("/api/v1/{*rest}", get(unknown_path))
         .with_state(state)
 }

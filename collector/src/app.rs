@@ -253,6 +253,20 @@ impl App {
             pool: self.store.pool().clone(),
             leak_threshold_s: self.config.leak_threshold_seconds,
             slack_s: self.config.correlation_slack_seconds,
+            public_url: self.config.public_url.as_deref().map(Arc::from),
+        };
+        let reports = if self.config.no_reports {
+            None
+        } else {
+            let schedules = self
+                .config
+                .schedules()
+                .map_err(|p| anyhow::anyhow!("report schedules:\n  {}", p.join("\n  ")))?;
+            Some(tracker.spawn(crate::report::scheduler::run(
+                ctx.clone(),
+                Arc::new(schedules),
+                stop.clone(),
+            )))
         };
         let query = pb::query_server::QueryServer::new(crate::query_service::QueryService::new(
             ctx.clone(),
@@ -296,6 +310,7 @@ impl App {
             tracing::warn!("tasks still running after the grace period");
         }
         drop(maintenance);
+        drop(reports);
         self.store.pool().close().await;
         if let Some(pg) = self.embedded {
             tokio::task::spawn_blocking(move || pg.stop())

@@ -75,12 +75,48 @@ pub struct Config {
     /// Log format on stderr (filter with RUST_LOG, default info).
     #[arg(long, env = "FINWAIT_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::LogFormat::Text)]
     pub log_format: crate::telemetry::LogFormat,
+    /// Report schedules and destinations (TOML; see the README's Reports section).
+    /// Without it: a daily report (06:00) and a weekly one (Monday 06:00).
+    #[arg(long, env = "FINWAIT_REPORTS_FILE", value_name = "FILE")]
+    pub reports_file: Option<PathBuf>,
+    /// Write the default reports (HTML, Markdown, CSV, JSON) into this directory.
+    #[arg(long, env = "FINWAIT_REPORT_DIR", value_name = "DIR")]
+    pub report_dir: Option<PathBuf>,
+    /// POST the default reports to this webhook (JSON with a chat summary in `text`).
+    #[arg(long, env = "FINWAIT_REPORT_WEBHOOK", value_name = "URL")]
+    pub report_webhook: Option<String>,
+    /// IANA time zone of the default schedules and of their days (default UTC).
+    #[arg(long, env = "FINWAIT_REPORT_TIME_ZONE", value_name = "TZ")]
+    pub report_time_zone: Option<String>,
+    /// Do not build scheduled reports (on-demand reports still work).
+    #[arg(long, env = "FINWAIT_NO_REPORTS")]
+    pub no_reports: bool,
+    /// The collector's URL as people reach it (`https://finwait.example.net:7070`):
+    /// links in reports point there (default: paths on the collector).
+    #[arg(long, env = "FINWAIT_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 impl Config {
     /// The lease as a duration.
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_seconds)
+    }
+
+    /// The report schedules: the reports file, else the defaults, delivered where
+    /// the flags say.
+    pub fn schedules(&self) -> Result<crate::report::schedule::Schedules, Vec<String>> {
+        use crate::report::schedule::{Schedules, Simple};
+        let simple = Simple {
+            dir: self.report_dir.clone(),
+            webhook: self.report_webhook.clone(),
+            time_zone: self.report_time_zone.clone(),
+            public_url: self.public_url.clone(),
+        };
+        match &self.reports_file {
+            Some(p) => Schedules::load(p, &simple),
+            None => Schedules::defaults(&simple),
+        }
     }
 
     /// Checks what flags alone cannot: returns every problem at once.
@@ -112,6 +148,9 @@ impl Config {
         }
         if self.retention_days == 0 {
             problems.push("--retention-days must be at least 1".into());
+        }
+        if let Err(mut p) = self.schedules() {
+            problems.append(&mut p);
         }
         if problems.is_empty() {
             Ok(())

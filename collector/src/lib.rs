@@ -13,6 +13,7 @@ pub mod model;
 pub mod postgres;
 pub mod query;
 pub mod query_service;
+pub mod report;
 pub mod service;
 pub mod store;
 pub mod telemetry;

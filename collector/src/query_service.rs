@@ -13,6 +13,7 @@ use crate::query::fleet::FleetQuery;
 use crate::query::groups::GroupsQuery;
 use crate::query::hosts::HostsQuery;
 use crate::query::leaks::LeakQuery;
+use crate::query::reports::{Rendered, ReportQuery, ReportsQuery, RunReportQuery};
 use crate::query::sockets::SocketsQuery;
 use crate::query::timeline::TimelineQuery;
 use crate::query::who::WhoQuery;
@@ -232,6 +233,14 @@ fn group(g: LeakGroup) -> pb::LeakGroup {
     }
 }
 
+fn body(r: Rendered) -> pb::ReportBody {
+    pb::ReportBody {
+        format: r.format.name().to_owned(),
+        content_type: r.format.content_type().to_owned(),
+        body: r.body,
+    }
+}
+
 #[tonic::async_trait]
 impl pb::query_server::Query for QueryService {
     async fn hosts(
@@ -374,6 +383,67 @@ impl pb::query_server::Query for QueryService {
                 .collect(),
             next_page_token: token(a.next_page_token),
         }))
+    }
+
+    async fn reports(
+        &self,
+        req: Request<pb::ReportsRequest>,
+    ) -> Result<Response<pb::ReportsResponse>, Status> {
+        let r = req.get_ref();
+        let fields = vec![("schedule", r.schedule.clone())];
+        let a = self
+            .answer::<ReportsQuery, _>(&req, fields, r.page.as_ref())
+            .await?;
+        Ok(Response::new(pb::ReportsResponse {
+            reports: a
+                .reports
+                .into_iter()
+                .map(|e| pb::ReportSummary {
+                    id: e.id,
+                    schedule: e.schedule,
+                    window_start_ms: e.window.start.timestamp_millis(),
+                    window_end_ms: e.window.end.timestamp_millis(),
+                    generated_at_ms: e.generated_at.timestamp_millis(),
+                    baseline: e.baseline,
+                    changed: e.changed,
+                    new: e.now.new,
+                    ongoing: e.now.ongoing,
+                    resolved: e.now.resolved,
+                    open_at_end: e.now.open_at_end,
+                    socket_hours: e.now.socket_hours,
+                    hosts_affected: e.now.hosts_affected,
+                    deliveries: e.deliveries.into_iter().collect(),
+                })
+                .collect(),
+            next_page_token: token(a.next_page_token),
+        }))
+    }
+
+    async fn report(
+        &self,
+        req: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportBody>, Status> {
+        let r = req.get_ref();
+        let fields = vec![("id", r.id.to_string()), ("format", r.format.clone())];
+        let a = self.answer::<ReportQuery, _>(&req, fields, None).await?;
+        Ok(Response::new(body(a)))
+    }
+
+    async fn run_report(
+        &self,
+        req: Request<pb::RunReportRequest>,
+    ) -> Result<Response<pb::ReportBody>, Status> {
+        let r = req.get_ref();
+        let fields = vec![
+            ("since", r.since.clone()),
+            ("window", r.window.clone()),
+            ("host", r.hosts.join(",")),
+            ("service", r.services.join(",")),
+            ("time_zone", r.time_zone.clone()),
+            ("format", r.format.clone()),
+        ];
+        let a = self.answer::<RunReportQuery, _>(&req, fields, None).await?;
+        Ok(Response::new(body(a)))
     }
 
     async fn fleet(

@@ -10,6 +10,7 @@
 
 pub mod answer;
 pub mod explain;
+pub mod report;
 pub mod state;
 pub mod time;
 pub mod timer;

@@ -11,6 +11,7 @@ pub mod assets;
 mod host;
 mod leaks;
 mod overview;
+mod reports;
 pub mod security;
 pub mod session;
 pub mod view;
@@ -221,6 +222,8 @@ pub fn router(state: DashState) -> axum::Router {
         .route("/service", get(leaks::service))
         .route("/host", get(host::page))
         .route("/who", get(host::who))
+        .route("/reports", get(reports::list))
+        .route("/reports/{id}", get(reports::one))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_session,

@@ -51,6 +51,9 @@ pub struct LeakQuery {
     pub kind: Option<LeakKind>,
     /// Only this confidence.
     pub confidence: Option<Confidence>,
+    /// Answer as of this instant (None: now): lifetimes first seen later are ignored,
+    /// and one that lasted past it is open then. Reports use it for past windows.
+    pub until: Option<DateTime<Utc>>,
     /// The page.
     pub page: PageReq,
 }
@@ -68,6 +71,7 @@ impl LeakQuery {
             service: None,
             kind: None,
             confidence: None,
+            until: None,
             page: PageReq {
                 offset: 0,
                 limit: super::MAX_LIMIT,
@@ -94,6 +98,7 @@ impl Question for LeakQuery {
             service: p.text("service"),
             kind: p.parsed("kind")?,
             confidence: p.parsed("confidence")?,
+            until: None,
             page: p.page()?,
         })
     }
@@ -104,7 +109,8 @@ impl Question for LeakQuery {
         let mut leaks = leaks(&ctx.pool, self).await?;
         let next_page_token = self.page.finish(&mut leaks);
         let time_wait_pressure =
-            time_wait_pressure(&ctx.pool, self.since, self.host.as_deref(), 100).await?;
+            time_wait_pressure(&ctx.pool, self.since, self.until, self.host.as_deref(), 100)
+                .await?;
         Ok(LeaksPage {
             leaks,
             time_wait_pressure,
@@ -150,6 +156,21 @@ fn word<T: std::str::FromStr<Err = String>>(row: &PgRow, col: &str) -> Result<T,
 
 /// Finds leaks: one page, plus one row more when another page follows.
 pub async fn leaks(pool: &PgPool, q: &LeakQuery) -> Result<Vec<Leak>, sqlx::Error> {
+    Ok(lives(pool, q).await?.into_iter().map(|l| l.leak).collect())
+}
+
+/// A leak with the last instant its holder was seen (the query's `until` at most):
+/// what reports measure time with, to the microsecond.
+#[derive(Debug, Clone)]
+pub struct LeakLife {
+    /// The leak as the API answers it.
+    pub leak: Leak,
+    /// Last seen in its state.
+    pub last_seen: DateTime<Utc>,
+}
+
+/// [`leaks`], with each holder's last-seen instant.
+pub async fn lives(pool: &PgPool, q: &LeakQuery) -> Result<Vec<LeakLife>, sqlx::Error> {
     let rows = sqlx::query(include_str!("../sql/leaks.sql"))
         .bind(q.since)
         .bind(q.min_age_s)
@@ -161,6 +182,7 @@ pub async fn leaks(pool: &PgPool, q: &LeakQuery) -> Result<Vec<Leak>, sqlx::Erro
         .bind(q.page.fetch())
         .bind(q.page.offset)
         .bind(&q.service)
+        .bind(q.until)
         .fetch_all(pool)
         .await?;
     let mut out = Vec::with_capacity(rows.len());
@@ -169,22 +191,26 @@ pub async fn leaks(pool: &PgPool, q: &LeakQuery) -> Result<Vec<Leak>, sqlx::Erro
             continue;
         };
         let kind: LeakKind = word(row, "kind")?;
-        out.push(Leak {
-            kind,
-            confidence: word(row, "confidence")?,
-            until: holder.until,
-            peer: side(row, "p_")?,
-            holder,
-            hint: kind.hint().to_owned(),
+        out.push(LeakLife {
+            last_seen: row.try_get("last_seen")?,
+            leak: Leak {
+                kind,
+                confidence: word(row, "confidence")?,
+                until: holder.until,
+                peer: side(row, "p_")?,
+                holder,
+                hint: kind.hint().to_owned(),
+            },
         });
     }
     Ok(out)
 }
 
-/// TIME_WAIT pressure since `since`, worst first.
+/// TIME_WAIT pressure since `since` (and before `until`, if given), worst first.
 pub async fn time_wait_pressure(
     pool: &PgPool,
     since: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
     host: Option<&str>,
     limit: i64,
 ) -> Result<Vec<TimeWaitPressure>, sqlx::Error> {
@@ -193,6 +219,7 @@ pub async fn time_wait_pressure(
         .bind(host)
         .bind(TIME_WAIT_PRESSURE_RATIO)
         .bind(limit)
+        .bind(until)
         .fetch_all(pool)
         .await?;
     rows.iter().map(|r| pressure_from_row(r, "")).collect()

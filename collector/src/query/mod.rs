@@ -13,6 +13,7 @@ pub mod groups;
 pub mod hosts;
 pub mod leaks;
 mod params;
+pub mod reports;
 mod socket;
 pub mod sockets;
 pub mod timeline;
@@ -39,6 +40,8 @@ pub struct Context {
     pub leak_threshold_s: f64,
     /// Allowed gap between holder and peer lifetimes, seconds.
     pub slack_s: f64,
+    /// The collector's public URL, for absolute links in reports.
+    pub public_url: Option<std::sync::Arc<str>>,
 }
 
 /// A query error: a stable code and a message naming what is wrong.

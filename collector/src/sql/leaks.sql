@@ -5,6 +5,8 @@
 -- $4 host filter (hostname, NULL for all)   $5 process filter (comm, NULL for all)
 -- $6 kind filter   $7 confidence filter   $8 rows to fetch   $9 rows to skip
 -- $10 service filter: the holder's service as answered (its first owner's, else its namespace's)
+-- $11 until (NULL: now): answer as of this instant: lifetimes first seen at or after it
+--     are ignored, and one that lasted past it is open then (last seen at it, not ended)
 --
 -- A lifetime is open (current_sockets, alive until its host's last report) or ended
 -- (socket_lifetimes, until last_seen). Holders: CLOSE_WAIT (8), FIN_WAIT2 without a
@@ -17,16 +19,20 @@
 -- leak of its own. Peers are looked up by endpoint through the address indexes.
 WITH lt AS (
     SELECT c.host_id, c.netns, c.state, c.local_addr, c.local_port, c.remote_addr, c.remote_port,
-           c.owners, c.rx_queue, c.timer, c.inode, c.first_seen, h.last_report AS last_seen,
-           NULL::timestamptz AS ended
+           c.owners, c.rx_queue, c.timer, c.inode, c.first_seen,
+           LEAST(h.last_report, $11::timestamptz) AS last_seen, NULL::timestamptz AS ended
     FROM current_sockets c JOIN hosts h USING (host_id)
     WHERE c.state IN (5, 8, 9) AND h.last_report >= $1
+      AND ($11::timestamptz IS NULL OR c.first_seen < $11)
     UNION ALL
     SELECT l.host_id, l.netns, l.state, l.local_addr, l.local_port, l.remote_addr, l.remote_port,
-           l.owners, l.rx_queue, l.timer, l.inode, l.first_seen, l.last_seen, l.last_seen
+           l.owners, l.rx_queue, l.timer, l.inode, l.first_seen,
+           LEAST(l.last_seen, $11::timestamptz) AS last_seen,
+           CASE WHEN $11::timestamptz IS NULL OR l.last_seen < $11 THEN l.last_seen END AS ended
     FROM socket_lifetimes l
     WHERE l.state IN (5, 8, 9) AND l.last_seen >= $1
-      AND l.last_seen - l.first_seen >= $2 * interval '1 second'
+      AND ($11::timestamptz IS NULL OR l.first_seen < $11)
+      AND LEAST(l.last_seen, $11::timestamptz) - l.first_seen >= $2 * interval '1 second'
 ), holders AS (
     SELECT lt.*, h.hostname, ns.service AS ns_service, ns.container AS ns_container,
            CASE lt.state WHEN 8 THEN 'close_wait' WHEN 5 THEN 'half_closed_wait'

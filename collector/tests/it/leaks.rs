@@ -159,6 +159,7 @@ async fn close_wait_is_paired_with_its_peer_exactly_through_nat_or_not_at_all() 
         service: None,
         kind: None,
         confidence: None,
+        until: None,
         page: PageReq {
             offset: 0,
             limit: 100,

@@ -13,6 +13,7 @@ mod ingest;
 mod leaks;
 mod logging;
 mod nat;
+mod reports;
 mod samehost;
 mod support;
 mod tls;

@@ -260,7 +260,12 @@ pub struct Collector {
 impl Collector {
     /// Starts one with extra flags.
     pub async fn start(extra: &[&str]) -> Collector {
-        let database = TestDb::create();
+        Collector::start_on(TestDb::create(), extra).await
+    }
+
+    /// Starts one with extra flags on an existing database (a restart, or a second
+    /// collector sharing it).
+    pub async fn start_on(database: TestDb, extra: &[&str]) -> Collector {
         let mut args = vec![
             "finwait-collector".to_owned(),
             "--listen".into(),
