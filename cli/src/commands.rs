@@ -262,6 +262,39 @@ mod tests {
     }
 
     #[test]
+    fn report_run_sends_its_window_filters_and_format() {
+        let c = cli(&[
+            "report",
+            "run",
+            "--since",
+            "7d",
+            "--window",
+            "1d",
+            "--host",
+            "a",
+            "--host",
+            "b",
+            "--service",
+            "billing.service",
+            "--time-zone",
+            "Europe/Berlin",
+            "--format",
+            "md",
+        ]);
+        let Command::Report(ReportCommand::Run(a)) = &c.command else {
+            panic!("report run expected")
+        };
+        assert_eq!(
+            target("/api/v1/reports/run", &report_run_query(a)),
+            "/api/v1/reports/run?since=7d&window=1d&host=a%2Cb&service=billing.service\
+             &time_zone=Europe%2FBerlin&format=markdown"
+        );
+        let bad = Cli::try_parse_from(["finwait", "report", "show", "1", "--format", "pdf"])
+            .expect_err("not a format");
+        assert!(bad.to_string().contains("pdf"), "{bad}");
+    }
+
+    #[test]
     fn leaks_send_every_filter_encoded() {
         let c = cli(&[
             "leaks",

@@ -1,7 +1,8 @@
 //! The words of finwait's domain, spelled once: TCP states (every spelling `ss`
 //! accepts), kernel timer kinds, leak verdicts and confidences, the duration and
 //! instant grammar, the answer types of the query API, and what each state and
-//! verdict means, who is at fault and what fixes it ([`explain`]).
+//! verdict means, who is at fault and what fixes it ([`explain`]), and the trend
+//! report's document ([`report`]).
 //!
 //! The agent's printers, the collector's query layer and the `finwait` CLI all use
 //! these types, so a spelling one of them accepts, the others accept too, and the

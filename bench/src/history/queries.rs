@@ -24,7 +24,7 @@ pub struct Query {
 }
 
 /// Every query name, in the order they run and are reported.
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 8] = [
     "leaks",
     "groups",
     "who",
@@ -32,6 +32,7 @@ pub const NAMES: [&str; 7] = [
     "sockets-at",
     "hosts",
     "timeline",
+    "report",
 ];
 
 /// The peer's fixed cost (start psql, connect, `SELECT 1`), reported under the table.
@@ -50,6 +51,8 @@ pub struct Targets {
     pub who_at_h: u32,
     /// How long ago `sockets-at` looks, hours.
     pub sockets_at_h: u32,
+    /// The history's length, hours: the window of `report`.
+    pub hours: u32,
 }
 
 impl Targets {
@@ -73,6 +76,7 @@ impl Targets {
             host: format!("host-{:04}", hosts.min(42)),
             who_at_h: hours / 2,
             sockets_at_h: hours / 4,
+            hours,
         })
     }
 
@@ -166,6 +170,14 @@ pub fn all(t: &Targets) -> Vec<Query> {
             peer_sql: include_str!("peer/timeline.sql"),
             peer_vars: vec![host],
         },
+        Query {
+            name: "report",
+            path: format!("/api/v1/reports/run?window={}h", t.hours),
+            list: "services",
+            peer_file: "report.sql",
+            peer_sql: include_str!("peer/report.sql"),
+            peer_vars: vec![("window", format!("{} hours", t.hours))],
+        },
     ]
 }
 
@@ -181,6 +193,7 @@ mod tests {
             host: "host-0042".into(),
             who_at_h: 12,
             sockets_at_h: 6,
+            hours: 24,
         };
         let names: Vec<&str> = all(&t).iter().map(|q| q.name).collect();
         assert_eq!(names, NAMES);

@@ -262,6 +262,53 @@ fn leaks_across_three_hosts_are_paired_exactly_and_reported_ended() {
         "{hosts:#}"
     );
 
+    // A report built after the fact over these minutes names the leaking process, its
+    // host and the peers, with the two IPv4 leaks resolved and the IPv6 ones open.
+    let report: serde_json::Value = serde_json::from_str(&fx.cli(
+        1,
+        &[
+            "report", "run", "--since", "10m", "--window", "10m", "--format", "json",
+        ],
+    ))
+    .expect("report JSON");
+    let p = &report["processes"][0];
+    assert_eq!(
+        (p["host"].as_str(), p["name"].as_str()),
+        (Some("host-a"), Some("finwait-sockpop")),
+        "{report:#}"
+    );
+    assert_eq!(
+        (
+            p["now"]["new"].as_i64(),
+            p["now"]["resolved"].as_i64(),
+            p["now"]["open_at_end"].as_i64()
+        ),
+        (Some(4), Some(2), Some(2)),
+        "{p:#}"
+    );
+    let mut peer_hosts: Vec<(String, i64)> = p["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .map(|x| {
+            (
+                x["host"].as_str().unwrap_or("").to_owned(),
+                x["count"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    peer_hosts.sort();
+    assert_eq!(
+        peer_hosts,
+        [("host-b".to_owned(), 2), ("host-c".to_owned(), 2)]
+    );
+    assert_eq!(report["now"]["hosts_affected"], 1);
+    let md = fx.cli(1, &["report", "run", "--since", "10m", "--window", "10m"]);
+    assert!(
+        md.contains("host-a") && md.contains("finwait-sockpop") && md.contains("host-b"),
+        "{md}"
+    );
+
     // After the exit, the past is still answered: A's CLOSE_WAITs as they were while
     // leaking, and who held the leaky endpoint then (both ends side by side).
     let then: serde_json::Value = serde_json::from_str(&fx.cli(
