@@ -284,7 +284,8 @@ impl Schedules {
             toml::from_str(text).map_err(|e| vec![e.message().to_owned() + &at(&e)])?;
         let mut out = Schedules::defaults(simple)?;
         let mut errors = Vec::new();
-        if let Some(u) = file.public_url.or(out.public_url.take()) {
+        // A flag overrides the file.
+        if let Some(u) = out.public_url.take().or(file.public_url) {
             match check_url(&u, "public_url") {
                 Ok(()) => out.public_url = Some(u),
                 Err(e) => errors.push(e),
@@ -309,6 +310,13 @@ impl Schedules {
         }
         if !file.report.is_empty() {
             out.schedules.clear();
+            if simple.dir.is_some() || simple.webhook.is_some() {
+                errors.push(
+                    "--report-dir and --report-webhook deliver the default schedules; this file \
+                     defines its own: give each [[report]] a [[report.destination]] instead"
+                        .into(),
+                );
+            }
         }
         for (i, s) in file.report.into_iter().enumerate() {
             let at = format!("report[{i}] ({:?})", s.name);
@@ -548,6 +556,15 @@ mod tests {
         for needle in ["5-field", "Mars/Olympus", "\"soon\"", "\"pdf\"", "ftp://x"] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
+        let mixed = Schedules::parse(
+            "[[report]]\nname='a'\ncron='* * * * *'\nwindow='1d'\n",
+            &Simple {
+                dir: Some("/tmp/x".into()),
+                ..Simple::default()
+            },
+        )
+        .expect_err("flags for defaults with a file's schedules");
+        assert!(mixed[0].contains("--report-dir"), "{mixed:?}");
         let unknown = Schedules::parse(
             "[[report]]\nname='a'\ncron='* * * * *'\nwindow='1d'\ncolour='red'\n",
             &Simple::default(),
