@@ -706,7 +706,39 @@ async fn a_scheduled_report_reaches_a_failing_webhook_exactly_once_across_restar
         "{ok_body}"
     );
 
+    // The next minute's report, built on time by one of the two collectors and
+    // delivered once as well.
+    let t = Instant::now();
+    let second = loop {
+        let log = hook.log();
+        if let Some(k) = log.iter().map(|l| l.0.clone()).find(|k| *k != key) {
+            break k;
+        }
+        assert!(
+            t.elapsed() < StdDuration::from_secs(90),
+            "no second report: {log:?}"
+        );
+        tokio::time::sleep(StdDuration::from_millis(500)).await;
+    };
+    let log = hook.wait_for(&second, 3, StdDuration::from_secs(40)).await;
+    let of_second: Vec<u16> = log.iter().filter(|l| l.0 == second).map(|l| l.1).collect();
+    assert_eq!(of_second, [500, 500, 200], "{log:?}");
     let pool = c2.db().await;
+    let (end, built): (DateTime<Utc>, DateTime<Utc>) =
+        sqlx::query_as("SELECT window_end, generated_at FROM reports WHERE report_id = $1")
+            .bind(
+                second
+                    .trim_start_matches("finwait-report-")
+                    .parse::<i64>()
+                    .expect("id"),
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("second report");
+    assert!(
+        built >= end && built - end < Duration::seconds(20),
+        "built {built} for a window ending {end}: on time within two ticks"
+    );
     let dup: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT 1 FROM reports GROUP BY schedule, window_end HAVING count(*) > 1) d",
     )
