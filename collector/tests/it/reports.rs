@@ -14,6 +14,7 @@ use chrono::{DateTime, Duration, Utc};
 use finwait_collector::query::Context;
 use finwait_collector::report::schedule::Schedules;
 use finwait_collector::report::{self, Links, Spec, render, scheduler, store};
+use finwait_proto::v1 as pb;
 use finwait_testkit::{artifacts_dir, require_browser};
 use finwait_vocab::TcpState;
 use finwait_vocab::report::{ReportFormat, Window};
@@ -504,8 +505,121 @@ async fn every_number_of_a_report_is_exact() {
     assert_eq!(listed.reports.len(), 2);
     assert_eq!(listed.reports[0].id, next, "newest window first");
 
+    // only_changed: a week in which the same two leaks stay open and nothing else
+    // happens is stored, not delivered; the baseline before it is delivered.
+    let quiet = Schedules::parse(
+        "[[report]]\nname='quiet'\ncron='0 0 * * *'\nwindow='7d'\nonly_changed=true\n\
+         [[report.destination]]\ndirectory='/nonexistent/finwait-test'\n",
+        &Default::default(),
+    )
+    .expect("schedule");
+    let q = &quiet.schedules[0];
+    let base = scheduler::produce(&ctx, &links, q, w.end + Duration::days(7))
+        .await
+        .expect("b")
+        .expect("stored");
+    let calm = scheduler::produce(&ctx, &links, q, w.end + Duration::days(14))
+        .await
+        .expect("c")
+        .expect("stored");
+    let states: Vec<(i64, bool, String)> = sqlx::query_as(
+        "SELECT r.report_id, r.changed, d.state FROM reports r JOIN report_deliveries d USING (report_id) \
+         WHERE r.schedule = 'quiet' ORDER BY r.report_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("deliveries");
+    assert_eq!(
+        states,
+        [
+            (base, true, "pending".to_owned()),
+            (calm, false, "skipped".to_owned())
+        ]
+    );
+
     // The HTML as a person sees it: through the dashboard, in Chromium.
     let c = Collector::start_on(db, &["--no-reports"]).await;
+    // gRPC answers alike.
+    let mut grpc = pb::query_client::QueryClient::connect(format!("http://{}", c.addr))
+        .await
+        .expect("gRPC connect");
+    let listed = grpc
+        .reports(pb::ReportsRequest {
+            schedule: "weekly".into(),
+            page: None,
+        })
+        .await
+        .expect("Reports")
+        .into_inner();
+    assert_eq!(listed.reports.len(), 2);
+    assert_eq!(listed.reports[1].new, 2, "{:?}", listed.reports[1]);
+    let csv = grpc
+        .report(pb::ReportRequest {
+            id: stored[0],
+            format: "csv".into(),
+        })
+        .await
+        .expect("Report")
+        .into_inner();
+    assert_eq!(csv.content_type, "text/csv; charset=utf-8");
+    assert!(
+        csv.body.contains("service,billing.service,"),
+        "{}",
+        csv.body
+    );
+    let bad = grpc
+        .report(pb::ReportRequest {
+            id: stored[0],
+            format: "pdf".into(),
+        })
+        .await
+        .expect_err("not a format");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad}");
+    let run = grpc
+        .run_report(pb::RunReportRequest {
+            since: w.start.to_rfc3339(),
+            window: "7d".into(),
+            services: vec!["search-api".into()],
+            format: "json".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("RunReport")
+        .into_inner();
+    let run: finwait_vocab::report::Report = serde_json::from_str(&run.body).expect("JSON");
+    assert_eq!(
+        (
+            run.now.ongoing,
+            run.now.resolved,
+            run.scope.schedule.as_str()
+        ),
+        (1, 1, "adhoc")
+    );
+    // The CLI lists and shows them.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(
+            finwait_testkit::workspace_bin("finwait").expect("finwait CLI"),
+        )
+        .arg("--server")
+        .arg(format!("http://{}", c.addr))
+        .args(args)
+        .output()
+        .expect("run finwait");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let list = cli(&["report", "list", "--schedule", "weekly"]);
+    assert!(
+        list.contains("weekly") && list.contains(&stored[0].to_string()),
+        "{list}"
+    );
+    let shown = cli(&["report", "show", &stored[0].to_string(), "--format", "csv"]);
+    assert_eq!(shown, render::render(&first, ReportFormat::Csv));
+
     let Some(b) = require_browser("every_number_of_a_report_is_exact") else {
         return;
     };
