@@ -271,6 +271,8 @@ async fn bench(flags: &Flags, dir: &Path) -> Result<()> {
         "--listen",
         "127.0.0.1:0",
         "--insecure-loopback",
+        // Scheduled reports would compete with the timed questions.
+        "--no-reports",
         "--data-dir",
         &dir.join("collector").to_string_lossy(),
     ])

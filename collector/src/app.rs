@@ -226,6 +226,9 @@ impl App {
                             if let Err(e) = store.record_fleet_minute(threshold, retention).await {
                                 tracing::warn!(error = %e, "fleet rollup failed");
                             }
+                            if let Err(e) = store.roll_state_hours(retention).await {
+                                tracing::warn!(error = %e, "hourly state peaks rollup failed");
+                            }
                         }
                     }
                 }

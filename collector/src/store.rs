@@ -186,6 +186,57 @@ impl Store {
         Ok(())
     }
 
+    /// Rolls up per-state hourly peaks (`state_hours`) for the hours that ended at
+    /// least ten minutes ago and are not rolled up yet, at most a day of them per call
+    /// (the first call starts at the oldest count), and drops hours past retention.
+    /// Several collectors take turns on the `rollups` row.
+    pub async fn roll_state_hours(&self, retention_days: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO rollups (name, until) \
+             SELECT 'state_hours', COALESCE(date_trunc('hour', min(ts)), date_trunc('hour', now())) \
+             FROM state_counts ON CONFLICT (name) DO NOTHING",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let until: DateTime<Utc> =
+            sqlx::query_scalar("SELECT until FROM rollups WHERE name = 'state_hours' FOR UPDATE")
+                .fetch_one(&mut *tx)
+                .await?;
+        let upto: DateTime<Utc> = sqlx::query_scalar(
+            "SELECT LEAST(date_trunc('hour', now() - interval '10 minutes'), $1 + interval '24 hours')",
+        )
+        .bind(until)
+        .fetch_one(&mut *tx)
+        .await?;
+        if upto <= until {
+            return Ok(0);
+        }
+        let rows = sqlx::query(
+            "INSERT INTO state_hours (hour, host_id, state, peak) \
+             SELECT date_trunc('hour', ts), host_id, state, max(total) \
+             FROM (SELECT host_id, ts, state, sum(count)::integer AS total FROM state_counts \
+                   WHERE ts >= $1 AND ts < $2 GROUP BY host_id, ts, state) s \
+             GROUP BY 1, 2, 3 \
+             ON CONFLICT (hour, host_id, state) DO UPDATE SET peak = GREATEST(state_hours.peak, EXCLUDED.peak)",
+        )
+        .bind(until)
+        .bind(upto)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("UPDATE rollups SET until = $1 WHERE name = 'state_hours'")
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM state_hours WHERE hour < now() - $1 * interval '1 day'")
+            .bind(retention_days as f64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
     /// Creates daily partitions from yesterday to `days_ahead` days ahead, and drops
     /// partitions that ended more than `retention_days` ago.
     pub async fn maintain_partitions(

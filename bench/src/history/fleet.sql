@@ -335,3 +335,14 @@ SELECT m.ts, jsonb_object_agg(m.state, m.n), (SELECT count(*) FROM hosts), 0,
 FROM (SELECT date_trunc('minute', sc.ts) AS ts, sc.state, sum(sc.count)::bigint AS n
       FROM state_counts sc GROUP BY 1, 2) m
 GROUP BY m.ts;
+
+-- The maintenance task's hourly per-state peaks (reports draw daily peaks from them),
+-- rolled up to ten minutes ago like the collector does.
+INSERT INTO state_hours (hour, host_id, state, peak)
+SELECT date_trunc('hour', s.ts), s.host_id, s.state, max(s.total)
+FROM (SELECT host_id, ts, state, sum(count)::integer AS total FROM state_counts
+      WHERE ts < date_trunc('hour', now() - interval '10 minutes')
+      GROUP BY host_id, ts, state) s
+GROUP BY 1, 2, 3;
+INSERT INTO rollups (name, until) VALUES ('state_hours', date_trunc('hour', now() - interval '10 minutes'))
+ON CONFLICT (name) DO UPDATE SET until = EXCLUDED.until;

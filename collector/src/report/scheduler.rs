@@ -42,17 +42,21 @@ pub async fn run(ctx: Context, settings: Arc<Schedules>, stop: CancellationToken
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        for s in &settings.schedules {
-            if stop.is_cancelled() {
-                return;
+        // A report being built when the collector stops is abandoned (its transaction
+        // rolls back; the next start builds it), so shutdown never waits on a build.
+        let pass = async {
+            for s in &settings.schedules {
+                if let Err(e) = catch_up(&ctx, &links, s, Utc::now()).await {
+                    tracing::warn!(schedule = %s.name, error = %e, "building scheduled reports failed; retrying next tick");
+                }
             }
-            if let Err(e) = catch_up(&ctx, &links, s, Utc::now()).await {
-                tracing::warn!(schedule = %s.name, error = %e, "building scheduled reports failed; retrying next tick");
+            if let Err(e) = deliver::deliver_due(&ctx.pool, &settings, 100).await {
+                tracing::warn!(error = %e, "report delivery pass failed");
             }
-        }
-        match deliver::deliver_due(&ctx.pool, &settings, 100).await {
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "report delivery pass failed"),
+        };
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = pass => {}
         }
         if expired_at.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
             match store::expire(&ctx.pool, settings.retention_days).await {

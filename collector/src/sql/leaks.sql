@@ -32,6 +32,9 @@ WITH lt AS (
     FROM socket_lifetimes l
     WHERE l.state IN (5, 8, 9) AND l.last_seen >= $1
       AND ($11::timestamptz IS NULL OR l.first_seen < $11)
+      -- the whole lifetime's length keeps the search on socket_lifetimes_state; the
+      -- part before `until` must be as long
+      AND l.last_seen - l.first_seen >= $2 * interval '1 second'
       AND LEAST(l.last_seen, $11::timestamptz) - l.first_seen >= $2 * interval '1 second'
 ), holders AS (
     SELECT lt.*, h.hostname, ns.service AS ns_service, ns.container AS ns_container,

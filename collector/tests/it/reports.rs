@@ -420,6 +420,50 @@ async fn every_number_of_a_report_is_exact() {
     );
     assert_eq!(r.peaks.hosts[0].host, "app-1", "highest CLOSE_WAIT first");
 
+    // The same peaks from the hourly rollup (whole hours) and the raw counts (the
+    // edges of a window that does not start on the hour).
+    sqlx::query("INSERT INTO rollups (name, until) VALUES ('state_hours', $1)")
+        .bind(w.start - Duration::hours(1))
+        .execute(&pool)
+        .await
+        .expect("rollup mark");
+    let store = finwait_collector::store::Store::connect_with(
+        db.options.clone(),
+        2,
+        StdDuration::from_secs(60),
+    )
+    .await
+    .expect("store");
+    for _ in 0..20 {
+        store.roll_state_hours(3650).await.expect("roll up");
+    }
+    let rolled: i64 = sqlx::query_scalar("SELECT count(*) FROM state_hours")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(rolled, 4, "one row per host, hour and state with counts");
+    let odd = Window {
+        start: w.start - Duration::minutes(30),
+        end: w.end,
+    };
+    for window in [w, odd] {
+        let again = report::build(&ctx, &links, &spec(window), false)
+            .await
+            .expect("report");
+        let app1 = again
+            .peaks
+            .hosts
+            .iter()
+            .find(|h| h.host == "app-1")
+            .expect("app-1");
+        let cw = app1.states.get(&TcpState::CloseWait).expect("close_wait");
+        assert_eq!(
+            cw[cw.len() - 7..],
+            [5, 7, 0, 0, 0, 0, 0],
+            "{window:?}: {cw:?}"
+        );
+    }
+
     // Filters: a service, a host.
     let only = report::build(
         &ctx,
