@@ -341,3 +341,21 @@ pub async fn track_requests(req: Request, next: Next) -> Response {
         }))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_fits_under_the_open_file_limit_with_room_for_the_database() {
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .expect("a finite open-file limit");
+        let cap = fitting_cap(usize::MAX, 24);
+        assert!(
+            cap as u64 + FD_RESERVE + 24 <= soft.max(FD_RESERVE + 25),
+            "{cap} vs {soft}"
+        );
+        assert_eq!(fitting_cap(10, 24), 10, "a cap that fits is kept");
+    }
+}
