@@ -101,6 +101,7 @@ pub fn incoming(
                 }
                 Err(e) => {
                     let n = stats.accept_errors.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("finwait_accept_errors_total").increment(1);
                     if n.is_power_of_two() {
                         tracing::warn!(error = %e, failures = n + 1, "accept failed; backing off");
                     }
@@ -114,6 +115,7 @@ pub fn incoming(
             };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 let n = stats.over_cap.fetch_add(1, Ordering::Relaxed);
+                closed("over_cap");
                 if n.is_power_of_two() {
                     tracing::warn!(
                         peer = %peer,
@@ -136,6 +138,11 @@ pub fn incoming(
         tracing::debug!("accept loop stopped");
     });
     ReceiverStream::new(rx)
+}
+
+/// Counts a connection closed by a limit, by reason (a fixed set).
+fn closed(reason: &'static str) {
+    metrics::counter!("finwait_connections_closed_total", "reason" => reason).increment(1);
 }
 
 /// Requests in flight on one connection, and since when none has been.
@@ -237,6 +244,7 @@ impl Conn {
                 self.stats
                     .handshake_timeouts
                     .fetch_add(1, Ordering::Relaxed);
+                closed("handshake");
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "no first byte within the handshake time",
@@ -247,6 +255,7 @@ impl Conn {
                 None => now + self.limits.idle,
                 Some(since) if since + self.limits.idle <= now => {
                     self.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+                    closed("idle");
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "connection idle past the idle time",

@@ -143,6 +143,8 @@ impl Supervisor {
             })
             .await
             .unwrap_or_else(|e| Err(format!("restart task failed: {e}")));
+            let result = if outcome.is_ok() { "ok" } else { "failed" };
+            metrics::counter!("finwait_database_restarts_total", "result" => result).increment(1);
             match outcome {
                 Ok(()) => return Ok(()),
                 Err(e) => {
@@ -177,6 +179,7 @@ impl Supervisor {
         if !self.status.set(up) {
             return;
         }
+        metrics::gauge!("finwait_database_up").set(if up { 1.0 } else { 0.0 });
         let status = if up {
             tracing::info!("database reachable again; health SERVING");
             ServingStatus::Serving
