@@ -194,4 +194,20 @@ mod tests {
             "cert needs key"
         );
     }
+
+    #[test]
+    fn a_zero_limit_or_timeout_is_refused_naming_its_flag() {
+        let e = parse(&[
+            "--insecure-loopback",
+            "--idle-seconds",
+            "0",
+            "--max-connections",
+            "0",
+        ])
+        .validate()
+        .expect_err("zero limits");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("--max-connections"), "{e:?}");
+        assert!(e[1].starts_with("--idle-seconds"), "{e:?}");
+    }
 }

@@ -206,3 +206,55 @@ async fn a_quiet_agent_stream_outlives_the_idle_time_and_keepalive_pings() {
     }
     c.stop().await;
 }
+
+#[tokio::test]
+async fn over_long_urls_and_headers_are_refused_and_a_slow_header_is_cut_off() {
+    if require_root("over_long_urls_and_headers_are_refused") == Privilege::OptedOut {
+        return;
+    }
+    let c = Collector::start(&[]).await;
+    let addr = c.addr;
+    let (url, headers, slow) = tokio::task::spawn_blocking(move || {
+        let status = |request: Vec<u8>| {
+            let mut s = TcpStream::connect(addr).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(20)))
+                .expect("timeout");
+            // The server may answer and close before the whole request is written.
+            let _ = s.write_all(&request);
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head)
+                .ok()
+                .map(|()| String::from_utf8_lossy(&head).into_owned())
+        };
+        let long_url = format!(
+            "GET /api/v1/hosts?x={} HTTP/1.1\r\nHost: t\r\n\r\n",
+            "a".repeat(70_000)
+        );
+        let big_headers = format!(
+            "GET /api/v1/hosts HTTP/1.1\r\nHost: t\r\n{}\r\n",
+            (0..200)
+                .map(|i| format!("X-Filler-{i}: {}\r\n", "b".repeat(2_000)))
+                .collect::<String>()
+        );
+        // Slowloris: a request line and part of a header, then nothing.
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.write_all(b"GET /api/v1/hosts HTTP/1.1\r\nHost:")
+            .expect("partial request");
+        let slow = closed_by_server(&mut s, Instant::now() + Duration::from_secs(45));
+        (
+            status(long_url.into_bytes()),
+            status(big_headers.into_bytes()),
+            slow,
+        )
+    })
+    .await
+    .expect("task");
+    assert_eq!(url.as_deref(), Some("HTTP/1.1 414"), "over-long URL");
+    assert_eq!(
+        headers.as_deref(),
+        Some("HTTP/1.1 431"),
+        "over-large headers"
+    );
+    assert!(slow, "a request whose headers never finish is held open");
+    c.stop().await;
+}
