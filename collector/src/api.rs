@@ -38,6 +38,9 @@ pub struct ApiState {
     pub sessions: Option<Arc<(Tokens, SessionKey)>>,
 }
 
+/// Seconds a 503's `Retry-After` asks the client to wait.
+const RETRY_AFTER_SECONDS: &str = "5";
+
 /// An API error: a [`QueryError`] as an HTTP response.
 #[derive(Debug)]
 pub struct ApiError(QueryError);
@@ -60,6 +63,11 @@ impl IntoResponse for ApiError {
             // RFC 9110: a 401 names the scheme it wants.
             let challenge = [(axum::http::header::WWW_AUTHENTICATE, "Bearer")];
             return (status, challenge, Json(body)).into_response();
+        }
+        if self.0.code == ErrorCode::Unavailable {
+            // Overload, a statement timeout or a database outage: all pass.
+            let retry = [(axum::http::header::RETRY_AFTER, RETRY_AFTER_SECONDS)];
+            return (status, retry, Json(body)).into_response();
         }
         (status, Json(body)).into_response()
     }
@@ -148,11 +156,25 @@ async fn handle<Q: Question>(
     Ok(Json(query::ask::<Q>(&p, &s.ctx).await?))
 }
 
+/// `GET /api/v1/ready`: 200 `{"ready":true}` while the database answers, else 503
+/// (with Retry-After) in the API's error shape. No token: it is for load balancers and
+/// orchestrators, and says nothing but whether to send traffic here.
+async fn ready(State(s): State<ApiState>) -> Response {
+    if s.ctx.db.is_up() {
+        return Json(serde_json::json!({ "ready": true })).into_response();
+    }
+    ApiError(QueryError {
+        code: ErrorCode::Unavailable,
+        message: "database unreachable; retry later".into(),
+    })
+    .into_response()
+}
+
 /// Any other path under `/api/v1`: a 404 in the API's error shape.
 async fn unknown_path(uri: axum::http::Uri) -> ApiError {
     ApiError(QueryError::not_found(
         uri.path(),
-        "no such endpoint; see /api/v1/{hosts,sockets,leaks,leaks/groups,who,timeline,fleet,reports}",
+        "no such endpoint; see /api/v1/{hosts,sockets,leaks,leaks/groups,who,timeline,fleet,reports,ready}",
     ))
 }
 
@@ -169,6 +191,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .route("/api/v1/reports", get(handle::<ReportsQuery>))
         .route("/api/v1/reports/run", get(report_run))
         .route("/api/v1/reports/{id}", get(report_get))
+        .route("/api/v1/ready", get(ready))
         .route("/api/v1/{*rest}", get(unknown_path))
         .with_state(state)
 }

@@ -14,16 +14,17 @@ use anyhow::{Context, bail};
 use finwait_proto::v1 as pb;
 use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::auth::Tokens;
 use crate::config::Config;
+use crate::conn_limit::{ConnLimits, ConnStats};
+use crate::db_health::{DbStatus, SERVICES, Supervisor};
 use crate::ingest::IngestService;
 use crate::postgres::{EmbeddedOptions, EmbeddedPostgres};
-use crate::store::Store;
+use crate::store::{Pools, Store};
 use crate::validate::Limits;
 
 /// How long tasks get to finish after shutdown starts.
@@ -36,8 +37,14 @@ pub struct App {
     addr: SocketAddr,
     store: Store,
     embedded: Option<EmbeddedPostgres>,
+    /// How the health probe connects (the store's options).
+    db_options: PgConnectOptions,
     database_url: String,
     tokens: Option<Arc<Tokens>>,
+    /// The connection cap in force (the flag, lowered to fit the open-file limit).
+    max_connections: usize,
+    /// Connections refused or closed by a limit.
+    conn_stats: Arc<ConnStats>,
 }
 
 impl std::fmt::Debug for App {
@@ -135,7 +142,12 @@ impl App {
             url: database_url,
             embedded,
         } = database(&config).await?;
-        let store = Store::connect_with(options, config.db_connections, config.lease())
+        let pools = Pools {
+            ingest: config.db_connections,
+            query: config.query_connections,
+            query_timeout: Some(Duration::from_secs(config.query_timeout_seconds)),
+        };
+        let store = Store::connect_pools(options.clone(), pools, config.lease())
             .await
             .context("connecting to PostgreSQL")?;
         store.migrate().await.context("applying migrations")?;
@@ -147,20 +159,44 @@ impl App {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let max_connections = crate::conn_limit::fitting_cap(
+            config.max_connections,
+            u64::from(config.db_connections) + u64::from(config.query_connections) + 2,
+        );
+        if max_connections < config.max_connections {
+            tracing::warn!(
+                wanted = config.max_connections,
+                cap = max_connections,
+                "--max-connections lowered to fit under the open-file limit"
+            );
+        }
         Ok(App {
             config,
             listener,
             addr,
             store,
             embedded,
+            db_options: options,
             database_url,
             tokens,
+            max_connections,
+            conn_stats: Arc::new(ConnStats::default()),
         })
     }
 
     /// The bound gRPC address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The connection cap in force.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    /// Counters of connections refused or closed by a limit.
+    pub fn conn_stats(&self) -> Arc<ConnStats> {
+        self.conn_stats.clone()
     }
 
     /// The database in use as a URL, for tools that take only a string (psql); the
@@ -177,9 +213,35 @@ impl App {
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (reporter, health) = tonic_health::server::health_reporter();
-        reporter
-            .set_serving::<pb::ingest_server::IngestServer<IngestService>>()
-            .await;
+        for service in SERVICES {
+            reporter
+                .set_service_status(*service, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        // The database supervisor: health follows the database; the embedded server is
+        // restarted, and if it cannot be, the collector stops with the reason.
+        let db_status = DbStatus::new(true);
+        let embedded = self
+            .embedded
+            .map(|pg| Arc::new(std::sync::Mutex::new(Some(pg))));
+        let fatal = CancellationToken::new();
+        let fatal_reason: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        {
+            let supervisor = Supervisor::new(
+                self.db_options.clone(),
+                db_status.clone(),
+                reporter.clone(),
+                embedded.clone(),
+            );
+            let (stop, fatal, reason) = (stop.clone(), fatal.clone(), fatal_reason.clone());
+            tracker.spawn(async move {
+                if let Err(why) = supervisor.run(stop).await {
+                    tracing::error!(reason = %why, "giving up on the database");
+                    *reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                    fatal.cancel();
+                }
+            });
+        }
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -235,14 +297,21 @@ impl App {
             })
         };
 
-        let mut server = Server::builder();
+        let handshake = Duration::from_secs(self.config.handshake_seconds);
+        let keepalive = Duration::from_secs(self.config.keepalive_seconds);
+        // Pings find peers that went away without a word; the idle time in
+        // conn_limit closes those that stay but ask nothing.
+        let mut server = Server::builder()
+            .http2_keepalive_interval(Some(keepalive))
+            .http2_keepalive_timeout(Some(keepalive.min(Duration::from_secs(20))));
         if let (Some(cert), Some(key)) = (&self.config.tls_cert, &self.config.tls_key) {
             let cert =
                 std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
             let key = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
-            server = server
-                .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
-                .context("TLS configuration")?;
+            let tls = ServerTlsConfig::new()
+                .identity(Identity::from_pem(cert, key))
+                .timeout(handshake);
+            server = server.tls_config(tls).context("TLS configuration")?;
         }
         tracing::info!(addr = %self.addr, tls = self.config.tls_cert.is_some(), "collector serving");
         let signal_stop = stop.clone();
@@ -253,7 +322,9 @@ impl App {
             self.tokens.clone()
         };
         let ctx = crate::query::Context {
-            pool: self.store.pool().clone(),
+            pool: self.store.query_pool().clone(),
+            db: db_status.clone(),
+            query_timeout: Duration::from_secs(self.config.query_timeout_seconds),
             leak_threshold_s: self.config.leak_threshold_seconds,
             slack_s: self.config.correlation_slack_seconds,
             public_url: self.config.public_url.as_deref().map(Arc::from),
@@ -294,16 +365,33 @@ impl App {
             .add_service(health)
             .add_service(reflection)
             .add_service(ingest)
-            .add_service(query);
+            .add_service(query)
+            .into_axum_router()
+            .layer(axum::middleware::from_fn(crate::conn_limit::track_requests));
+        let routes = tonic::service::Routes::from(routes);
+        let incoming = crate::conn_limit::incoming(
+            self.listener,
+            ConnLimits {
+                max_connections: self.max_connections,
+                handshake,
+                idle: Duration::from_secs(self.config.idle_seconds),
+            },
+            self.conn_stats.clone(),
+            stop.clone(),
+        );
         let serve = server
             .accept_http1(true)
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
-                shutdown.await;
-                tracing::info!("shutting down");
-                reporter
-                    .set_not_serving::<pb::ingest_server::IngestServer<IngestService>>()
-                    .await;
+            .serve_with_incoming_shutdown(incoming, async move {
+                tokio::select! {
+                    _ = shutdown => tracing::info!("shutting down"),
+                    _ = fatal.cancelled() => tracing::error!("shutting down: the database is gone"),
+                }
+                for service in SERVICES {
+                    reporter
+                        .set_service_status(*service, tonic_health::ServingStatus::NotServing)
+                        .await;
+                }
                 signal_stop.cancel();
             });
         let served = serve.await;
@@ -314,13 +402,22 @@ impl App {
         }
         drop(maintenance);
         drop(reports);
-        self.store.pool().close().await;
-        if let Some(pg) = self.embedded {
+        self.store.close().await;
+        let pg =
+            embedded.and_then(|shared| shared.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(pg) = pg {
             tokio::task::spawn_blocking(move || pg.stop())
                 .await
                 .context("embedded postgresql stop task")??;
         }
         served.context("gRPC server")?;
+        if let Some(why) = fatal_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            bail!("{why}");
+        }
         Ok(())
     }
 }

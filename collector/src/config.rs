@@ -69,9 +69,34 @@ pub struct Config {
         default_value_t = 30.0
     )]
     pub correlation_slack_seconds: f64,
-    /// Database connections.
+    /// Database connections for ingest and maintenance: queries never take these, so
+    /// a flood of slow questions cannot delay an agent's acknowledgements.
     #[arg(long, env = "FINWAIT_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
+    /// Database connections for queries (API, gRPC Query, pages); a question that
+    /// finds them all busy for 5 s is answered 503 (gRPC UNAVAILABLE) with Retry-After.
+    #[arg(long, env = "FINWAIT_QUERY_CONNECTIONS", default_value_t = 8)]
+    pub query_connections: u32,
+    /// PostgreSQL statement timeout of every query statement, in seconds: a question
+    /// that runs longer is cancelled and answered 503 (gRPC UNAVAILABLE) saying so.
+    #[arg(long, env = "FINWAIT_QUERY_TIMEOUT_SECONDS", default_value_t = 15)]
+    pub query_timeout_seconds: u64,
+    /// Most open client connections (agents, API, pages together); more are closed at
+    /// once. Lowered at start-up to fit under the open-file limit.
+    #[arg(long, env = "FINWAIT_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Seconds a new connection may take to send its first byte (plaintext) or to
+    /// finish the TLS handshake before it is closed.
+    #[arg(long, env = "FINWAIT_HANDSHAKE_SECONDS", default_value_t = 10)]
+    pub handshake_seconds: u64,
+    /// Seconds a connection may stay open with no request in flight (an agent's stream
+    /// is one long request, so it never idles) before it is closed.
+    #[arg(long, env = "FINWAIT_IDLE_SECONDS", default_value_t = 300)]
+    pub idle_seconds: u64,
+    /// Seconds between HTTP/2 keepalive pings; a ping not answered within as many
+    /// seconds again (at most 20) closes the connection.
+    #[arg(long, env = "FINWAIT_KEEPALIVE_SECONDS", default_value_t = 30)]
+    pub keepalive_seconds: u64,
     /// Log format on stderr (filter with RUST_LOG, default info).
     #[arg(long, env = "FINWAIT_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::LogFormat::Text)]
     pub log_format: crate::telemetry::LogFormat,
@@ -146,6 +171,19 @@ impl Config {
         if self.maintenance_seconds == 0 {
             problems.push("--maintenance-seconds must be at least 1".into());
         }
+        for (flag, value) in [
+            ("--query-connections", u64::from(self.query_connections)),
+            ("--db-connections", u64::from(self.db_connections)),
+            ("--query-timeout-seconds", self.query_timeout_seconds),
+            ("--max-connections", self.max_connections as u64),
+            ("--handshake-seconds", self.handshake_seconds),
+            ("--idle-seconds", self.idle_seconds),
+            ("--keepalive-seconds", self.keepalive_seconds),
+        ] {
+            if value == 0 {
+                problems.push(format!("{flag} must be at least 1"));
+            }
+        }
         if self.retention_days == 0 {
             problems.push("--retention-days must be at least 1".into());
         }
@@ -194,5 +232,21 @@ mod tests {
             Config::try_parse_from(["finwait-collector", "--tls-cert", "c"]).is_err(),
             "cert needs key"
         );
+    }
+
+    #[test]
+    fn a_zero_limit_or_timeout_is_refused_naming_its_flag() {
+        let e = parse(&[
+            "--insecure-loopback",
+            "--idle-seconds",
+            "0",
+            "--max-connections",
+            "0",
+        ])
+        .validate()
+        .expect_err("zero limits");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("--max-connections"), "{e:?}");
+        assert!(e[1].starts_with("--idle-seconds"), "{e:?}");
     }
 }

@@ -59,10 +59,28 @@ pub struct Welcome {
     pub last_seq: i64,
 }
 
+/// How the store's two pools are sized: ingest (and maintenance) and queries never
+/// wait for each other's connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Pools {
+    /// Connections for ingest and maintenance.
+    pub ingest: u32,
+    /// Connections for queries.
+    pub query: u32,
+    /// PostgreSQL `statement_timeout` on the query connections; None: no limit.
+    pub query_timeout: Option<Duration>,
+}
+
+/// How long a question waits for a free query connection before it is told to retry.
+const QUERY_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// Ingest and maintenance: queries never take these connections.
     pool: PgPool,
+    /// Queries only, each statement bounded by the statement timeout; opened lazily.
+    query_pool: PgPool,
     /// How long a host's lease lasts past its last batch.
     lease: Duration,
 }
@@ -140,21 +158,55 @@ impl Store {
         Self::connect_with(PgConnectOptions::from_str(url)?, max_connections, lease).await
     }
 
-    /// Connects with `options` and a pool of `max_connections`.
+    /// Connects with `options` and a pool of `max_connections` (queries get as many,
+    /// with no statement timeout).
     pub async fn connect_with(
         options: PgConnectOptions,
         max_connections: u32,
+        lease: Duration,
+    ) -> Result<Store, StoreError> {
+        let pools = Pools {
+            ingest: max_connections,
+            query: max_connections,
+            query_timeout: None,
+        };
+        Self::connect_pools(options, pools, lease).await
+    }
+
+    /// Connects the ingest pool with `options` (checking the database answers) and
+    /// prepares the query pool, sized and bounded by `pools`.
+    pub async fn connect_pools(
+        options: PgConnectOptions,
+        pools: Pools,
         lease: Duration,
     ) -> Result<Store, StoreError> {
         // JIT costs more than it saves on these short, index-driven statements: with it
         // the hosts and leaks queries spent 0.2-0.6 s compiling (finwait-bench history).
         let options = options.options([("jit", "off")]);
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
+            .max_connections(pools.ingest)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        Ok(Store { pool, lease })
+        let query_options = match pools.query_timeout {
+            Some(t) => options.options([("statement_timeout", format!("{}", t.as_millis()))]),
+            None => options,
+        };
+        let query_pool = PgPoolOptions::new()
+            .max_connections(pools.query)
+            .acquire_timeout(QUERY_ACQUIRE_TIMEOUT)
+            .connect_lazy_with(query_options);
+        Ok(Store {
+            pool,
+            query_pool,
+            lease,
+        })
+    }
+
+    /// Closes both pools.
+    pub async fn close(&self) {
+        self.query_pool.close().await;
+        self.pool.close().await;
     }
 
     /// Applies the migrations in migrations/.
@@ -163,9 +215,14 @@ impl Store {
         Ok(())
     }
 
-    /// The pool, for the query side.
+    /// The ingest and maintenance pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The query pool: every statement on it is bounded by the statement timeout.
+    pub fn query_pool(&self) -> &PgPool {
+        &self.query_pool
     }
 
     /// Records this minute's fleet totals (an upsert: any collector, any number of times

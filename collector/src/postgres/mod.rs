@@ -64,6 +64,25 @@ pub struct EmbeddedPostgres {
     socket_dir: PathBuf,
     /// The port the server listens on (and that names its socket file).
     port: u16,
+    /// What a restart needs: the same binaries, account, directories and port.
+    relaunch: Relaunch,
+}
+
+/// How the server was started, kept so that [`EmbeddedPostgres::restart`] starts it
+/// the same way (same port, so the collector's connection options stay valid).
+struct Relaunch {
+    bin_dir: PathBuf,
+    user: ServerUser,
+    layout: Layout,
+    listen_tcp: bool,
+}
+
+impl std::fmt::Debug for Relaunch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relaunch")
+            .field("bin_dir", &self.bin_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EmbeddedPostgres {
@@ -111,6 +130,12 @@ impl EmbeddedPostgres {
             postmaster,
             socket_dir: layout.socket_dir.clone(),
             port,
+            relaunch: Relaunch {
+                bin_dir,
+                user: user.clone(),
+                layout: layout.clone(),
+                listen_tcp: opts.listen_tcp,
+            },
         };
         lockfile::record_owner(&layout)?;
         info!(
@@ -155,6 +180,37 @@ impl EmbeddedPostgres {
     /// The absolute directory holding the server's unix socket.
     pub fn socket_dir(&self) -> &Path {
         &self.socket_dir
+    }
+
+    /// The postmaster's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.postmaster.pid()
+    }
+
+    /// Whether the server has exited (killed, crashed): how, reaping it; None while it
+    /// runs (a server stopped with SIGSTOP still runs).
+    pub fn exited(&mut self) -> Option<String> {
+        self.postmaster.exited()
+    }
+
+    /// Starts the server again, the same way and on the same port, after it exited;
+    /// waits (up to 30 s) until it accepts connections. Backends orphaned by a killed
+    /// postmaster keep its shared memory until they notice and exit: the first attempt
+    /// right after a kill may fail, so callers retry with a backoff.
+    #[tracing::instrument(skip_all, fields(port = self.port), err)]
+    pub fn restart(&mut self) -> Result<(), EmbeddedError> {
+        let r = &self.relaunch;
+        lockfile::check(&r.layout)?;
+        let (postmaster, _) =
+            process::start(&r.bin_dir, &r.user, &r.layout, self.port, r.listen_tcp)?;
+        self.postmaster = postmaster;
+        lockfile::record_owner(&r.layout)?;
+        info!(
+            port = self.port,
+            pid = self.postmaster.pid(),
+            "embedded postgresql restarted"
+        );
+        Ok(())
     }
 
     /// Fast shutdown (SIGINT to the postmaster: active transactions are rolled back),

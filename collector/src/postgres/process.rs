@@ -112,6 +112,19 @@ impl Postmaster {
         Ok(server)
     }
 
+    /// Reaps the postmaster if it has exited (killed, crashed, stopped by someone
+    /// else) and says how; None while it runs. A stopped (SIGSTOP) server still runs.
+    pub(super) fn exited(&mut self) -> Option<String> {
+        let child = self.child.as_mut()?;
+        let how = match child.try_wait() {
+            Ok(Some(status)) => status.to_string(),
+            Ok(None) => return None,
+            Err(e) => format!("cannot wait for it: {e}"),
+        };
+        self.child = None;
+        Some(how)
+    }
+
     /// The postmaster's pid while it runs.
     pub(super) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

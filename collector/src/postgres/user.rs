@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use super::error::{EmbeddedError, io_err};
 
 /// The account the server runs as.
+#[derive(Clone)]
 pub(super) struct ServerUser {
     /// User name (or `uid N` when /etc/passwd does not know us).
     pub(super) name: String,

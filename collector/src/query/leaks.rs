@@ -169,8 +169,12 @@ pub struct LeakLife {
     pub last_seen: DateTime<Utc>,
 }
 
-/// [`leaks`], with each holder's last-seen instant.
-pub async fn lives(pool: &PgPool, q: &LeakQuery) -> Result<Vec<LeakLife>, sqlx::Error> {
+/// [`leaks`], with each holder's last-seen instant, on any executor (reports run it
+/// in their own transaction).
+pub async fn lives<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    q: &LeakQuery,
+) -> Result<Vec<LeakLife>, sqlx::Error> {
     let rows = sqlx::query(include_str!("../sql/leaks.sql"))
         .bind(q.since)
         .bind(q.min_age_s)
@@ -183,7 +187,7 @@ pub async fn lives(pool: &PgPool, q: &LeakQuery) -> Result<Vec<LeakLife>, sqlx::
         .bind(q.page.offset)
         .bind(&q.service)
         .bind(q.until)
-        .fetch_all(pool)
+        .fetch_all(db)
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -207,8 +211,8 @@ pub async fn lives(pool: &PgPool, q: &LeakQuery) -> Result<Vec<LeakLife>, sqlx::
 }
 
 /// TIME_WAIT pressure since `since` (and before `until`, if given), worst first.
-pub async fn time_wait_pressure(
-    pool: &PgPool,
+pub async fn time_wait_pressure<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     since: DateTime<Utc>,
     until: Option<DateTime<Utc>>,
     host: Option<&str>,
@@ -220,7 +224,7 @@ pub async fn time_wait_pressure(
         .bind(TIME_WAIT_PRESSURE_RATIO)
         .bind(limit)
         .bind(until)
-        .fetch_all(pool)
+        .fetch_all(db)
         .await?;
     rows.iter().map(|r| pressure_from_row(r, "")).collect()
 }

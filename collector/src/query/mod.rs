@@ -34,8 +34,14 @@ pub const TIME_WAIT_PRESSURE_RATIO: f64 = 0.5;
 /// What every query needs.
 #[derive(Clone)]
 pub struct Context {
-    /// The database.
+    /// The query pool (statement timeout set; never the ingest pool).
     pub pool: PgPool,
+    /// Whether the database answers, as the health probe last saw it.
+    pub db: crate::db_health::DbStatus,
+    /// The statement timeout; a question gets it plus the wait for a connection and a
+    /// margin before it is abandoned here, for when the server cannot enforce it (a
+    /// paused or unreachable server).
+    pub query_timeout: std::time::Duration,
     /// Default minimum age of a leak, seconds.
     pub leak_threshold_s: f64,
     /// Allowed gap between holder and peer lifetimes, seconds.
@@ -79,12 +85,24 @@ impl std::fmt::Display for QueryError {
 
 impl std::error::Error for QueryError {}
 
+/// SQLSTATE of a statement cancelled by `statement_timeout` (query_canceled).
+const QUERY_CANCELED: &str = "57014";
+
 impl From<sqlx::Error> for QueryError {
     fn from(e: sqlx::Error) -> Self {
+        // The three outcomes a client can act on differently; never driver text.
+        let message = match &e {
+            sqlx::Error::Database(d) if d.code().as_deref() == Some(QUERY_CANCELED) => {
+                "query ran past the collector's statement timeout (--query-timeout-seconds); \
+                 narrow it (host, since, limit) or retry later"
+            }
+            sqlx::Error::PoolTimedOut => "too many queries at once; retry later",
+            _ => "storage unavailable; retry later",
+        };
         tracing::warn!(error = %e, "query failed");
         QueryError {
             code: ErrorCode::Unavailable,
-            message: "storage unavailable; retry later".into(),
+            message: message.into(),
         }
     }
 }
@@ -142,6 +160,11 @@ pub trait Question: Sized {
     type Answer: Serialize + Send;
     /// Reads and checks the parameters.
     fn parse(p: &Params, ctx: &Context) -> Result<Self, QueryError>;
+    /// How long it may take before it is abandoned: the statement timeout plus the
+    /// wait for a connection and a margin, unless the question says otherwise.
+    fn budget(ctx: &Context) -> std::time::Duration {
+        ctx.query_timeout + ABANDON_MARGIN
+    }
     /// Answers it.
     fn run(
         &self,
@@ -149,7 +172,32 @@ pub trait Question: Sized {
     ) -> impl std::future::Future<Output = Result<Self::Answer, QueryError>> + Send;
 }
 
-/// Parses and answers question `Q`.
+/// Parses and answers question `Q`; while the database is known to be unreachable the
+/// answer is an immediate 503 instead of a wait for a connection that will not come.
 pub async fn ask<Q: Question>(p: &Params, ctx: &Context) -> Result<Q::Answer, QueryError> {
-    Q::parse(p, ctx)?.run(ctx).await
+    let q = Q::parse(p, ctx)?;
+    if !ctx.db.is_up() {
+        return Err(QueryError {
+            code: ErrorCode::Unavailable,
+            message: "database unreachable; retry later".into(),
+        });
+    }
+    let bound = Q::budget(ctx);
+    match tokio::time::timeout(bound, q.run(ctx)).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            tracing::warn!(
+                after_s = bound.as_secs(),
+                "query abandoned: no answer from the database"
+            );
+            Err(QueryError {
+                code: ErrorCode::Unavailable,
+                message: "no answer from the database in time; retry later".into(),
+            })
+        }
+    }
 }
+
+/// What a question gets beyond the statement timeout: the wait for a free connection
+/// (5 s) and a margin.
+const ABANDON_MARGIN: std::time::Duration = std::time::Duration::from_secs(7);

@@ -140,6 +140,11 @@ impl Question for RunReportQuery {
         })
     }
 
+    /// A report reads a window's history: it gets [`report::BUILD_TIMEOUT`].
+    fn budget(_ctx: &Context) -> std::time::Duration {
+        report::BUILD_TIMEOUT + std::time::Duration::from_secs(10)
+    }
+
     #[tracing::instrument(name = "query_report_run", skip_all, fields(start = %self.spec.window.start, end = %self.spec.window.end))]
     async fn run(&self, ctx: &Context) -> Result<Rendered, QueryError> {
         let links = Links {

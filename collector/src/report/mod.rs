@@ -31,6 +31,10 @@ use crate::query::leaks::{self, LeakLife, LeakQuery};
 use crate::query::{Context, PageReq, QueryError};
 use tally::By;
 
+/// How long one report's queries may run (their transaction's statement timeout,
+/// instead of the query API's per-question one).
+pub const BUILD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// What to report on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
@@ -100,7 +104,16 @@ pub async fn build(
         },
         ..LeakQuery::since(ctx, prev.start)
     };
-    let mut lives = leaks::lives(&ctx.pool, &q).await?;
+    // One read-only transaction with the build's own statement timeout: a week of a
+    // fleet takes longer than an on-call question is allowed to.
+    let mut tx = ctx.pool.begin().await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL statement_timeout = {}",
+        BUILD_TIMEOUT.as_millis()
+    )))
+    .execute(&mut *tx)
+    .await?;
+    let mut lives = leaks::lives(&mut *tx, &q).await?;
     let truncated = lives.len() > Report::MAX_LEAKS;
     lives.truncate(Report::MAX_LEAKS);
     lives.retain(|l| spec.admits(l));
@@ -123,12 +136,13 @@ pub async fn build(
     let time_to_fix = tally::fix_times(&lives, w, threshold);
 
     let host_filter = (!spec.hosts.is_empty()).then_some(spec.hosts.as_slice());
-    let peaks = peaks(ctx, spec, host_filter).await?;
+    let peaks = peaks(&mut tx, spec, host_filter).await?;
     let mut time_wait =
-        leaks::time_wait_pressure(&ctx.pool, w.start, Some(w.end), None, 10_000).await?;
+        leaks::time_wait_pressure(&mut *tx, w.start, Some(w.end), None, 10_000).await?;
     time_wait.retain(|p| host_filter.is_none_or(|h| h.contains(&p.host)));
     time_wait.truncate(Report::TOP);
-    let coverage = coverage(ctx, w, host_filter).await?;
+    let coverage = coverage(&mut tx, w, host_filter).await?;
+    tx.commit().await?;
 
     let changed = baseline
         || now.new > 0
@@ -263,14 +277,18 @@ fn open_leak(links: &Links, l: &LeakLife, end: DateTime<Utc>) -> OpenLeak {
 }
 
 /// Per-state daily peaks per host.
-async fn peaks(ctx: &Context, spec: &Spec, hosts: Option<&[String]>) -> Result<Peaks, QueryError> {
+async fn peaks(
+    tx: &mut sqlx::PgConnection,
+    spec: &Spec,
+    hosts: Option<&[String]>,
+) -> Result<Peaks, QueryError> {
     let w = spec.window;
     let rows = sqlx::query(include_str!("../sql/report_peaks.sql"))
         .bind(w.start)
         .bind(w.end)
         .bind(spec.tz.name())
         .bind(hosts)
-        .fetch_all(&ctx.pool)
+        .fetch_all(&mut *tx)
         .await?;
     let first = w.start.with_timezone(&spec.tz).date_naive();
     let last = (w.end - Duration::microseconds(1))
@@ -323,7 +341,7 @@ async fn peaks(ctx: &Context, spec: &Spec, hosts: Option<&[String]>) -> Result<P
 /// Hosts that went silent inside the window, and hosts whose agent is blind to part
 /// of their table.
 async fn coverage(
-    ctx: &Context,
+    tx: &mut sqlx::PgConnection,
     w: Window,
     hosts: Option<&[String]>,
 ) -> Result<ReportCoverage, QueryError> {
@@ -337,7 +355,7 @@ async fn coverage(
     )
     .bind(w.end)
     .bind(hosts)
-    .fetch_all(&ctx.pool)
+    .fetch_all(&mut *tx)
     .await?;
     let mut out = ReportCoverage {
         hosts: rows.len() as i64,

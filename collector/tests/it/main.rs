@@ -4,6 +4,7 @@
 //! They need root (PostgreSQL runs as an unprivileged user, namespaces); without it
 //! they fail saying so, unless FINWAIT_SKIP_ROOT_TESTS opts out (never under CI).
 
+mod connections;
 mod correlation;
 mod coverage;
 mod dashboard;
@@ -13,6 +14,9 @@ mod ingest;
 mod leaks;
 mod logging;
 mod nat;
+mod nsclient;
+mod outage;
+mod overload;
 mod reports;
 mod samehost;
 mod support;

@@ -251,6 +251,8 @@ async fn fixture(pool: &PgPool) -> Window {
 fn ctx(pool: PgPool) -> Context {
     Context {
         pool,
+        db: finwait_collector::db_health::DbStatus::new(true),
+        query_timeout: StdDuration::from_secs(15),
         leak_threshold_s: 60.0,
         slack_s: 30.0,
         public_url: Some("https://finwait.example.net:7070".into()),
