@@ -21,7 +21,9 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::auth::Tokens;
 use crate::config::Config;
+use crate::budget::Budget;
 use crate::ingest::IngestService;
+use crate::ingest_server::IngestServer;
 use crate::postgres::{EmbeddedOptions, EmbeddedPostgres};
 use crate::store::Store;
 use crate::validate::Limits;
@@ -178,7 +180,7 @@ impl App {
         let tracker = TaskTracker::new();
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter
-            .set_serving::<pb::ingest_server::IngestServer<IngestService>>()
+            .set_serving::<IngestServer>()
             .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -187,18 +189,22 @@ impl App {
             .context("building reflection service")?;
         let limits = Limits {
             max_sockets_per_batch: self.config.max_batch_sockets,
+            max_clock_ahead_ms: i64::from(self.config.max_clock_ahead_seconds) * 1000,
         };
         let ingest = IngestService::new(
             self.store.clone(),
             limits,
             self.tokens.clone(),
             self.config.max_streams,
+            Budget::new(self.config.ingest_memory_bytes),
             stop.clone(),
             tracker.clone(),
         );
-        let ingest = pb::ingest_server::IngestServer::new(ingest)
-            .max_decoding_message_size(self.config.max_message_bytes)
-            .max_encoding_message_size(self.config.max_message_bytes);
+        let ingest = IngestServer::new(
+            ingest,
+            self.config.max_message_bytes,
+            self.config.max_message_bytes,
+        );
 
         let maintenance = {
             let (store, stop, lease, retention, every, threshold) = (
@@ -285,7 +291,7 @@ impl App {
                 shutdown.await;
                 tracing::info!("shutting down");
                 reporter
-                    .set_not_serving::<pb::ingest_server::IngestServer<IngestService>>()
+                    .set_not_serving::<IngestServer>()
                     .await;
                 signal_stop.cancel();
             });

@@ -40,9 +40,20 @@ pub struct Config {
     /// Days of history kept (ended lifetimes, counts).
     #[arg(long, env = "FINWAIT_RETENTION_DAYS", default_value_t = 14)]
     pub retention_days: u32,
-    /// Largest accepted gRPC message, in bytes.
-    #[arg(long, env = "FINWAIT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    /// Largest accepted gRPC message, in bytes. Agents send large full tables in
+    /// chunks of at most 25,000 sockets (about 1 MiB), so this bounds one chunk, not a
+    /// table. At most --ingest-memory-bytes / 16.
+    #[arg(long, env = "FINWAIT_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// Memory all ingest streams together may hold for batches being decoded, checked
+    /// and written, in bytes: each message reserves 16 times its encoded size before it
+    /// is decoded, and waits while the budget is spent.
+    #[arg(long, env = "FINWAIT_INGEST_MEMORY_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub ingest_memory_bytes: usize,
+    /// How far ahead of the collector's clock an agent's clock may run, in seconds: a
+    /// batch taken (or an agent started) further in the future is refused.
+    #[arg(long, env = "FINWAIT_MAX_CLOCK_AHEAD_SECONDS", default_value_t = 300)]
+    pub max_clock_ahead_seconds: u32,
     /// Most socket records in one batch.
     #[arg(long, env = "FINWAIT_MAX_BATCH_SOCKETS", default_value_t = 2_000_000)]
     pub max_batch_sockets: usize,
@@ -109,6 +120,16 @@ impl Config {
         }
         if self.maintenance_seconds == 0 {
             problems.push("--maintenance-seconds must be at least 1".into());
+        }
+        let need = crate::budget::Budget::need(self.max_message_bytes);
+        if self.ingest_memory_bytes < need {
+            problems.push(format!(
+                "--ingest-memory-bytes {} cannot hold one message of --max-message-bytes {} \
+                 (it needs {} times that, {need})",
+                self.ingest_memory_bytes,
+                self.max_message_bytes,
+                crate::budget::DECODED_PER_WIRE_BYTE
+            ));
         }
         if self.retention_days == 0 {
             problems.push("--retention-days must be at least 1".into());

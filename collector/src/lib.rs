@@ -5,10 +5,12 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod ingest;
+pub mod ingest_server;
 pub mod model;
 pub mod postgres;
 pub mod query;

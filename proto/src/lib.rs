@@ -13,3 +13,42 @@ pub mod v1 {
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/finwait_descriptor.bin"));
 }
+
+/// `finwait.v1.AgentMessage` as the collector reads it off the wire: the same bytes
+/// (a message field and a bytes field are encoded alike), with the hello or batch left
+/// encoded, so its size is checked and its memory reserved before it is decoded. The
+/// generated `v1::AgentMessage` decodes everything at once, which let a hello of a
+/// million labels cost seconds and hundreds of megabytes before being refused.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AgentEnvelope {
+    /// `AgentMessage.hello`, still encoded (a `v1::Hello`).
+    #[prost(bytes = "bytes", optional, tag = "1")]
+    pub hello: Option<prost::bytes::Bytes>,
+    /// `AgentMessage.batch`, still encoded (a `v1::Batch`).
+    #[prost(bytes = "bytes", optional, tag = "2")]
+    pub batch: Option<prost::bytes::Bytes>,
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn an_envelope_reads_agent_messages_without_decoding_their_body() {
+        let hello = v1::Hello {
+            epoch: 7,
+            instance_id: "i".into(),
+            ..Default::default()
+        };
+        let wire = v1::AgentMessage {
+            body: Some(v1::agent_message::Body::Hello(hello.clone())),
+        }
+        .encode_to_vec();
+        let env = AgentEnvelope::decode(wire.as_slice()).expect("envelope");
+        assert!(env.batch.is_none());
+        let inner = env.hello.expect("hello bytes");
+        assert_eq!(v1::Hello::decode(inner).expect("hello"), hello);
+    }
+}
