@@ -16,3 +16,4 @@ mod nat;
 mod samehost;
 mod support;
 mod tls;
+mod unlucky;
