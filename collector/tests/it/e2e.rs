@@ -18,10 +18,10 @@ use finwait_testkit::{NetNs, Privilege, Sockpop, require_root, workspace_bin};
 use crate::support::{TestDb, private_cluster};
 
 /// A child process stopped with SIGTERM (then waited for) on drop.
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Proc {
-    fn signal(&mut self, sig: &str) {
+    pub(crate) fn signal(&mut self, sig: &str) {
         if matches!(self.0.try_wait(), Ok(Some(_))) {
             return;
         }
@@ -39,7 +39,7 @@ impl Drop for Proc {
     }
 }
 
-fn scratch(tag: &str) -> PathBuf {
+pub(crate) fn scratch(tag: &str) -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("e2e-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -47,7 +47,7 @@ fn scratch(tag: &str) -> PathBuf {
     d
 }
 
-fn embedded_url(data: &Path) -> String {
+pub(crate) fn embedded_url(data: &Path) -> String {
     let pid = std::fs::read_to_string(data.join("postgres/pgdata/postmaster.pid"))
         .expect("postmaster.pid");
     let port = pid.lines().nth(3).expect("port line").trim().to_owned();
@@ -58,7 +58,12 @@ fn embedded_url(data: &Path) -> String {
 }
 
 /// Starts the collector binary in `ns`; returns it and the address it printed.
-fn start_collector(ns: &NetNs, data: &Path, listen: &str, extra: &[&str]) -> (Proc, String) {
+pub(crate) fn start_collector(
+    ns: &NetNs,
+    data: &Path,
+    listen: &str,
+    extra: &[&str],
+) -> (Proc, String) {
     let mut c = ns
         .command(env!("CARGO_BIN_EXE_finwait-collector"))
         .args(["--insecure-loopback", "--listen", listen, "--data-dir"])
@@ -81,7 +86,7 @@ fn start_collector(ns: &NetNs, data: &Path, listen: &str, extra: &[&str]) -> (Pr
     (Proc(c), addr)
 }
 
-fn start_agent(ns: &NetNs, addr: &str, data: &Path, interval: &str) -> Proc {
+pub(crate) fn start_agent(ns: &NetNs, addr: &str, data: &Path, interval: &str) -> Proc {
     Proc(
         ns.command(workspace_bin("finwait-agent").expect("agent binary"))
             .args([
@@ -104,14 +109,14 @@ fn start_agent(ns: &NetNs, addr: &str, data: &Path, interval: &str) -> Proc {
 }
 
 /// A socket population (CLOSE_WAIT held by its process) with loopback kept up.
-fn start_population(ns: &NetNs) -> (Sockpop, i64) {
+pub(crate) fn start_population(ns: &NetNs) -> (Sockpop, i64) {
     let pop =
         Sockpop::start(Some(ns), &["states", "--no-last-ack", "127.0.0.1"]).expect("population");
     let pid = i64::from(pop.pid());
     (pop, pid)
 }
 
-async fn wait_for(db: &sqlx::PgPool, what: &str, sql: &'static str, arg: i64) -> i64 {
+pub(crate) async fn wait_for(db: &sqlx::PgPool, what: &str, sql: &'static str, arg: i64) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(45);
     loop {
         if let Ok(n) = sqlx::query_scalar::<_, i64>(sql)
@@ -130,18 +135,19 @@ async fn wait_for(db: &sqlx::PgPool, what: &str, sql: &'static str, arg: i64) ->
     }
 }
 
-const OPEN_CLOSE_WAIT: &str = "SELECT count(*) FROM current_sockets c JOIN hosts h USING (host_id) \
+pub(crate) const OPEN_CLOSE_WAIT: &str = "SELECT count(*) FROM current_sockets c JOIN hosts h USING (host_id) \
     WHERE h.hostname = 'e2e' AND c.state = 8 \
     AND c.owners @> jsonb_build_array(jsonb_build_object('pid', $1::bigint, 'comm', 'finwait-sockpop'))";
-const ENDED_CLOSE_WAIT: &str = "SELECT count(*) FROM socket_lifetimes WHERE state = 8 AND end_reason = 1 \
+pub(crate) const ENDED_CLOSE_WAIT: &str = "SELECT count(*) FROM socket_lifetimes WHERE state = 8 AND end_reason = 1 \
     AND owners @> jsonb_build_array(jsonb_build_object('pid', $1::bigint)) \
     AND NOT EXISTS (SELECT 1 FROM current_sockets WHERE state = 8 \
                     AND owners @> jsonb_build_array(jsonb_build_object('pid', $1::bigint)))";
-const BATCHES_AT_LEAST: &str = "SELECT (count(*) >= $1)::int::bigint FROM ingest_batches";
+pub(crate) const BATCHES_AT_LEAST: &str =
+    "SELECT (count(*) >= $1)::int::bigint FROM ingest_batches";
 
 /// Nothing lost, nothing duplicated: one epoch, sequence numbers 1..=n all committed
 /// once (the ledger's primary key forbids duplicates; a gap would be a loss).
-async fn ledger_is_contiguous(db: &sqlx::PgPool) {
+pub(crate) async fn ledger_is_contiguous(db: &sqlx::PgPool) {
     let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT epoch, min(seq), max(seq), count(*) FROM ingest_batches GROUP BY epoch",
     )
@@ -159,7 +165,7 @@ async fn ledger_is_contiguous(db: &sqlx::PgPool) {
 
 /// After an outage: the lifetime that ended during it is closed, ingest goes on, the
 /// ledger has no gap and no duplicate, and the stored table is the real one.
-async fn recovered(db: &sqlx::PgPool, ns: &NetNs, pop_pid: i64) {
+pub(crate) async fn recovered(db: &sqlx::PgPool, ns: &NetNs, pop_pid: i64) {
     wait_for(
         db,
         "the CLOSE_WAIT that ended during the outage to be closed",
@@ -177,7 +183,7 @@ async fn recovered(db: &sqlx::PgPool, ns: &NetNs, pop_pid: i64) {
 }
 
 /// The open lifetimes are the namespace's real table (TIME_WAIT is summarised).
-async fn current_matches_ss(db: &sqlx::PgPool, ns: &NetNs) {
+pub(crate) async fn current_matches_ss(db: &sqlx::PgPool, ns: &NetNs) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let ss: BTreeSet<i64> = ns

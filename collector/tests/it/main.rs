@@ -8,6 +8,7 @@ mod correlation;
 mod coverage;
 mod dashboard;
 mod e2e;
+mod faults;
 mod hostile;
 mod ingest;
 mod leaks;
