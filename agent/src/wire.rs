@@ -293,7 +293,10 @@ mod tests {
         let parts = chunks(b, 2);
         assert_eq!(parts.len(), 3);
         for (i, p) in parts.iter().enumerate() {
-            assert_eq!((p.epoch, p.seq, p.taken_at_ms, p.chunk), (5, 7, 99, i as u32));
+            assert_eq!(
+                (p.epoch, p.seq, p.taken_at_ms, p.chunk),
+                (5, 7, 99, i as u32)
+            );
             assert_eq!(p.more_chunks, i < 2);
             assert_eq!(p.counts.is_empty(), i > 0, "counts only in chunk 0");
             assert_eq!(p.stats.is_some(), i == 0, "stats only in chunk 0");
@@ -308,6 +311,10 @@ mod tests {
             })),
             ..Default::default()
         };
-        assert_eq!(chunks(small.clone(), 2), vec![small], "small tables stay whole");
+        assert_eq!(
+            chunks(small.clone(), 2),
+            vec![small],
+            "small tables stay whole"
+        );
     }
 }

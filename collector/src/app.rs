@@ -20,8 +20,8 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::auth::Tokens;
-use crate::config::Config;
 use crate::budget::Budget;
+use crate::config::Config;
 use crate::ingest::IngestService;
 use crate::ingest_server::IngestServer;
 use crate::postgres::{EmbeddedOptions, EmbeddedPostgres};
@@ -179,9 +179,7 @@ impl App {
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (reporter, health) = tonic_health::server::health_reporter();
-        reporter
-            .set_serving::<IngestServer>()
-            .await;
+        reporter.set_serving::<IngestServer>().await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -290,9 +288,7 @@ impl App {
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
                 shutdown.await;
                 tracing::info!("shutting down");
-                reporter
-                    .set_not_serving::<IngestServer>()
-                    .await;
+                reporter.set_not_serving::<IngestServer>().await;
                 signal_stop.cancel();
             });
         let served = serve.await;

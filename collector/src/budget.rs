@@ -46,7 +46,9 @@ pub struct OverBudget {
 impl Budget {
     /// A budget of `bytes` (at least 1 KiB, at most 4 TiB).
     pub fn new(bytes: usize) -> Budget {
-        let total = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX).max(1);
+        let total = u32::try_from(bytes.div_ceil(UNIT))
+            .unwrap_or(u32::MAX)
+            .max(1);
         Budget {
             permits: Arc::new(Semaphore::new(total as usize)),
             total,
@@ -96,6 +98,9 @@ mod tests {
         assert!(!waiting.is_finished(), "the second waits for the first");
         drop(first);
         waiting.await.expect("task").expect("then fits");
-        assert!(b.reserve(11 * UNIT).await.is_err(), "more than the whole budget");
+        assert!(
+            b.reserve(11 * UNIT).await.is_err(),
+            "more than the whole budget"
+        );
     }
 }

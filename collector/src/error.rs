@@ -108,9 +108,7 @@ impl From<&StoreError> for ErrorCode {
 pub fn store_status(e: &StoreError) -> tonic::Status {
     let code = ErrorCode::from(e);
     match e {
-        StoreError::IdentityConflict { .. } | StoreError::Superseded => {
-            code.status(e.to_string())
-        }
+        StoreError::IdentityConflict { .. } | StoreError::Superseded => code.status(e.to_string()),
         _ => code.status("storage unavailable; retry later"),
     }
 }

@@ -347,7 +347,10 @@ pub fn batch(b: &pb::Batch, limits: &Limits) -> Result<Batch, Invalid> {
     )?;
     if b.chunk > 0 || b.more_chunks {
         if !matches!(b.payload, Some(pb::batch::Payload::Full(_))) {
-            return Err(invalid("batch.chunk", "only a full table may be sent in chunks"));
+            return Err(invalid(
+                "batch.chunk",
+                "only a full table may be sent in chunks",
+            ));
         }
         if b.chunk > 0
             && (!b.counts.is_empty()
@@ -618,7 +621,10 @@ mod tests {
     fn a_time_ahead_of_the_collectors_clock_is_refused_past_the_tolerance() {
         let mut b = batch_with(good_socket());
         b.taken_at_ms = Utc::now().timestamp_millis() + DEFAULT_CLOCK_AHEAD_MS / 2;
-        assert!(batch(&b, &Limits::default()).is_ok(), "inside the tolerance");
+        assert!(
+            batch(&b, &Limits::default()).is_ok(),
+            "inside the tolerance"
+        );
         // An hour ahead was accepted before (the bound was a day).
         b.taken_at_ms = Utc::now().timestamp_millis() + 3600 * 1000;
         let e = batch(&b, &Limits::default()).expect_err("an hour ahead");
