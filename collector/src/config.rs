@@ -42,11 +42,11 @@ pub struct Config {
     pub retention_days: u32,
     /// Largest accepted gRPC message, in bytes. Agents send large full tables in
     /// chunks of at most 25,000 sockets (about 1 MiB), so this bounds one chunk, not a
-    /// table. At most --ingest-memory-bytes / 16.
-    #[arg(long, env = "FINWAIT_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    /// table. At most --ingest-memory-bytes / 40.
+    #[arg(long, env = "FINWAIT_MAX_MESSAGE_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_message_bytes: usize,
     /// Memory all ingest streams together may hold for batches being decoded, checked
-    /// and written, in bytes: each message reserves 16 times its encoded size before it
+    /// and written, in bytes: each message reserves 40 times its encoded size before it
     /// is decoded, and waits while the budget is spent.
     #[arg(long, env = "FINWAIT_INGEST_MEMORY_BYTES", default_value_t = 512 * 1024 * 1024)]
     pub ingest_memory_bytes: usize,
@@ -150,6 +150,21 @@ mod tests {
         let mut all = vec!["finwait-collector"];
         all.extend_from_slice(args);
         Config::try_parse_from(all).expect("flags parse")
+    }
+
+    #[test]
+    fn a_memory_budget_too_small_for_one_message_is_refused() {
+        let e = parse(&[
+            "--insecure-loopback",
+            "--max-message-bytes",
+            "1048576",
+            "--ingest-memory-bytes",
+            "1048576",
+        ])
+        .validate()
+        .expect_err("one message needs 40 MiB");
+        assert!(e[0].contains("--ingest-memory-bytes"), "{e:?}");
+        assert!(parse(&["--insecure-loopback"]).validate().is_ok(), "the defaults fit");
     }
 
     #[test]

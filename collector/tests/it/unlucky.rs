@@ -430,3 +430,43 @@ async fn a_full_table_in_chunks_is_one_batch_committed_whole_or_not_at_all() {
     assert_eq!(count(&db, "SELECT count(*) FROM ingest_batches").await, 2);
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_larger_together_than_the_memory_budget_wait_their_turn_and_all_land() {
+    if !root("tables_larger_together_than_the_memory_budget_wait_their_turn") {
+        return;
+    }
+    // A budget of 2.5 MiB holds one 64 KiB message at a time (40 x its size): six
+    // hosts sending chunked tables at once must take turns, none refused, none lost.
+    let c = Collector::start(&[
+        "--max-message-bytes",
+        "65536",
+        "--ingest-memory-bytes",
+        "2621440",
+    ])
+    .await;
+    let e = now_ms() as u64;
+    let t = now_ms();
+    let tasks: Vec<_> = (0..6u64)
+        .map(|h| {
+            let addr = c.addr;
+            tokio::spawn(async move {
+                let name = format!("budget-{h}");
+                let mut a = AgentStream::open(addr, identity(&name), e, &name, None)
+                    .await
+                    .expect("hello");
+                // Chunks of about 48 KiB: each reserves about 1.9 MiB, one at a time.
+                let parts = chunked(e, 1, t, h * 10_000 + 1, 2_400, 1_200);
+                let body = send_parts(&mut a, parts).await.expect("answer");
+                assert!(acked(&body, 1, false), "{name}: {body:?}");
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("stream task");
+    }
+    let db = c.db().await;
+    assert_eq!(count(&db, "SELECT count(*) FROM current_sockets").await, 6 * 2_400);
+    assert_eq!(count(&db, "SELECT count(*) FROM ingest_batches").await, 6);
+    c.stop().await;
+}
