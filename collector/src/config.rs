@@ -41,7 +41,7 @@ pub struct Config {
     #[arg(long, env = "FINWAIT_RETENTION_DAYS", default_value_t = 14)]
     pub retention_days: u32,
     /// Largest accepted gRPC message, in bytes. Agents send large full tables in
-    /// chunks of at most 25,000 sockets (about 1 MiB), so this bounds one chunk, not a
+    /// chunks of at most 10,000 sockets (about 1.2 MB), so this bounds one chunk, not a
     /// table. At most --ingest-memory-bytes / 40.
     #[arg(long, env = "FINWAIT_MAX_MESSAGE_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_message_bytes: usize,
@@ -164,7 +164,10 @@ mod tests {
         .validate()
         .expect_err("one message needs 40 MiB");
         assert!(e[0].contains("--ingest-memory-bytes"), "{e:?}");
-        assert!(parse(&["--insecure-loopback"]).validate().is_ok(), "the defaults fit");
+        assert!(
+            parse(&["--insecure-loopback"]).validate().is_ok(),
+            "the defaults fit"
+        );
     }
 
     #[test]

@@ -283,3 +283,46 @@ async fn an_agent_whose_clock_went_back_a_day_between_runs_keeps_reporting() {
     drop(collector);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[tokio::test]
+async fn a_host_with_thirty_thousand_sockets_sends_its_full_table_in_chunks() {
+    if require_root("a_host_with_thirty_thousand_sockets_sends_its_full_table_in_chunks")
+        == Privilege::OptedOut
+    {
+        return;
+    }
+    let ns = NetNs::create("chunks").expect("namespace");
+    let data = scratch("chunks");
+    let database = TestDb::create();
+    // 2 MiB: the table in one message (about 3.4 MB) would be refused; its chunks of
+    // 10,000 sockets (about 1.2 MB) fit.
+    let (collector, addr) = start_collector(
+        &ns,
+        &data,
+        "127.0.0.1:0",
+        &[
+            "--database-url-file",
+            database.url_file_arg(),
+            "--max-message-bytes",
+            "2097152",
+        ],
+    );
+    let pop = finwait_testkit::Sockpop::start(Some(&ns), &["bulk", "--sockets", "30000"])
+        .expect("population");
+    let agent = start_agent(&ns, &addr, &data, "1");
+    let db = database.pool().await;
+    wait_for(
+        &db,
+        "a full table of more than 20,000 sockets committed as one batch",
+        "SELECT count(*) FROM ingest_batches WHERE full_table AND sockets > $1",
+        20_000,
+    )
+    .await;
+    current_matches_ss(&db, &ns).await;
+    crate::e2e::ledger_is_contiguous(&db).await;
+    db.close().await;
+    drop(agent);
+    drop(pop);
+    drop(collector);
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -466,7 +466,10 @@ async fn tables_larger_together_than_the_memory_budget_wait_their_turn_and_all_l
         t.await.expect("stream task");
     }
     let db = c.db().await;
-    assert_eq!(count(&db, "SELECT count(*) FROM current_sockets").await, 6 * 2_400);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM current_sockets").await,
+        6 * 2_400
+    );
     assert_eq!(count(&db, "SELECT count(*) FROM ingest_batches").await, 6);
     c.stop().await;
 }
