@@ -13,7 +13,7 @@
 //! Epochs and sequence numbers (README, "What the collector does with epochs and
 //! sequence numbers"):
 //! - a hello whose epoch is ahead of the collector's clock by more than the tolerance
-//!   is refused (FAILED_PRECONDITION); one behind the host's last committed epoch is
+//!   is refused (FAILED_PRECONDITION) unless the collector handed it out; one behind the host's last committed epoch is
 //!   given `last_epoch + 1` in `Welcome.epoch`, so a clock stepped back (or a stored
 //!   epoch from the future) never locks a host out;
 //! - every batch must carry the stream's epoch;
@@ -224,17 +224,6 @@ impl IngestService {
                 return;
             }
         };
-        let ahead_ms = hello.epoch as i64 - chrono::Utc::now().timestamp_millis();
-        if ahead_ms > self.limits.max_clock_ahead_ms {
-            let status = ErrorCode::FailedPrecondition.status(format!(
-                "hello.epoch {} is {} s ahead of the collector's clock (at most {} s): fix the agent's clock",
-                hello.epoch,
-                ahead_ms / 1000,
-                self.limits.max_clock_ahead_ms / 1000
-            ));
-            let _ = out.send(Err(refuse("clock_ahead", status))).await;
-            return;
-        }
         let span = tracing::info_span!("ingest_stream", host = ?hello.hostname, host_id = tracing::field::Empty);
         async {
             let lease = StreamLease {
@@ -258,6 +247,25 @@ impl IngestService {
                 }
             };
             tracing::Span::current().record("host_id", welcome.host_id);
+            // An epoch from a clock far ahead would lift the host's epoch out of reach of
+            // every honest agent after it. Only an epoch the collector handed out (the
+            // stored one, or the one after it) may be ahead of its clock.
+            let ahead_ms = hello.epoch as i64 - chrono::Utc::now().timestamp_millis();
+            if ahead_ms > self.limits.max_clock_ahead_ms
+                && hello.epoch as i64 > welcome.last_epoch.saturating_add(1)
+            {
+                let status = ErrorCode::FailedPrecondition.status(format!(
+                    "hello.epoch {} is {} s ahead of the collector's clock (at most {} s): fix the agent's clock",
+                    hello.epoch,
+                    ahead_ms / 1000,
+                    self.limits.max_clock_ahead_ms / 1000
+                ));
+                let _ = out.send(Err(refuse("clock_ahead", status))).await;
+                if let Err(e) = self.store.release(welcome.host_id, &lease).await {
+                    tracing::warn!(error = %e, "lease not released");
+                }
+                return;
+            }
             // An epoch behind the stored one (a clock stepped back, or a stored epoch from
             // the future) would make every full table "older" forever: start above it.
             let epoch = if hello.epoch as i64 >= welcome.last_epoch {
