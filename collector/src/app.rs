@@ -195,6 +195,7 @@ impl App {
             self.tokens.clone(),
             self.config.max_streams,
             Budget::new(self.config.ingest_memory_bytes),
+            self.config.db_connections as usize,
             stop.clone(),
             tracker.clone(),
         );

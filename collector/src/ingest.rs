@@ -71,6 +71,11 @@ pub struct IngestService {
     streams: Arc<Semaphore>,
     /// Bounds the memory every stream's batches hold together.
     budget: Budget,
+    /// Bounds the chunked full tables in progress (each holds a database connection
+    /// between its chunks) to half the pool, taken before any budget: otherwise
+    /// tables waiting for budget could hold every connection while the budget is held
+    /// by batches waiting for a connection.
+    open_tables: Arc<Semaphore>,
     /// Stops every stream on shutdown.
     stop: CancellationToken,
     /// Owns the stream tasks.
@@ -117,6 +122,7 @@ impl IngestService {
         tokens: Option<Arc<Tokens>>,
         max_streams: usize,
         budget: Budget,
+        db_connections: usize,
         stop: CancellationToken,
         tracker: TaskTracker,
     ) -> IngestService {
@@ -126,6 +132,7 @@ impl IngestService {
             tokens,
             streams: Arc::new(Semaphore::new(max_streams)),
             budget,
+            open_tables: Arc::new(Semaphore::new((db_connections / 2).max(1))),
             stop,
             tracker,
         }
@@ -404,6 +411,23 @@ impl IngestService {
         s: &mut StreamState,
         raw: Bytes,
     ) -> Result<Option<pb::collector_message::Body>, Option<Status>> {
+        // A chunked table takes its slot before any memory (see `open_tables`).
+        let head = finwait_proto::BatchHead::decode(raw.clone()).map_err(|e| {
+            Some(refuse(
+                "undecodable",
+                ErrorCode::InvalidArgument.status(format!("message does not decode: {e}")),
+            ))
+        })?;
+        let _table_slot = if head.chunk == 0 && head.more_chunks {
+            tokio::select! {
+                _ = self.stop.cancelled() => {
+                    return Err(Some(ErrorCode::Unavailable.status("collector shutting down")));
+                }
+                p = Arc::clone(&self.open_tables).acquire_owned() => p.ok(),
+            }
+        } else {
+            None
+        };
         let (reserved, b, raw) = self.decode(raw).await?;
         let (epoch, seq) = (b.epoch, b.seq);
         let span = tracing::info_span!("batch", epoch, seq, chunks = tracing::field::Empty);

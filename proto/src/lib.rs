@@ -29,6 +29,24 @@ pub struct AgentEnvelope {
     pub batch: Option<prost::bytes::Bytes>,
 }
 
+/// The few `finwait.v1.Batch` fields that say which batch (and which chunk) a message
+/// is, read without decoding its sockets: prost skips the other fields in place.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct BatchHead {
+    /// `Batch.epoch`.
+    #[prost(uint64, tag = "1")]
+    pub epoch: u64,
+    /// `Batch.seq`.
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+    /// `Batch.chunk`.
+    #[prost(uint32, tag = "11")]
+    pub chunk: u32,
+    /// `Batch.more_chunks`.
+    #[prost(bool, tag = "12")]
+    pub more_chunks: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;
@@ -50,5 +68,24 @@ mod tests {
         assert!(env.batch.is_none());
         let inner = env.hello.expect("hello bytes");
         assert_eq!(v1::Hello::decode(inner).expect("hello"), hello);
+    }
+
+    #[test]
+    fn a_batch_head_reads_the_numbers_and_skips_the_sockets() {
+        let b = v1::Batch {
+            epoch: 3,
+            seq: 9,
+            chunk: 0,
+            more_chunks: true,
+            payload: Some(v1::batch::Payload::Full(v1::FullTable {
+                sockets: vec![v1::Socket::default(); 10],
+            })),
+            ..Default::default()
+        };
+        let head = BatchHead::decode(b.encode_to_vec().as_slice()).expect("head");
+        assert_eq!(
+            (head.epoch, head.seq, head.chunk, head.more_chunks),
+            (3, 9, 0, true)
+        );
     }
 }

@@ -441,13 +441,16 @@ async fn tables_larger_together_than_the_memory_budget_wait_their_turn_and_all_l
     if !root("tables_larger_together_than_the_memory_budget_wait_their_turn") {
         return;
     }
-    // A budget of 2.5 MiB holds one 64 KiB message at a time (40 x its size): six
-    // hosts sending chunked tables at once must take turns, none refused, none lost.
+    // A budget of 2.5 MiB holds one 64 KiB message at a time (40 x its size), and two
+    // database connections one open chunked table: six hosts sending chunked tables at
+    // once must take turns, none stalled on a connection, none refused, none lost.
     let c = Collector::start(&[
         "--max-message-bytes",
         "65536",
         "--ingest-memory-bytes",
         "2621440",
+        "--db-connections",
+        "2",
     ])
     .await;
     let e = now_ms() as u64;
