@@ -22,7 +22,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use crate::auth::Tokens;
 use crate::budget::Budget;
 use crate::config::Config;
-use crate::ingest::IngestService;
+use crate::ingest::{Capacity, IngestService};
 use crate::ingest_server::IngestServer;
 use crate::postgres::{EmbeddedOptions, EmbeddedPostgres};
 use crate::store::Store;
@@ -193,9 +193,11 @@ impl App {
             self.store.clone(),
             limits,
             self.tokens.clone(),
-            self.config.max_streams,
-            Budget::new(self.config.ingest_memory_bytes),
-            self.config.db_connections as usize,
+            Capacity {
+                max_streams: self.config.max_streams,
+                budget: Budget::new(self.config.ingest_memory_bytes),
+                db_connections: self.config.db_connections as usize,
+            },
             stop.clone(),
             tracker.clone(),
         );

@@ -102,6 +102,17 @@ fn refuse(reason: &'static str, status: Status) -> Status {
     status
 }
 
+/// What the ingest service may hold at once.
+#[derive(Debug, Clone)]
+pub struct Capacity {
+    /// Concurrent streams (--max-streams).
+    pub max_streams: usize,
+    /// Memory for batches being decoded and written (--ingest-memory-bytes).
+    pub budget: Budget,
+    /// The database pool's size (--db-connections): half of it may hold chunked tables.
+    pub db_connections: usize,
+}
+
 /// One stream's position, fixed at hello except for the resync bookkeeping.
 struct StreamState {
     host_id: i64,
@@ -115,14 +126,12 @@ struct StreamState {
 }
 
 impl IngestService {
-    /// A service writing to `store`, holding at most `budget` bytes of batches.
+    /// A service writing to `store` within `capacity`.
     pub fn new(
         store: Store,
         limits: Limits,
         tokens: Option<Arc<Tokens>>,
-        max_streams: usize,
-        budget: Budget,
-        db_connections: usize,
+        capacity: Capacity,
         stop: CancellationToken,
         tracker: TaskTracker,
     ) -> IngestService {
@@ -130,9 +139,9 @@ impl IngestService {
             store,
             limits,
             tokens,
-            streams: Arc::new(Semaphore::new(max_streams)),
-            budget,
-            open_tables: Arc::new(Semaphore::new((db_connections / 2).max(1))),
+            streams: Arc::new(Semaphore::new(capacity.max_streams)),
+            budget: capacity.budget,
+            open_tables: Arc::new(Semaphore::new((capacity.db_connections / 2).max(1))),
             stop,
             tracker,
         }
