@@ -1,8 +1,10 @@
-//! The only module that writes SQL. Batches are applied in one transaction each: the
-//! host row is locked, the batch enters the idempotency ledger (a resent batch hits
-//! its primary key and is acknowledged without a second write), delta continuity is
-//! checked, and lifetimes are ended, opened or rewritten with set-based statements
-//! (UNNEST of column arrays), never row by row.
+//! The only module that writes SQL. Batches are applied in one transaction each (a
+//! full table sent in chunks too: [`Store::begin`], [`BatchTx::write`] per chunk,
+//! [`BatchTx::finish`]): the host row is locked, the idempotency ledger is looked up
+//! (a resent batch is found with its digest and nothing is written), the writing
+//! stream's lease and delta continuity are checked, lifetimes are ended, opened or
+//! rewritten with set-based statements (UNNEST of column arrays), never row by row,
+//! and the batch enters the ledger with its digest just before the commit.
 
 use std::str::FromStr;
 use std::time::Duration;
