@@ -18,8 +18,9 @@ pub struct Queued {
     pub bytes: usize,
     /// True for a full table.
     pub full: bool,
-    /// The batch.
-    pub batch: pb::Batch,
+    /// The batch as sent: one message, or a large full table's chunks in order
+    /// ([`crate::wire::chunks`]), acknowledged together.
+    pub parts: Vec<pb::Batch>,
 }
 
 /// Unacknowledged batches and the sequence state of this agent's epoch.
@@ -70,8 +71,18 @@ impl Outbox {
 
     /// Queues a batch, dropping the oldest ones if it does not fit.
     pub fn push(&mut self, batch: pb::Batch) {
-        let bytes = batch.encoded_len();
-        let full = matches!(batch.payload, Some(pb::batch::Payload::Full(_)));
+        self.push_parts(vec![batch]);
+    }
+
+    /// Queues a batch sent as `parts` (a chunked full table, or one message), dropping
+    /// the oldest batches if it does not fit.
+    pub fn push_parts(&mut self, parts: Vec<pb::Batch>) {
+        let Some(first) = parts.first() else {
+            return;
+        };
+        let bytes = parts.iter().map(Message::encoded_len).sum();
+        let full = matches!(first.payload, Some(pb::batch::Payload::Full(_)));
+        let seq = first.seq;
         while self.bytes + bytes > self.cap {
             let Some(old) = self.queue.pop_front() else {
                 break;
@@ -87,10 +98,10 @@ impl Outbox {
         }
         self.bytes += bytes;
         self.queue.push_back(Queued {
-            seq: batch.seq,
+            seq,
             bytes,
             full,
-            batch,
+            parts,
         });
     }
 
@@ -119,6 +130,19 @@ impl Outbox {
         self.need_full
     }
 
+    /// The collector gave this stream another epoch (ours is behind the host's last
+    /// committed one, e.g. the clock was stepped back): adopt it for every batch still
+    /// queued and every batch to come. Sequence numbers stay: nothing was committed
+    /// under the new epoch yet.
+    pub fn rebase(&mut self, epoch: u64) {
+        self.epoch = epoch;
+        for q in &mut self.queue {
+            for p in &mut q.parts {
+                p.epoch = epoch;
+            }
+        }
+    }
+
     /// A new stream: what the collector committed is dropped, everything else will be
     /// sent again, and a full table follows.
     pub fn new_stream(&mut self, committed_epoch: u64, committed_seq: u64) {
@@ -144,12 +168,13 @@ impl Outbox {
         n
     }
 
-    /// Batches queued after the stream cursor, cloned for sending.
+    /// Messages of the batches queued after the stream cursor, in order, cloned for
+    /// sending.
     pub fn unsent(&self) -> Vec<pb::Batch> {
         self.queue
             .iter()
             .filter(|q| q.seq > self.sent_upto)
-            .map(|q| q.batch.clone())
+            .flat_map(|q| q.parts.iter().cloned())
             .collect()
     }
 
@@ -226,5 +251,22 @@ mod tests {
         o.sent_upto = 5;
         assert_eq!(o.drop_unacked_sent(), 1);
         assert_eq!(o.len_bytes(), (0, 0));
+    }
+
+    #[test]
+    fn a_rebase_renumbers_every_queued_part_to_the_new_epoch() {
+        let mut o = Outbox::new(1, 1 << 20);
+        let s = o.next_seq(true);
+        o.push_parts(vec![batch(s, true, 0), batch(s, true, 0)]);
+        let s = o.next_seq(false);
+        o.push(batch(s, false, 0));
+        o.rebase(9);
+        assert_eq!(o.epoch, 9);
+        let sent = o.unsent();
+        assert_eq!(
+            sent.iter().map(|b| (b.epoch, b.seq)).collect::<Vec<_>>(),
+            vec![(9, 1), (9, 1), (9, 2)],
+            "sequence numbers stay, every part moves"
+        );
     }
 }

@@ -98,9 +98,10 @@ impl Cycler {
             _ => wire::Sockets::Full(table.sockets.values().collect()),
         };
         let batch = wire::batch(epoch, seq, &sample, payload, &time_wait, &state_counts);
+        let parts = wire::chunks(batch, wire::CHUNK_SOCKETS);
         {
             let mut o = shared.outbox();
-            o.push(batch);
+            o.push_parts(parts);
             let (n, bytes) = o.len_bytes();
             tracing::debug!(seq, full, queued = n, queued_bytes = bytes, "batch queued");
         }

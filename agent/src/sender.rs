@@ -102,7 +102,7 @@ async fn stream_once(
     .max_decoding_message_size(MAX_DECODING_BYTES)
     .max_encoding_message_size(usize::MAX);
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(16);
-    let epoch = shared.outbox().epoch;
+    let mut epoch = shared.outbox().epoch;
     let hello = pb::AgentMessage {
         body: Some(pb::agent_message::Body::Hello(pb::Hello {
             host: Some(link.identity.clone()),
@@ -140,9 +140,22 @@ async fn stream_once(
         last_seq = welcome.last_seq,
         "connected"
     );
-    shared
-        .outbox()
-        .new_stream(welcome.last_epoch, welcome.last_seq);
+    {
+        let mut o = shared.outbox();
+        // Our epoch is behind what the collector stored for this host (the clock was
+        // stepped back, or someone claimed the host with a later one): the collector
+        // gave us the next one. 0 comes from collectors that predate the field.
+        if welcome.epoch != 0 && welcome.epoch != epoch {
+            tracing::warn!(
+                agent_epoch = epoch,
+                epoch = welcome.epoch,
+                "our epoch is behind the host's last committed one; using the collector's"
+            );
+            o.rebase(welcome.epoch);
+            epoch = welcome.epoch;
+        }
+        o.new_stream(welcome.last_epoch, welcome.last_seq);
+    }
     shared.sample_now.notify_one();
     // Set once stop is requested: send what is queued, wait for the acks, then end.
     let mut draining = false;
@@ -185,8 +198,10 @@ async fn stream_once(
                 }
                 Ok(Some(_)) => return StreamEnd::Retry("unexpected message from the collector".into()),
                 Ok(None) => return StreamEnd::Retry("collector closed the stream".into()),
-                // Invalid or too large: resending it would fail forever.
-                Err(s) if matches!(s.code(), tonic::Code::InvalidArgument | tonic::Code::OutOfRange) => {
+                // Invalid or too large, or contradicting what is committed (another
+                // epoch, other content under a committed seq): resending it would fail
+                // forever.
+                Err(s) if matches!(s.code(), tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::FailedPrecondition) => {
                     let n = shared.outbox().drop_unacked_sent();
                     tracing::error!(status = %s.message(), dropped = n, "collector refused a batch as invalid; dropped it and will send a full table");
                     return StreamEnd::Retry("invalid batch".into());

@@ -17,6 +17,10 @@ struct Params {
     sockets: usize,
     deltas: usize,
     churn: f64,
+    /// Sockets per full-table chunk, as the agent sends them (0: one message).
+    chunk: usize,
+    /// Extra collector flags, comma-separated (e.g. --ingest-memory-bytes,268435456).
+    collector_flags: Vec<String>,
 }
 
 fn parse(args: &[String]) -> Result<Params> {
@@ -25,6 +29,8 @@ fn parse(args: &[String]) -> Result<Params> {
         sockets: 20_000,
         deltas: 10,
         churn: 0.01,
+        chunk: finwait_agent::wire::CHUNK_SOCKETS,
+        collector_flags: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -34,8 +40,12 @@ fn parse(args: &[String]) -> Result<Params> {
             "--sockets" => p.sockets = v.parse()?,
             "--deltas" => p.deltas = v.parse()?,
             "--churn" => p.churn = v.parse()?,
+            "--chunk" => p.chunk = v.parse()?,
+            "--collector-flags" => {
+                p.collector_flags = v.split(',').map(str::to_owned).collect();
+            }
             other => bail!(
-                "unknown flag {other}; usage: finwait-bench ingest [--agents N] [--sockets M] [--deltas D] [--churn F]"
+                "unknown flag {other}; usage: finwait-bench ingest [--agents N] [--sockets M] [--deltas D] [--churn F] [--chunk SOCKETS] [--collector-flags A,B]"
             ),
         }
     }
@@ -122,11 +132,15 @@ async fn play(addr: String, agent: usize, batches: Vec<pb::Batch>) -> Result<()>
     let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
     inbound.message().await?.context("welcome")?;
     for b in batches {
-        let seq = b.seq;
+        let (seq, more) = (b.seq, b.more_chunks);
         tx.send(pb::AgentMessage {
             body: Some(pb::agent_message::Body::Batch(b)),
         })
         .await?;
+        if more {
+            // One ack, after the table's last chunk.
+            continue;
+        }
         match inbound.message().await?.and_then(|m| m.body) {
             Some(pb::collector_message::Body::Ack(a)) if a.seq == seq => {}
             other => bail!("agent {agent} batch {seq}: {other:?}"),
@@ -236,12 +250,14 @@ pub fn run(args: &[String]) -> Result<()> {
     if !rustix::process::geteuid().is_root() {
         bail!("the bench runs PostgreSQL as an unprivileged user: run it as root");
     }
-    let svc = Service::start("ingest", &["ingest", "copyraw"], None, &[])?;
+    let flags: Vec<&str> = p.collector_flags.iter().map(String::as_str).collect();
+    let svc = Service::start("ingest", &["ingest", "copyraw"], None, &flags)?;
+    let idle_rss = svc.collector_peak_rss_mib();
     let rt = tokio::runtime::Runtime::new()?;
     let t0 = now_ms() - 3_600_000;
     let fulls: Vec<Vec<pb::Batch>> = (0..p.agents)
         .map(|a| {
-            vec![pb::Batch {
+            let table = pb::Batch {
                 epoch: 1,
                 seq: 1,
                 taken_at_ms: t0,
@@ -250,11 +266,17 @@ pub fn run(args: &[String]) -> Result<()> {
                 })),
                 processes: processes(p.sockets),
                 ..Default::default()
-            }]
+            };
+            if p.chunk == 0 {
+                vec![table]
+            } else {
+                finwait_agent::wire::chunks(table, p.chunk)
+            }
         })
         .collect();
     let full_rows = (p.agents * p.sockets) as f64;
     let full_s = rt.block_on(run_agents(&svc.addr, fulls))?;
+    let full_rss = svc.collector_peak_rss_mib();
 
     let churn = ((p.sockets as f64 * p.churn).round() as usize).max(1);
     let deltas: Vec<Vec<pb::Batch>> = (0..p.agents)
@@ -319,6 +341,9 @@ pub fn run(args: &[String]) -> Result<()> {
         "  collector, deltas           {:>10.0} rows/s  ({delta_rows} lifetime rows opened+ended in {delta_s:.2}s)",
         delta_rows / delta_s
     );
-    println!("  collector peak RSS          {rss:>10.1} MiB");
+    println!(
+        "  collector peak RSS          {rss:>10.1} MiB  (idle {idle_rss:.1}, after the full tables {full_rss:.1}; chunks of {} sockets)",
+        p.chunk
+    );
     Ok(())
 }

@@ -19,10 +19,12 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::auth::Tokens;
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::conn_limit::{ConnLimits, ConnStats};
 use crate::db_health::{DbStatus, SERVICES, Supervisor};
-use crate::ingest::IngestService;
+use crate::ingest::{Capacity, IngestService};
+use crate::ingest_server::IngestServer;
 use crate::postgres::{EmbeddedOptions, EmbeddedPostgres};
 use crate::store::{Pools, Store};
 use crate::validate::Limits;
@@ -249,18 +251,25 @@ impl App {
             .context("building reflection service")?;
         let limits = Limits {
             max_sockets_per_batch: self.config.max_batch_sockets,
+            max_clock_ahead_ms: i64::from(self.config.max_clock_ahead_seconds) * 1000,
         };
         let ingest = IngestService::new(
             self.store.clone(),
             limits,
             self.tokens.clone(),
-            self.config.max_streams,
+            Capacity {
+                max_streams: self.config.max_streams,
+                budget: Budget::new(self.config.ingest_memory_bytes),
+                db_connections: self.config.db_connections as usize,
+            },
             stop.clone(),
             tracker.clone(),
         );
-        let ingest = pb::ingest_server::IngestServer::new(ingest)
-            .max_decoding_message_size(self.config.max_message_bytes)
-            .max_encoding_message_size(self.config.max_message_bytes);
+        let ingest = IngestServer::new(
+            ingest,
+            self.config.max_message_bytes,
+            self.config.max_message_bytes,
+        );
 
         let maintenance = {
             let (store, stop, lease, retention, every, threshold) = (

@@ -40,9 +40,20 @@ pub struct Config {
     /// Days of history kept (ended lifetimes, counts).
     #[arg(long, env = "FINWAIT_RETENTION_DAYS", default_value_t = 14)]
     pub retention_days: u32,
-    /// Largest accepted gRPC message, in bytes.
-    #[arg(long, env = "FINWAIT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    /// Largest accepted gRPC message, in bytes. Agents send large full tables in
+    /// chunks of at most 10,000 sockets (about 1.2 MB), so this bounds one chunk, not a
+    /// table. At most --ingest-memory-bytes / 40.
+    #[arg(long, env = "FINWAIT_MAX_MESSAGE_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// Memory all ingest streams together may hold for batches being decoded, checked
+    /// and written, in bytes: each message reserves 40 times its encoded size before it
+    /// is decoded, and waits while the budget is spent.
+    #[arg(long, env = "FINWAIT_INGEST_MEMORY_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub ingest_memory_bytes: usize,
+    /// How far ahead of the collector's clock an agent's clock may run, in seconds: a
+    /// batch taken (or an agent started) further in the future is refused.
+    #[arg(long, env = "FINWAIT_MAX_CLOCK_AHEAD_SECONDS", default_value_t = 300)]
+    pub max_clock_ahead_seconds: u32,
     /// Most socket records in one batch.
     #[arg(long, env = "FINWAIT_MAX_BATCH_SOCKETS", default_value_t = 2_000_000)]
     pub max_batch_sockets: usize,
@@ -184,6 +195,16 @@ impl Config {
                 problems.push(format!("{flag} must be at least 1"));
             }
         }
+        let need = crate::budget::Budget::need(self.max_message_bytes);
+        if self.ingest_memory_bytes < need {
+            problems.push(format!(
+                "--ingest-memory-bytes {} cannot hold one message of --max-message-bytes {} \
+                 (it needs {} times that, {need})",
+                self.ingest_memory_bytes,
+                self.max_message_bytes,
+                crate::budget::DECODED_PER_WIRE_BYTE
+            ));
+        }
         if self.retention_days == 0 {
             problems.push("--retention-days must be at least 1".into());
         }
@@ -206,6 +227,24 @@ mod tests {
         let mut all = vec!["finwait-collector"];
         all.extend_from_slice(args);
         Config::try_parse_from(all).expect("flags parse")
+    }
+
+    #[test]
+    fn a_memory_budget_too_small_for_one_message_is_refused() {
+        let e = parse(&[
+            "--insecure-loopback",
+            "--max-message-bytes",
+            "1048576",
+            "--ingest-memory-bytes",
+            "1048576",
+        ])
+        .validate()
+        .expect_err("one message needs 40 MiB");
+        assert!(e[0].contains("--ingest-memory-bytes"), "{e:?}");
+        assert!(
+            parse(&["--insecure-loopback"]).validate().is_ok(),
+            "the defaults fit"
+        );
     }
 
     #[test]

@@ -22,6 +22,12 @@ pub enum ErrorCode {
     AlreadyExists,
     /// Too many streams or too large.
     ResourceExhausted,
+    /// The request contradicts what the collector holds (a resent batch with other
+    /// content, an agent clock far ahead, a batch of another epoch); the message says
+    /// what to fix.
+    FailedPrecondition,
+    /// A newer stream of the same agent instance took over; this one ends.
+    Aborted,
     /// Storage is down or the collector is stopping; retry later.
     Unavailable,
     /// A bug.
@@ -37,6 +43,8 @@ impl ErrorCode {
             ErrorCode::NotFound => tonic::Code::NotFound,
             ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
             ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+            ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
+            ErrorCode::Aborted => tonic::Code::Aborted,
             ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::Internal => tonic::Code::Internal,
         }
@@ -50,6 +58,8 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::AlreadyExists => 409,
             ErrorCode::ResourceExhausted => 429,
+            ErrorCode::FailedPrecondition => 400,
+            ErrorCode::Aborted => 409,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }
@@ -87,6 +97,7 @@ impl From<&StoreError> for ErrorCode {
         match e {
             StoreError::IdentityConflict { .. } => ErrorCode::AlreadyExists,
             StoreError::UnknownHost(_) => ErrorCode::InvalidArgument,
+            StoreError::Superseded => ErrorCode::Aborted,
             StoreError::Database(_) => ErrorCode::Unavailable,
             StoreError::Migrate(_) => ErrorCode::Internal,
         }
@@ -97,7 +108,7 @@ impl From<&StoreError> for ErrorCode {
 pub fn store_status(e: &StoreError) -> tonic::Status {
     let code = ErrorCode::from(e);
     match e {
-        StoreError::IdentityConflict { .. } => code.status(e.to_string()),
+        StoreError::IdentityConflict { .. } | StoreError::Superseded => code.status(e.to_string()),
         _ => code.status("storage unavailable; retry later"),
     }
 }
@@ -114,6 +125,8 @@ mod tests {
             ErrorCode::NotFound,
             ErrorCode::AlreadyExists,
             ErrorCode::ResourceExhausted,
+            ErrorCode::FailedPrecondition,
+            ErrorCode::Aborted,
         ] {
             assert!(code.is_client_error(), "{code:?}");
         }

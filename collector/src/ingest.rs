@@ -5,13 +5,33 @@
 //! app's cancellation token): serving with shutdown alone would wait forever on an
 //! idle stream. A bad message ends the stream with INVALID_ARGUMENT naming the field;
 //! what was committed before it stays.
+//!
+//! Messages arrive still encoded ([`finwait_proto::AgentEnvelope`]): a hello larger
+//! than [`MAX_HELLO_BYTES`] is refused undecoded, and a batch reserves its share of the
+//! ingest memory [`Budget`] before it is decoded.
+//!
+//! Epochs and sequence numbers (README, "What the collector does with epochs and
+//! sequence numbers"):
+//! - a hello whose epoch is ahead of the collector's clock by more than the tolerance
+//!   is refused (FAILED_PRECONDITION) unless the collector handed it out; one behind the host's last committed epoch is
+//!   given `last_epoch + 1` in `Welcome.epoch`, so a clock stepped back (or a stored
+//!   epoch from the future) never locks a host out;
+//! - every batch must carry the stream's epoch;
+//! - a resent (epoch, seq) is acknowledged as a duplicate only when its SHA-256 digest
+//!   is the committed one; other content under a committed sequence number is refused
+//!   (FAILED_PRECONDITION), never silently dropped;
+//! - after a Resync, deltas are ignored until a full table arrives (the agent drops
+//!   them itself on the Resync), and a stream asked for more than [`MAX_RESYNCS`]
+//!   full tables in a row is ended: it cannot spin.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use finwait_proto::AgentEnvelope;
 use finwait_proto::v1 as pb;
-use finwait_proto::v1::agent_message::Body;
+use prost::Message;
+use prost::bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,12 +41,22 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::auth::{self, Tokens};
+use crate::budget::{Budget, Reserved};
 use crate::error::{ErrorCode, store_status};
-use crate::store::{Applied, Store};
+use crate::model::{Batch, Payload};
+use crate::store::{Applied, BatchHead, BatchTx, Begun, Store, StreamLease};
 use crate::validate::{self, Limits};
 
 /// How long an agent may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest encoded hello: 64 labels of at most 128 + 256 bytes and the identity's
+/// bounded strings need under 30 KiB; anything larger is refused before decoding.
+pub const MAX_HELLO_BYTES: usize = 64 * 1024;
+/// How long the next chunk of a full table may take; the open transaction is rolled
+/// back when it does not come.
+const CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Resyncs in a row (no commit between) after which a stream is ended.
+pub const MAX_RESYNCS: u32 = 8;
 
 /// The ingest service.
 #[derive(Debug, Clone)]
@@ -39,6 +69,13 @@ pub struct IngestService {
     tokens: Option<Arc<Tokens>>,
     /// Bounds concurrent streams.
     streams: Arc<Semaphore>,
+    /// Bounds the memory every stream's batches hold together.
+    budget: Budget,
+    /// Bounds the chunked full tables in progress (each holds a database connection
+    /// between its chunks) to half the pool, taken before any budget: otherwise
+    /// tables waiting for budget could hold every connection while the budget is held
+    /// by batches waiting for a connection.
+    open_tables: Arc<Semaphore>,
     /// Stops every stream on shutdown.
     stop: CancellationToken,
     /// Owns the stream tasks.
@@ -46,6 +83,9 @@ pub struct IngestService {
 }
 
 type Outbound = mpsc::Sender<Result<pb::CollectorMessage, Status>>;
+type Inbound = Streaming<AgentEnvelope>;
+/// What the collector sends on a stream.
+pub type StreamOut = Pin<Box<dyn Stream<Item = Result<pb::CollectorMessage, Status>> + Send>>;
 
 fn msg(body: pb::collector_message::Body) -> Result<pb::CollectorMessage, Status> {
     Ok(pb::CollectorMessage { body: Some(body) })
@@ -55,13 +95,43 @@ fn reject(reason: &'static str) {
     metrics::counter!("finwait_ingest_rejects_total", "reason" => reason).increment(1);
 }
 
+/// A refusal that ends the stream: counted by reason, logged once, sent if possible.
+fn refuse(reason: &'static str, status: Status) -> Status {
+    reject(reason);
+    tracing::info!(code = ?status.code(), error = %status.message(), "stream refused");
+    status
+}
+
+/// What the ingest service may hold at once.
+#[derive(Debug, Clone)]
+pub struct Capacity {
+    /// Concurrent streams (--max-streams).
+    pub max_streams: usize,
+    /// Memory for batches being decoded and written (--ingest-memory-bytes).
+    pub budget: Budget,
+    /// The database pool's size (--db-connections): half of it may hold chunked tables.
+    pub db_connections: usize,
+}
+
+/// One stream's position, fixed at hello except for the resync bookkeeping.
+struct StreamState {
+    host_id: i64,
+    lease: StreamLease,
+    /// The epoch every batch must carry (Welcome.epoch).
+    epoch: u64,
+    /// Resyncs sent since the last commit.
+    resyncs: u32,
+    /// A Resync was sent: deltas are ignored until a full table arrives.
+    awaiting_full: bool,
+}
+
 impl IngestService {
-    /// A service writing to `store`.
+    /// A service writing to `store` within `capacity`.
     pub fn new(
         store: Store,
         limits: Limits,
         tokens: Option<Arc<Tokens>>,
-        max_streams: usize,
+        capacity: Capacity,
         stop: CancellationToken,
         tracker: TaskTracker,
     ) -> IngestService {
@@ -69,7 +139,9 @@ impl IngestService {
             store,
             limits,
             tokens,
-            streams: Arc::new(Semaphore::new(max_streams)),
+            streams: Arc::new(Semaphore::new(capacity.max_streams)),
+            budget: capacity.budget,
+            open_tables: Arc::new(Semaphore::new((capacity.db_connections / 2).max(1))),
             stop,
             tracker,
         }
@@ -83,226 +155,8 @@ impl IngestService {
         })
     }
 
-    /// Runs one stream to its end.
-    async fn serve(self, mut inbound: Streaming<pb::AgentMessage>, out: Outbound) {
-        let first = tokio::select! {
-            _ = self.stop.cancelled() => return,
-            m = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()) => m,
-        };
-        let hello = match first {
-            Ok(Ok(Some(pb::AgentMessage {
-                body: Some(Body::Hello(h)),
-            }))) => h,
-            Ok(Ok(Some(_))) => {
-                reject("no_hello");
-                let _ = out
-                    .send(Err(
-                        ErrorCode::InvalidArgument.status("the first message must be hello")
-                    ))
-                    .await;
-                return;
-            }
-            Ok(Ok(None)) => return,
-            Ok(Err(status)) => {
-                // An undecodable hello is the agent's mistake: say so, never end with OK.
-                if let Some(why) = unreadable(&status) {
-                    reject("undecodable");
-                    let _ = out.send(Err(why)).await;
-                }
-                return;
-            }
-            Err(_) => {
-                reject("hello_timeout");
-                let _ = out
-                    .send(Err(
-                        ErrorCode::InvalidArgument.status("no hello within 30 s")
-                    ))
-                    .await;
-                return;
-            }
-        };
-        let hello = match validate::hello(&hello) {
-            Ok(h) => h,
-            Err(e) => {
-                reject("invalid_hello");
-                let _ = out
-                    .send(Err(ErrorCode::InvalidArgument.status(e.to_string())))
-                    .await;
-                return;
-            }
-        };
-        let span = tracing::info_span!("ingest_stream", host = %hello.hostname, host_id = tracing::field::Empty);
-        async {
-            let welcome = match self.store.hello(&hello).await {
-                Ok(w) => w,
-                Err(e) => {
-                    // A live agent holding the identity is the client's problem; storage down is ours.
-                    let code = ErrorCode::from(&e);
-                    let (machine_id, instance) = (&hello.machine_id, &hello.instance_id);
-                    if code.is_client_error() {
-                        tracing::info!(?code, error = %e, %machine_id, %instance, "hello refused");
-                    } else {
-                        tracing::warn!(?code, error = %e, %machine_id, %instance, "hello failed");
-                    }
-                    reject("hello_refused");
-                    let _ = out.send(Err(store_status(&e))).await;
-                    return;
-                }
-            };
-            tracing::Span::current().record("host_id", welcome.host_id);
-            tracing::info!(
-                epoch = hello.epoch,
-                last_seq = welcome.last_seq,
-                "agent connected"
-            );
-            let w = pb::Welcome {
-                host_id: welcome.host_id as u64,
-                last_epoch: welcome.last_epoch as u64,
-                last_seq: welcome.last_seq as u64,
-            };
-            if out
-                .send(msg(pb::collector_message::Body::Welcome(w)))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            metrics::gauge!("finwait_ingest_streams_active").increment(1.0);
-            self.batches(&mut inbound, &out, welcome.host_id, &hello.instance_id)
-                .await;
-            metrics::gauge!("finwait_ingest_streams_active").decrement(1.0);
-            if let Err(e) = self
-                .store
-                .release(welcome.host_id, &hello.instance_id)
-                .await
-            {
-                tracing::warn!(error = %e, "lease not released");
-            }
-            tracing::info!("agent disconnected");
-        }
-        .instrument(span)
-        .await;
-    }
-
-    async fn batches(
-        &self,
-        inbound: &mut Streaming<pb::AgentMessage>,
-        out: &Outbound,
-        host_id: i64,
-        instance: &str,
-    ) {
-        loop {
-            let next = tokio::select! {
-                _ = self.stop.cancelled() => {
-                    let _ = out.send(Err(ErrorCode::Unavailable.status("collector shutting down"))).await;
-                    return;
-                }
-                m = inbound.message() => m,
-            };
-            let b = match next {
-                Ok(Some(pb::AgentMessage {
-                    body: Some(Body::Batch(b)),
-                })) => b,
-                Ok(Some(_)) => {
-                    reject("unexpected_message");
-                    let _ = out
-                        .send(Err(
-                            ErrorCode::InvalidArgument.status("only batches may follow hello")
-                        ))
-                        .await;
-                    return;
-                }
-                Ok(None) => return,
-                Err(status) => {
-                    // A message over the size limit or undecodable: tell the agent why
-                    // (if it is still there); a closed transport just ends the stream.
-                    if let Some(why) = unreadable(&status) {
-                        reject("undecodable");
-                        tracing::info!(code = ?why.code(), %status, "message refused");
-                        let _ = out.send(Err(why)).await;
-                    } else {
-                        tracing::info!(%status, "stream ended by the agent or the transport");
-                    }
-                    return;
-                }
-            };
-            let span = tracing::info_span!("batch", epoch = b.epoch, seq = b.seq);
-            let started = Instant::now();
-            let reply = async {
-                let batch = match validate::batch(&b, &self.limits) {
-                    Ok(batch) => batch,
-                    Err(e) => {
-                        reject("invalid_batch");
-                        tracing::info!(code = ?ErrorCode::InvalidArgument, error = %e, "batch rejected");
-                        return Err(ErrorCode::InvalidArgument
-                            .status(format!("batch {}:{}: {e}", b.epoch, b.seq)));
-                    }
-                };
-                match self.store.apply(host_id, instance, &batch).await {
-                    Ok(Applied::Committed) => {
-                        metrics::counter!("finwait_ingest_batches_total", "result" => "committed")
-                            .increment(1);
-                        metrics::counter!("finwait_ingest_rows_total")
-                            .increment(batch.socket_count() as u64);
-                        Ok(pb::collector_message::Body::Ack(pb::Ack {
-                            epoch: b.epoch,
-                            seq: b.seq,
-                            duplicate: false,
-                        }))
-                    }
-                    Ok(Applied::Duplicate) => {
-                        metrics::counter!("finwait_ingest_batches_total", "result" => "duplicate")
-                            .increment(1);
-                        Ok(pb::collector_message::Body::Ack(pb::Ack {
-                            epoch: b.epoch,
-                            seq: b.seq,
-                            duplicate: true,
-                        }))
-                    }
-                    Ok(Applied::Resync(reason)) => {
-                        metrics::counter!("finwait_ingest_batches_total", "result" => "resync")
-                            .increment(1);
-                        tracing::info!(%reason, "resync requested");
-                        Ok(pb::collector_message::Body::Resync(pb::Resync {
-                            epoch: b.epoch,
-                            seq: b.seq,
-                            reason,
-                        }))
-                    }
-                    Err(e) => {
-                        reject("storage");
-                        tracing::warn!(code = ?ErrorCode::from(&e), error = %e, "batch not stored");
-                        Err(store_status(&e))
-                    }
-                }
-            }
-            .instrument(span)
-            .await;
-            metrics::histogram!("finwait_ingest_ack_seconds")
-                .record(started.elapsed().as_secs_f64());
-            match reply {
-                Ok(body) => {
-                    if out.send(msg(body)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(status) => {
-                    let _ = out.send(Err(status)).await;
-                    return;
-                }
-            }
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl pb::ingest_server::Ingest for IngestService {
-    type StreamStream = Pin<Box<dyn Stream<Item = Result<pb::CollectorMessage, Status>> + Send>>;
-
-    async fn stream(
-        &self,
-        request: Request<Streaming<pb::AgentMessage>>,
-    ) -> Result<Response<Self::StreamStream>, Status> {
+    /// Accepts a stream (token, stream limit) and starts its task.
+    pub async fn open(&self, request: Request<Inbound>) -> Result<Response<StreamOut>, Status> {
         self.authorize(&request)?;
         let permit = Arc::clone(&self.streams).try_acquire_owned().map_err(|_| {
             reject("too_many_streams");
@@ -316,7 +170,521 @@ impl pb::ingest_server::Ingest for IngestService {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+
+    /// The hello, checked before and after decoding.
+    async fn hello(&self, inbound: &mut Inbound) -> Result<Option<pb::Hello>, Status> {
+        let first = tokio::select! {
+            _ = self.stop.cancelled() => return Ok(None),
+            m = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()) => m,
+        };
+        let raw = match first {
+            Ok(Ok(Some(AgentEnvelope {
+                hello: Some(h),
+                batch: None,
+            }))) => h,
+            Ok(Ok(Some(_))) => {
+                return Err(refuse(
+                    "no_hello",
+                    ErrorCode::InvalidArgument.status("the first message must be hello"),
+                ));
+            }
+            Ok(Ok(None)) => return Ok(None),
+            // An undecodable hello is the agent's mistake: say so, never end with OK.
+            Ok(Err(status)) => {
+                return match unreadable(&status) {
+                    Some(why) => Err(refuse("undecodable", why)),
+                    None => Ok(None),
+                };
+            }
+            Err(_) => {
+                return Err(refuse(
+                    "hello_timeout",
+                    ErrorCode::InvalidArgument.status("no hello within 30 s"),
+                ));
+            }
+        };
+        if raw.len() > MAX_HELLO_BYTES {
+            return Err(refuse(
+                "hello_too_large",
+                ErrorCode::InvalidArgument.status(format!(
+                    "hello is {} bytes, at most {MAX_HELLO_BYTES} (at most 64 labels)",
+                    raw.len()
+                )),
+            ));
+        }
+        pb::Hello::decode(raw).map(Some).map_err(|e| {
+            refuse(
+                "undecodable",
+                ErrorCode::InvalidArgument.status(format!("message does not decode: {e}")),
+            )
+        })
+    }
+
+    /// Runs one stream to its end.
+    async fn serve(self, mut inbound: Inbound, out: Outbound) {
+        let hello = match self.hello(&mut inbound).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(status) => {
+                let _ = out.send(Err(status)).await;
+                return;
+            }
+        };
+        let hello = match validate::hello(&hello) {
+            Ok(h) => h,
+            Err(e) => {
+                reject("invalid_hello");
+                let _ = out
+                    .send(Err(ErrorCode::InvalidArgument.status(e.to_string())))
+                    .await;
+                return;
+            }
+        };
+        let span = tracing::info_span!("ingest_stream", host = ?hello.hostname, host_id = tracing::field::Empty);
+        async {
+            let lease = StreamLease {
+                instance: hello.instance_id.clone(),
+                stream: stream_id(),
+            };
+            let welcome = match self.store.hello(&hello, lease.stream).await {
+                Ok(w) => w,
+                Err(e) => {
+                    // A live agent holding the identity is the client's problem; storage down is ours.
+                    let code = ErrorCode::from(&e);
+                    let (machine_id, instance) = (&hello.machine_id, &hello.instance_id);
+                    if code.is_client_error() {
+                        tracing::info!(?code, error = %e, ?machine_id, ?instance, "hello refused");
+                    } else {
+                        tracing::warn!(?code, error = %e, ?machine_id, ?instance, "hello failed");
+                    }
+                    reject("hello_refused");
+                    let _ = out.send(Err(store_status(&e))).await;
+                    return;
+                }
+            };
+            tracing::Span::current().record("host_id", welcome.host_id);
+            // An epoch from a clock far ahead would lift the host's epoch out of reach of
+            // every honest agent after it. Only an epoch the collector handed out (the
+            // stored one, or the one after it) may be ahead of its clock.
+            let ahead_ms = hello.epoch as i64 - chrono::Utc::now().timestamp_millis();
+            if ahead_ms > self.limits.max_clock_ahead_ms
+                && hello.epoch as i64 > welcome.last_epoch.saturating_add(1)
+            {
+                let status = ErrorCode::FailedPrecondition.status(format!(
+                    "hello.epoch {} is {} s ahead of the collector's clock (at most {} s): fix the agent's clock",
+                    hello.epoch,
+                    ahead_ms / 1000,
+                    self.limits.max_clock_ahead_ms / 1000
+                ));
+                let _ = out.send(Err(refuse("clock_ahead", status))).await;
+                if let Err(e) = self.store.release(welcome.host_id, &lease).await {
+                    tracing::warn!(error = %e, "lease not released");
+                }
+                return;
+            }
+            // An epoch behind the stored one (a clock stepped back, or a stored epoch from
+            // the future) would make every full table "older" forever: start above it.
+            let epoch = if hello.epoch as i64 >= welcome.last_epoch {
+                hello.epoch
+            } else {
+                tracing::info!(
+                    agent_epoch = hello.epoch,
+                    last_epoch = welcome.last_epoch,
+                    "agent epoch is behind the host's last committed one; assigned the next"
+                );
+                welcome.last_epoch as u64 + 1
+            };
+            tracing::info!(epoch, last_seq = welcome.last_seq, "agent connected");
+            let w = pb::Welcome {
+                host_id: welcome.host_id as u64,
+                last_epoch: welcome.last_epoch as u64,
+                last_seq: welcome.last_seq as u64,
+                epoch,
+            };
+            if out
+                .send(msg(pb::collector_message::Body::Welcome(w)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            metrics::gauge!("finwait_ingest_streams_active").increment(1.0);
+            let mut state = StreamState {
+                host_id: welcome.host_id,
+                lease,
+                epoch,
+                resyncs: 0,
+                awaiting_full: false,
+            };
+            self.batches(&mut inbound, &out, &mut state).await;
+            metrics::gauge!("finwait_ingest_streams_active").decrement(1.0);
+            if let Err(e) = self.store.release(state.host_id, &state.lease).await {
+                tracing::warn!(error = %e, "lease not released");
+            }
+            tracing::info!("agent disconnected");
+        }
+        .instrument(span)
+        .await;
+    }
+
+    /// The next batch message, still encoded. `Ok(None)`: the stream ended (stop, the
+    /// agent closed, the transport broke); `Err`: a status to send before ending.
+    async fn next_raw(&self, inbound: &mut Inbound) -> Result<Option<Bytes>, Status> {
+        let next = tokio::select! {
+            _ = self.stop.cancelled() => {
+                return Err(ErrorCode::Unavailable.status("collector shutting down"));
+            }
+            m = inbound.message() => m,
+        };
+        match next {
+            Ok(Some(AgentEnvelope {
+                hello: None,
+                batch: Some(b),
+            })) => Ok(Some(b)),
+            Ok(Some(_)) => Err(refuse(
+                "unexpected_message",
+                ErrorCode::InvalidArgument.status("only batches may follow hello"),
+            )),
+            Ok(None) => Ok(None),
+            Err(status) => {
+                // A message over the size limit or undecodable: tell the agent why
+                // (if it is still there); a closed transport just ends the stream.
+                match unreadable(&status) {
+                    Some(why) => Err(refuse("undecodable", why)),
+                    None => {
+                        tracing::info!(%status, "stream ended by the agent or the transport");
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    async fn batches(&self, inbound: &mut Inbound, out: &Outbound, s: &mut StreamState) {
+        loop {
+            let raw = match self.next_raw(inbound).await {
+                Ok(Some(raw)) => raw,
+                Ok(None) => return,
+                Err(status) => {
+                    let _ = out.send(Err(status)).await;
+                    return;
+                }
+            };
+            let started = Instant::now();
+            let reply = self.batch(inbound, s, raw).await;
+            metrics::histogram!("finwait_ingest_ack_seconds")
+                .record(started.elapsed().as_secs_f64());
+            match reply {
+                Ok(Some(body)) => {
+                    if out.send(msg(body)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(Some(status)) => {
+                    let _ = out.send(Err(status)).await;
+                    return;
+                }
+                Err(None) => return,
+            }
+        }
+    }
+
+    /// Reserves budget for a message of `raw.len()` bytes (waiting for it) and decodes it.
+    async fn decode(&self, raw: Bytes) -> Result<(Reserved, pb::Batch, Bytes), Status> {
+        let need = Budget::need(raw.len());
+        let reserved = tokio::select! {
+            _ = self.stop.cancelled() => {
+                return Err(ErrorCode::Unavailable.status("collector shutting down"));
+            }
+            r = self.budget.reserve(need) => r.map_err(|e| {
+                refuse("over_budget", ErrorCode::ResourceExhausted.status(e.to_string()))
+            })?,
+        };
+        let b = pb::Batch::decode(raw.clone()).map_err(|e| {
+            refuse(
+                "undecodable",
+                ErrorCode::InvalidArgument.status(format!("message does not decode: {e}")),
+            )
+        })?;
+        Ok((reserved, b, raw))
+    }
+
+    /// Checks, writes and settles one batch (every chunk of a chunked full table).
+    /// `Ok(None)`: nothing to answer (a delta ignored after a Resync); `Err(Some)`: end
+    /// the stream with that status; `Err(None)`: the stream ended mid-table (its
+    /// transaction is rolled back).
+    async fn batch(
+        &self,
+        inbound: &mut Inbound,
+        s: &mut StreamState,
+        raw: Bytes,
+    ) -> Result<Option<pb::collector_message::Body>, Option<Status>> {
+        // A chunked table takes its slot before any memory (see `open_tables`).
+        let head = finwait_proto::BatchHead::decode(raw.clone()).map_err(|e| {
+            Some(refuse(
+                "undecodable",
+                ErrorCode::InvalidArgument.status(format!("message does not decode: {e}")),
+            ))
+        })?;
+        let _table_slot = if head.chunk == 0 && head.more_chunks {
+            tokio::select! {
+                _ = self.stop.cancelled() => {
+                    return Err(Some(ErrorCode::Unavailable.status("collector shutting down")));
+                }
+                p = Arc::clone(&self.open_tables).acquire_owned() => p.ok(),
+            }
+        } else {
+            None
+        };
+        let (reserved, b, raw) = self.decode(raw).await?;
+        let (epoch, seq) = (b.epoch, b.seq);
+        let span = tracing::info_span!("batch", epoch, seq, chunks = tracing::field::Empty);
+        async move {
+            if epoch != s.epoch {
+                return Err(Some(refuse(
+                    "wrong_epoch",
+                    ErrorCode::FailedPrecondition.status(format!(
+                        "batch {epoch}:{seq}: epoch {epoch} is not this stream's epoch {} (Welcome.epoch)",
+                        s.epoch
+                    )),
+                )));
+            }
+            if b.chunk != 0 {
+                return Err(Some(refuse(
+                    "invalid_batch",
+                    ErrorCode::InvalidArgument.status(format!(
+                        "batch {epoch}:{seq}: batch.chunk: chunk {} without chunk 0",
+                        b.chunk
+                    )),
+                )));
+            }
+            let batch = self.validate(&b)?;
+            let more = b.more_chunks;
+            drop(b);
+            let full = matches!(batch.payload, Payload::Full(_));
+            if !full && s.awaiting_full {
+                metrics::counter!("finwait_ingest_batches_total", "result" => "ignored")
+                    .increment(1);
+                tracing::debug!("delta ignored: a full table was asked for");
+                return Ok(None);
+            }
+            let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+            digest.update(&raw);
+            drop(raw);
+            let head = BatchHead {
+                epoch: batch.epoch,
+                seq: batch.seq,
+                full,
+                taken_at: batch.taken_at,
+            };
+            let begun = self
+                .store
+                .begin(s.host_id, &s.lease, &head)
+                .await
+                .map_err(|e| Some(stored(&e)))?;
+            let (mut tx, settled) = match begun {
+                Begun::Open(tx) => (Some(tx), None),
+                Begun::Done(a) => (None, Some(a)),
+            };
+            if let Some(tx) = &mut tx {
+                tx.write(&batch.payload).await.map_err(|e| Some(stored(&e)))?;
+            }
+            let mut total = batch.socket_count();
+            // What finish stores besides sockets; the records themselves are written.
+            let meta = Batch {
+                payload: Payload::Full(Vec::new()),
+                ..batch
+            };
+            drop(reserved);
+            let chunks = if more {
+                self.chunks(inbound, (epoch, seq), tx.as_mut(), &mut digest, &mut total)
+                    .await?
+            } else {
+                1
+            };
+            tracing::Span::current().record("chunks", chunks);
+            let digest = digest.finish();
+            let applied = match (tx, settled) {
+                (Some(tx), _) => {
+                    let a = tx
+                        .finish(&meta, digest.as_ref())
+                        .await
+                        .map_err(|e| Some(stored(&e)))?;
+                    failpoint::after_commit();
+                    a
+                }
+                (None, Some(a)) => a,
+                (None, None) => unreachable!("begin either opens or settles a batch"),
+            };
+            self.answer(s, applied, &meta, digest.as_ref(), total)
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn validate(&self, b: &pb::Batch) -> Result<Batch, Option<Status>> {
+        validate::batch(b, &self.limits).map_err(|e| {
+            Some(refuse(
+                "invalid_batch",
+                ErrorCode::InvalidArgument.status(format!("batch {}:{}: {e}", b.epoch, b.seq)),
+            ))
+        })
+    }
+
+    /// Reads the chunks after chunk 0 of full table `id`, writing each into `tx`
+    /// (none when the table is a duplicate or needs a resync: they are only read and
+    /// digested). Returns how many chunks the table had.
+    async fn chunks(
+        &self,
+        inbound: &mut Inbound,
+        id: (u64, u64),
+        mut tx: Option<&mut BatchTx>,
+        digest: &mut ring::digest::Context,
+        total: &mut usize,
+    ) -> Result<u32, Option<Status>> {
+        let mut next: u32 = 1;
+        loop {
+            let raw = match tokio::time::timeout(CHUNK_TIMEOUT, self.next_raw(inbound)).await {
+                Ok(Ok(Some(raw))) => raw,
+                Ok(Ok(None)) => return Err(None),
+                Ok(Err(status)) => return Err(Some(status)),
+                Err(_) => {
+                    return Err(Some(refuse(
+                        "chunk_timeout",
+                        ErrorCode::InvalidArgument.status(format!(
+                            "batch {}:{}: chunk {next} did not arrive within {} s; nothing of the table was stored",
+                            id.0,
+                            id.1,
+                            CHUNK_TIMEOUT.as_secs()
+                        )),
+                    )));
+                }
+            };
+            digest.update(&raw);
+            let (reserved, c, _) = self.decode(raw).await?;
+            if (c.epoch, c.seq, c.chunk) != (id.0, id.1, next) {
+                return Err(Some(refuse(
+                    "invalid_batch",
+                    ErrorCode::InvalidArgument.status(format!(
+                        "batch {}:{}: batch.chunk: expected chunk {next} of it, got {}:{} chunk {}",
+                        id.0, id.1, c.epoch, c.seq, c.chunk
+                    )),
+                )));
+            }
+            let chunk = self.validate(&c)?;
+            *total += chunk.socket_count();
+            if *total > self.limits.max_sockets_per_batch {
+                return Err(Some(refuse(
+                    "invalid_batch",
+                    ErrorCode::InvalidArgument.status(format!(
+                        "batch {}:{}: batch.payload: {} socket records in its chunks, at most {}",
+                        id.0, id.1, total, self.limits.max_sockets_per_batch
+                    )),
+                )));
+            }
+            if let Some(tx) = tx.as_deref_mut() {
+                tx.write(&chunk.payload)
+                    .await
+                    .map_err(|e| Some(stored(&e)))?;
+            }
+            drop(reserved);
+            next += 1;
+            if !c.more_chunks {
+                return Ok(next);
+            }
+        }
+    }
+
+    /// The reply to a settled batch, and the stream's resync bookkeeping.
+    fn answer(
+        &self,
+        s: &mut StreamState,
+        applied: Applied,
+        meta: &Batch,
+        digest: &[u8],
+        sockets: usize,
+    ) -> Result<Option<pb::collector_message::Body>, Option<Status>> {
+        let (epoch, seq) = (meta.epoch as u64, meta.seq as u64);
+        let result = |r: &'static str| {
+            metrics::counter!("finwait_ingest_batches_total", "result" => r).increment(1);
+        };
+        match applied {
+            Applied::Committed => {
+                result("committed");
+                metrics::counter!("finwait_ingest_rows_total").increment(sockets as u64);
+                s.resyncs = 0;
+                s.awaiting_full = false;
+                Ok(Some(pb::collector_message::Body::Ack(pb::Ack {
+                    epoch,
+                    seq,
+                    duplicate: false,
+                })))
+            }
+            Applied::Duplicate(Some(stored)) if stored != digest => Err(Some(refuse(
+                "digest_mismatch",
+                ErrorCode::FailedPrecondition.status(format!(
+                    "batch {epoch}:{seq} was committed before with other content; \
+                     a sequence number is never reused for other data (send a full table under a new one)"
+                )),
+            ))),
+            Applied::Duplicate(_) => {
+                result("duplicate");
+                Ok(Some(pb::collector_message::Body::Ack(pb::Ack {
+                    epoch,
+                    seq,
+                    duplicate: true,
+                })))
+            }
+            Applied::Resync(reason) => {
+                result("resync");
+                s.resyncs += 1;
+                if s.resyncs > MAX_RESYNCS {
+                    return Err(Some(refuse(
+                        "resync_loop",
+                        ErrorCode::FailedPrecondition.status(format!(
+                            "{} resyncs in a row on this stream without a commit ({reason}); reconnect",
+                            s.resyncs
+                        )),
+                    )));
+                }
+                s.awaiting_full = true;
+                tracing::info!(%reason, "resync requested");
+                Ok(Some(pb::collector_message::Body::Resync(pb::Resync {
+                    epoch,
+                    seq,
+                    reason,
+                })))
+            }
+        }
+    }
 }
+
+/// A store failure as the agent sees it, logged once.
+fn stored(e: &crate::store::StoreError) -> Status {
+    let code = ErrorCode::from(e);
+    if code.is_client_error() {
+        reject("refused_by_store");
+        tracing::info!(?code, error = %e, "batch refused");
+    } else {
+        reject("storage");
+        tracing::warn!(?code, error = %e, "batch not stored");
+    }
+    store_status(e)
+}
+
+/// A random id for one stream (hosts.live_stream).
+fn stream_id() -> i64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    // The system RNG failing is not something to serve through; a clock-based id
+    // still tells streams apart.
+    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
+        return chrono::Utc::now().timestamp_nanos_opt().unwrap_or(1);
+    }
+    i64::from_le_bytes(b)
+}
+
 /// What to tell an agent whose message could not be read, or `None` when the
 /// transport itself closed (nobody to tell). A message that does not decode (invalid
 /// UTF-8 in a string, a malformed field: tonic reports INTERNAL) is the agent's
@@ -330,4 +698,32 @@ fn unreadable(status: &Status) -> Option<Status> {
         ),
         _ => None,
     }
+}
+
+/// Test-only fault injection. In debug builds (what the tests run),
+/// `FINWAIT_FAILPOINT_ABORT_AFTER_COMMITS=N` aborts the collector right after its
+/// N-th batch commit, before the Ack is sent: the one moment a crash must not lose or
+/// duplicate anything. Release builds do not contain it.
+mod failpoint {
+    #[cfg(debug_assertions)]
+    pub(super) fn after_commit() {
+        use std::sync::OnceLock;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static LEFT: OnceLock<Option<AtomicU64>> = OnceLock::new();
+        let left = LEFT.get_or_init(|| {
+            std::env::var("FINWAIT_FAILPOINT_ABORT_AFTER_COMMITS")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(AtomicU64::new)
+        });
+        if let Some(left) = left
+            && left.fetch_sub(1, Ordering::SeqCst) == 1
+        {
+            eprintln!("failpoint: aborting after a commit, before its ack");
+            std::process::abort();
+        }
+    }
+
+    #[cfg(not(debug_assertions))]
+    pub(super) fn after_commit() {}
 }

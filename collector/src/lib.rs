@@ -5,12 +5,14 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod conn_limit;
 pub mod dashboard;
 pub mod db_health;
 pub mod error;
 pub mod ingest;
+pub mod ingest_server;
 pub mod model;
 pub mod postgres;
 pub mod query;

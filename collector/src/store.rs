@@ -1,8 +1,10 @@
-//! The only module that writes SQL. Batches are applied in one transaction each: the
-//! host row is locked, the batch enters the idempotency ledger (a resent batch hits
-//! its primary key and is acknowledged without a second write), delta continuity is
-//! checked, and lifetimes are ended, opened or rewritten with set-based statements
-//! (UNNEST of column arrays), never row by row.
+//! The only module that writes SQL. Batches are applied in one transaction each (a
+//! full table sent in chunks too: [`Store::begin`], [`BatchTx::write`] per chunk,
+//! [`BatchTx::finish`]): the host row is locked, the idempotency ledger is looked up
+//! (a resent batch is found with its digest and nothing is written), the writing
+//! stream's lease and delta continuity are checked, lifetimes are ended, opened or
+//! rewritten with set-based statements (UNNEST of column arrays), never row by row,
+//! and the batch enters the ledger with its digest just before the commit.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -32,6 +34,9 @@ pub enum StoreError {
         /// The contested machine id.
         machine_id: String,
     },
+    /// The same agent instance opened a newer stream, which now holds the lease.
+    #[error("a newer stream of this agent instance holds the host's lease; this one ends")]
+    Superseded,
     /// The host does not exist (a batch without hello).
     #[error("unknown host {0}")]
     UnknownHost(i64),
@@ -42,8 +47,9 @@ pub enum StoreError {
 pub enum Applied {
     /// Written and committed.
     Committed,
-    /// Committed before; nothing written.
-    Duplicate,
+    /// Committed before; nothing written. Carries the committed batch's digest
+    /// (`None` for batches committed before digests were kept).
+    Duplicate(Option<Vec<u8>>),
     /// Not applicable (delta out of sequence): the agent must send a full table.
     Resync(String),
 }
@@ -359,7 +365,7 @@ impl Store {
 
     /// Registers a host and takes its lease for this agent instance.
     #[tracing::instrument(skip_all, fields(host = %h.hostname))]
-    pub async fn hello(&self, h: &HostHello) -> Result<Welcome, StoreError> {
+    pub async fn hello(&self, h: &HostHello, stream: i64) -> Result<Welcome, StoreError> {
         let labels: serde_json::Map<String, serde_json::Value> = h
             .labels
             .iter()
@@ -382,6 +388,7 @@ impl Store {
             .bind(&h.instance_id)
             .bind(interval(self.lease))
             .bind(&h.boot_id)
+            .bind(stream)
             .fetch_optional(&self.pool)
             .await?;
         let Some(row) = row else {
@@ -397,13 +404,15 @@ impl Store {
         })
     }
 
-    /// Gives up the lease when a stream ends.
-    pub async fn release(&self, host_id: i64, instance: &str) -> Result<(), StoreError> {
+    /// Gives up the lease when a stream ends, unless a newer stream took it over.
+    pub async fn release(&self, host_id: i64, stream: &StreamLease) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE hosts SET live_instance = NULL WHERE host_id = $1 AND live_instance = $2",
+            "UPDATE hosts SET live_instance = NULL, live_stream = NULL \
+             WHERE host_id = $1 AND live_instance = $2 AND live_stream IS NOT DISTINCT FROM $3",
         )
         .bind(host_id)
-        .bind(instance)
+        .bind(&stream.instance)
+        .bind(stream.stream)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -418,17 +427,21 @@ impl Store {
         Ok(r.rows_affected())
     }
 
-    /// Applies one batch in one transaction.
-    #[tracing::instrument(skip_all, fields(host_id, epoch = b.epoch, seq = b.seq, sockets = b.socket_count()))]
-    pub async fn apply(
+    /// Starts applying batch `head` for stream `stream` of `host_id`: one transaction,
+    /// the host row locked until it ends. Either the batch is already settled (a
+    /// duplicate, or a resync is needed) or its sockets are written with
+    /// [`BatchTx::write`] (once per chunk) and it is committed by [`BatchTx::finish`].
+    #[tracing::instrument(skip_all, fields(host_id, epoch = head.epoch, seq = head.seq))]
+    pub async fn begin(
         &self,
         host_id: i64,
-        instance: &str,
-        b: &Batch,
-    ) -> Result<Applied, StoreError> {
+        stream: &StreamLease,
+        head: &BatchHead,
+    ) -> Result<Begun, StoreError> {
         let mut tx = self.pool.begin().await?;
         let host = sqlx::query(
-            "SELECT last_epoch, last_seq, last_report, live_instance FROM hosts WHERE host_id = $1 FOR UPDATE",
+            "SELECT last_epoch, last_seq, last_report, live_instance, live_stream \
+             FROM hosts WHERE host_id = $1 FOR UPDATE",
         )
         .bind(host_id)
         .fetch_optional(&mut *tx)
@@ -438,28 +451,22 @@ impl Store {
         let last_seq: i64 = host.try_get(1)?;
         let last_report: Option<DateTime<Utc>> = host.try_get(2)?;
         let holder: Option<String> = host.try_get(3)?;
+        let holder_stream: Option<i64> = host.try_get(4)?;
 
-        let account = b.account.as_ref().map(sqlx::types::Json);
-        let fresh = sqlx::query(
-            "INSERT INTO ingest_batches (host_id, epoch, seq, full_table, taken_at, sockets, account) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        // The host row is locked: nobody can commit this (epoch, seq) before we do.
+        let committed: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+            "SELECT digest FROM ingest_batches WHERE host_id = $1 AND epoch = $2 AND seq = $3",
         )
         .bind(host_id)
-        .bind(b.epoch)
-        .bind(b.seq)
-        .bind(matches!(b.payload, Payload::Full(_)))
-        .bind(b.taken_at)
-        .bind(b.socket_count() as i32)
-        .bind(account)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !fresh {
+        .bind(head.epoch)
+        .bind(head.seq)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(digest) = committed {
             tx.rollback().await?;
-            return Ok(Applied::Duplicate);
+            return Ok(Begun::Done(Applied::Duplicate(digest)));
         }
-        if holder.as_deref().is_some_and(|h| h != instance) {
+        if holder.as_deref().is_some_and(|h| h != stream.instance) {
             // Our lease lapsed and another instance took the host: this stream must end.
             tx.rollback().await?;
             let who: (String, String) =
@@ -472,41 +479,117 @@ impl Store {
                 machine_id: who.1,
             });
         }
-        let newer = (b.epoch, b.seq) > (last_epoch, last_seq);
-        let follows = b.epoch == last_epoch && b.seq == last_seq + 1;
-        match &b.payload {
-            Payload::Delta { .. } if !follows => {
-                tx.rollback().await?;
-                return Ok(Applied::Resync(format!(
-                    "delta {}:{} does not follow the last committed batch {last_epoch}:{last_seq}",
-                    b.epoch, b.seq
-                )));
-            }
-            Payload::Full(_) if !newer => {
-                tx.rollback().await?;
-                return Ok(Applied::Resync(format!(
-                    "full table {}:{} is older than the last committed batch {last_epoch}:{last_seq}",
-                    b.epoch, b.seq
-                )));
-            }
-            _ => {}
+        if holder.is_some() && holder_stream.is_some_and(|s| s != stream.stream) {
+            // The same instance opened a newer stream (a reconnect): it holds the lease.
+            tx.rollback().await?;
+            return Err(StoreError::Superseded);
         }
-        // Sockets that vanish were last seen in the previous report.
-        let prev = last_report.unwrap_or(b.taken_at).min(b.taken_at);
-        match &b.payload {
+        let newer = (head.epoch, head.seq) > (last_epoch, last_seq);
+        let follows = head.epoch == last_epoch && head.seq == last_seq + 1;
+        if !head.full && !follows {
+            tx.rollback().await?;
+            return Ok(Begun::Done(Applied::Resync(format!(
+                "delta {}:{} does not follow the last committed batch {last_epoch}:{last_seq}",
+                head.epoch, head.seq
+            ))));
+        }
+        if head.full && !newer {
+            tx.rollback().await?;
+            return Ok(Begun::Done(Applied::Resync(format!(
+                "full table {}:{} is older than the last committed batch {last_epoch}:{last_seq}",
+                head.epoch, head.seq
+            ))));
+        }
+        if head.full {
+            // The identities a (possibly chunked) full table lists, for close_unlisted.
+            sqlx::query(
+                "CREATE TEMPORARY TABLE listed_sockets (netns bigint, sock_key bigint, \
+                 PRIMARY KEY (netns, sock_key)) ON COMMIT DROP",
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(Begun::Open(BatchTx {
+            tx,
+            host_id,
+            head: head.clone(),
+            // Sockets that vanish were last seen in the previous report.
+            prev: last_report.unwrap_or(head.taken_at).min(head.taken_at),
+            lease: self.lease,
+            sockets: 0,
+        }))
+    }
+}
+
+/// The first message of a batch: what decides whether and how it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchHead {
+    /// The stream's epoch.
+    pub epoch: i64,
+    /// Sequence number within it.
+    pub seq: i64,
+    /// A full table (possibly in chunks) rather than a delta.
+    pub full: bool,
+    /// When the agent read the table.
+    pub taken_at: DateTime<Utc>,
+}
+
+/// Which stream of which agent instance writes: a batch from a stream that no longer
+/// holds the host's lease is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamLease {
+    /// The agent process's instance id (Hello.instance_id).
+    pub instance: String,
+    /// This stream's random id, stored in hosts.live_stream by hello.
+    pub stream: i64,
+}
+
+/// How [`Store::begin`] left a batch.
+#[derive(Debug)]
+pub enum Begun {
+    /// Write it: the transaction is open and the host row locked.
+    Open(BatchTx),
+    /// Nothing to write.
+    Done(Applied),
+}
+
+/// One batch's open transaction; dropping it rolls everything back.
+#[derive(Debug)]
+pub struct BatchTx {
+    tx: Transaction<'static, Postgres>,
+    host_id: i64,
+    head: BatchHead,
+    prev: DateTime<Utc>,
+    lease: Duration,
+    /// Socket records written so far (every chunk).
+    sockets: usize,
+}
+
+impl BatchTx {
+    /// Socket records written so far.
+    pub fn sockets(&self) -> usize {
+        self.sockets
+    }
+
+    /// Writes one message's sockets: a full table's chunk (or the whole table), or a
+    /// delta. A full table's sockets must come as `Payload::Full`.
+    pub async fn write(&mut self, payload: &Payload) -> Result<(), StoreError> {
+        let (tx, host_id, prev, at) = (&mut self.tx, self.host_id, self.prev, self.head.taken_at);
+        match payload {
             Payload::Full(records) => {
                 let records = dedup(records.iter());
                 let ids: (Vec<i64>, Vec<i64>) =
                     records.iter().map(|r| (r.netns, r.sock_key)).unzip();
-                sqlx::query(include_str!("sql/close_unlisted.sql"))
-                    .bind(host_id)
-                    .bind(&ids.0)
-                    .bind(&ids.1)
-                    .bind(prev)
-                    .execute(&mut *tx)
-                    .await?;
-                close_listed(&mut tx, host_id, &records, &[], prev).await?;
-                upsert(&mut tx, host_id, &records, b.taken_at).await?;
+                sqlx::query(
+                    "INSERT INTO listed_sockets SELECT * FROM UNNEST($1::bigint[], $2::bigint[]) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&ids.0)
+                .bind(&ids.1)
+                .execute(&mut **tx)
+                .await?;
+                close_listed(tx, host_id, &records, &[], prev).await?;
+                upsert(tx, host_id, &records, at).await?;
             }
             Payload::Delta {
                 added,
@@ -514,12 +597,50 @@ impl Store {
                 changed,
             } => {
                 let records = dedup(added.iter().chain(changed.iter()));
-                close_listed(&mut tx, host_id, &records, removed, prev).await?;
-                upsert(&mut tx, host_id, &records, b.taken_at).await?;
+                close_listed(tx, host_id, &records, removed, prev).await?;
+                upsert(tx, host_id, &records, at).await?;
             }
         }
-        insert_counts(&mut tx, host_id, b).await?;
-        upsert_namespaces(&mut tx, host_id, &b.namespaces).await?;
+        self.sockets += match payload {
+            Payload::Full(r) => r.len(),
+            Payload::Delta {
+                added,
+                removed,
+                changed,
+            } => added.len() + removed.len() + changed.len(),
+        };
+        Ok(())
+    }
+
+    /// Ends the batch: lifetimes a full table did not list are ended, `meta`'s counts,
+    /// namespaces and account stored, the batch entered in the ledger with `digest`,
+    /// the host's position advanced, and the transaction committed.
+    pub async fn finish(mut self, meta: &Batch, digest: &[u8]) -> Result<Applied, StoreError> {
+        let (host_id, b) = (self.host_id, &self.head);
+        if b.full {
+            sqlx::query(include_str!("sql/close_unlisted.sql"))
+                .bind(host_id)
+                .bind(self.prev)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        let account = meta.account.as_ref().map(sqlx::types::Json);
+        sqlx::query(
+            "INSERT INTO ingest_batches (host_id, epoch, seq, full_table, taken_at, sockets, account, digest) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(host_id)
+        .bind(b.epoch)
+        .bind(b.seq)
+        .bind(b.full)
+        .bind(b.taken_at)
+        .bind(i32::try_from(self.sockets).unwrap_or(i32::MAX))
+        .bind(account)
+        .bind(digest)
+        .execute(&mut *self.tx)
+        .await?;
+        insert_counts(&mut self.tx, host_id, meta).await?;
+        upsert_namespaces(&mut self.tx, host_id, &meta.namespaces).await?;
         sqlx::query(
             "UPDATE hosts SET last_epoch = $2, last_seq = $3, last_report = GREATEST(last_report, $4), \
              live_until = now() + GREATEST($5::interval, sample_interval_ms * interval '3 milliseconds'), \
@@ -535,10 +656,10 @@ impl Store {
         .bind(b.taken_at)
         .bind(interval(self.lease))
         .bind(account)
-        .bind(state_totals(b))
-        .execute(&mut *tx)
+        .bind(state_totals(meta))
+        .execute(&mut *self.tx)
         .await?;
-        tx.commit().await?;
+        self.tx.commit().await?;
         Ok(Applied::Committed)
     }
 }

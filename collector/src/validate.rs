@@ -39,14 +39,23 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Invalid {
 /// Bounds applied to every message.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Most socket records (added + removed + changed, or full) in one batch.
+    /// Most socket records (added + removed + changed, or full) in one batch; for a
+    /// full table sent in chunks, in all its chunks together.
     pub max_sockets_per_batch: usize,
+    /// How far ahead of the collector's clock an agent's clock may be, in
+    /// milliseconds: a `taken_at` or a hello epoch further ahead is refused, since it
+    /// would move a host's last report (and every past-instant answer) into the future.
+    pub max_clock_ahead_ms: i64,
 }
+
+/// Default [`Limits::max_clock_ahead_ms`]: five minutes, far more than NTP leaves.
+pub const DEFAULT_CLOCK_AHEAD_MS: i64 = 5 * 60 * 1000;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_sockets_per_batch: 2_000_000,
+            max_clock_ahead_ms: DEFAULT_CLOCK_AHEAD_MS,
         }
     }
 }
@@ -130,12 +139,22 @@ fn state(field: &str, s: i32) -> Result<i16, Invalid> {
     }
 }
 
-fn time_ms(field: &str, ms: i64) -> Result<DateTime<Utc>, Invalid> {
-    let max = Utc::now().timestamp_millis() + 24 * 3600 * 1000;
-    if !(MIN_TIME_MS..=max).contains(&ms) {
+fn time_ms(field: &str, ms: i64, ahead_ms: i64) -> Result<DateTime<Utc>, Invalid> {
+    let now = Utc::now().timestamp_millis();
+    if ms < MIN_TIME_MS {
         return Err(invalid(
             field,
-            format!("{ms} ms is not a plausible time (2020 to tomorrow)"),
+            format!("{ms} ms is not a plausible time (before 2020)"),
+        ));
+    }
+    if ms > now.saturating_add(ahead_ms) {
+        return Err(invalid(
+            field,
+            format!(
+                "{ms} ms is {} s ahead of the collector's clock (at most {} s): fix the agent's clock",
+                (ms - now) / 1000,
+                ahead_ms / 1000
+            ),
         ));
     }
     Utc.timestamp_millis_opt(ms)
@@ -321,7 +340,30 @@ pub fn batch(b: &pb::Batch, limits: &Limits) -> Result<Batch, Invalid> {
     if b.seq == 0 || b.seq > i64::MAX as u64 {
         return Err(invalid("batch.seq", "must be in 1..=2^63-1"));
     }
-    let taken_at = time_ms("batch.taken_at_ms", b.taken_at_ms)?;
+    let taken_at = time_ms(
+        "batch.taken_at_ms",
+        b.taken_at_ms,
+        limits.max_clock_ahead_ms,
+    )?;
+    if b.chunk > 0 || b.more_chunks {
+        if !matches!(b.payload, Some(pb::batch::Payload::Full(_))) {
+            return Err(invalid(
+                "batch.chunk",
+                "only a full table may be sent in chunks",
+            ));
+        }
+        if b.chunk > 0
+            && (!b.counts.is_empty()
+                || !b.time_wait.is_empty()
+                || !b.namespaces.is_empty()
+                || b.stats.is_some())
+        {
+            return Err(invalid(
+                "batch.chunk",
+                "only chunk 0 carries counts, time_wait, namespaces and stats",
+            ));
+        }
+    }
     let processes: HashMap<u32, ProcessInfo> = b
         .processes
         .iter()
@@ -569,9 +611,37 @@ mod tests {
     fn oversized_batches_are_refused() {
         let limits = Limits {
             max_sockets_per_batch: 0,
+            ..Limits::default()
         };
         let e = batch(&batch_with(good_socket()), &limits).expect_err("too big");
         assert_eq!(e.field, "batch.payload");
+    }
+
+    #[test]
+    fn a_time_ahead_of_the_collectors_clock_is_refused_past_the_tolerance() {
+        let mut b = batch_with(good_socket());
+        b.taken_at_ms = Utc::now().timestamp_millis() + DEFAULT_CLOCK_AHEAD_MS / 2;
+        assert!(
+            batch(&b, &Limits::default()).is_ok(),
+            "inside the tolerance"
+        );
+        // An hour ahead was accepted before (the bound was a day).
+        b.taken_at_ms = Utc::now().timestamp_millis() + 3600 * 1000;
+        let e = batch(&b, &Limits::default()).expect_err("an hour ahead");
+        assert_eq!(e.field, "batch.taken_at_ms");
+        assert!(e.reason.contains("ahead of the collector's clock"), "{e}");
+    }
+
+    #[test]
+    fn only_full_tables_come_in_chunks_and_only_chunk_zero_has_counts() {
+        let mut b = batch_with(good_socket());
+        b.more_chunks = true;
+        b.payload = Some(pb::batch::Payload::Delta(pb::Delta::default()));
+        assert_eq!(field_of(b), "batch.chunk");
+        let mut b = batch_with(good_socket());
+        b.chunk = 1;
+        b.stats = Some(pb::CycleStats::default());
+        assert_eq!(field_of(b), "batch.chunk");
     }
 
     #[test]

@@ -376,6 +376,16 @@ impl AgentStream {
         }
     }
 
+    /// Sends a message without waiting for an answer (a chunk that is not the last).
+    pub async fn push(&mut self, b: pb::Batch) {
+        self.tx
+            .send(pb::AgentMessage {
+                body: Some(pb::agent_message::Body::Batch(b)),
+            })
+            .await
+            .expect("queue batch");
+    }
+
     /// Sends a batch and returns the collector's answer (or the stream's error).
     pub async fn send(
         &mut self,
