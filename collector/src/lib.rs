@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod inbound;
 pub mod ingest;
 pub mod model;
 pub mod postgres;
