@@ -230,6 +230,14 @@ fn main() -> anyhow::Result<()> {
         "pod-\u{1}name",
     )];
     add("full-hostile-process-names", msg(b));
+    let mut b = full(vec![sock(Some(7), pb::TcpState::CloseWait, true)]);
+    b.processes = vec![process(
+        "java",
+        "java -jar app.jar",
+        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0f1e2d3c_4b5a_6978_8a9b_0c1d2e3f4a5b.slice/cri-containerd-4f5d0a9e3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e.scope",
+        "web-7d9c",
+    )];
+    add("full-kubernetes-pod", msg(b));
     add(
         "counts-only",
         msg(pb::Batch {

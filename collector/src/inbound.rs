@@ -54,10 +54,24 @@ impl Inbound {
     /// What an accepted message must never carry towards PostgreSQL or a page, each
     /// as a sentence; empty when it is clean: no text with a NUL or another control
     /// character (PostgreSQL refuses NUL in text; logs and terminals misread the
-    /// rest), none longer than the validators' bounds, no negative namespace or inode,
-    /// no state outside 1..=11.
+    /// rest), none longer than the validators' bounds, no blank or padded service name,
+    /// no container id but a 12-hex short id, no negative namespace or inode, no state
+    /// outside 1..=11.
     pub fn breaches(&self) -> Vec<String> {
         let mut out = Vec::new();
+        fn named(out: &mut Vec<String>, service: Option<&String>, container: Option<&String>) {
+            if let Some(s) = service {
+                let name = s.strip_prefix("pod/").unwrap_or(s);
+                if name.trim().is_empty() || name.trim() != name || (s.starts_with("pod/") && name.contains('/')) {
+                    out.push(format!("service {s:?} is blank, padded or not one name"));
+                }
+            }
+            if let Some(c) = container
+                && !(c.len() == 12 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                out.push(format!("container {c:?} is not a short id"));
+            }
+        }
         fn check(out: &mut Vec<String>, what: &str, s: &str) {
             if s.chars().any(char::is_control) {
                 out.push(format!("{what} holds a control character: {s:?}"));
@@ -102,6 +116,7 @@ impl Inbound {
                         for v in [&o.service, &o.container].into_iter().flatten() {
                             check(&mut out, "service", v);
                         }
+                        named(&mut out, o.service.as_ref(), o.container.as_ref());
                     }
                 }
                 for n in &b.namespaces {
@@ -109,11 +124,15 @@ impl Inbound {
                     for v in [&n.service, &n.container].into_iter().flatten() {
                         check(&mut out, "namespace service", v);
                     }
+                    named(&mut out, n.service.as_ref(), n.container.as_ref());
                 }
                 if let Some(a) = &b.account {
                     check(&mut out, "source", &a.source);
-                    for (_, r) in &a.namespaces_skipped {
+                    for (netns, r) in &a.namespaces_skipped {
                         check(&mut out, "skip reason", r);
+                        if *netns < 0 {
+                            out.push(format!("skipped namespace {netns} is negative"));
+                        }
                     }
                     for c in &a.capabilities_missing {
                         check(&mut out, "capability", c);
