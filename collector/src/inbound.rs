@@ -62,7 +62,10 @@ impl Inbound {
         fn named(out: &mut Vec<String>, service: Option<&String>, container: Option<&String>) {
             if let Some(s) = service {
                 let name = s.strip_prefix("pod/").unwrap_or(s);
-                if name.trim().is_empty() || name.trim() != name || (s.starts_with("pod/") && name.contains('/')) {
+                if name.trim().is_empty()
+                    || name.trim() != name
+                    || (s.starts_with("pod/") && name.contains('/'))
+                {
                     out.push(format!("service {s:?} is blank, padded or not one name"));
                 }
             }
