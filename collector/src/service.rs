@@ -19,9 +19,15 @@ pub struct ServiceName {
 /// Container ids are shown as their first 12 hex digits, as `docker ps` does.
 const SHORT_ID: usize = 12;
 
-/// Names the service of a cgroup path (`/system.slice/nginx.service`).
+/// Names the service of a cgroup path (`/system.slice/nginx.service`). Segments are
+/// taken without surrounding whitespace, which nobody can see on a page or type into a
+/// filter; a blank one is skipped (found by the ingest fuzz target).
 pub fn name(cgroup: &str) -> ServiceName {
-    let segs: Vec<&str> = cgroup.split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = cgroup
+        .split('/')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     if segs.is_empty() {
         return ServiceName::default();
     }
@@ -225,6 +231,12 @@ mod tests {
         for bad in ["a/b", " ", "web 1", "web\u{fffd}1", "pod/x"] {
             assert_eq!(name_process(&path, bad), name(&path), "{bad:?}");
         }
+        // Padding is not part of a name; a blank segment is no segment.
+        assert_eq!(
+            name("/system.slice/ \u{fffd}web.service "),
+            svc("\u{fffd}web.service", None)
+        );
+        assert_eq!(name("/system.slice/ / "), svc("system.slice", None));
         // Outside a pod the hostname does not rename anything.
         assert_eq!(
             name_process("/system.slice/nginx.service", "web-1"),
