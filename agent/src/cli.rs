@@ -45,7 +45,8 @@ pub struct RunArgs {
     /// tcp_fin_timeout (60 s) so orphaned FIN_WAIT2 peers are seen.
     #[arg(long, env = "FINWAIT_INTERVAL", default_value_t = 10.0)]
     pub interval: f64,
-    /// File holding the bearer token the collector accepts.
+    /// File holding the bearer token: one with the `ingest` role in the collector's
+    /// tokens file.
     #[arg(long, env = "FINWAIT_TOKEN_FILE")]
     pub token_file: Option<std::path::PathBuf>,
     /// CA certificate (PEM) that signed the collector's certificate (https only).

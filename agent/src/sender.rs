@@ -218,8 +218,8 @@ fn refused(s: tonic::Status) -> StreamEnd {
         tonic::Code::AlreadyExists => {
             tracing::error!(status = %s.message(), "another live agent claims this host identity; give this one a distinct --hostname or --machine-id");
         }
-        tonic::Code::Unauthenticated => {
-            tracing::error!(status = %s.message(), "the collector refused our token")
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+            tracing::error!(status = %s.message(), "the collector refused our token (agents need one with the ingest role)")
         }
         _ => {}
     }

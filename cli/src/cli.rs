@@ -42,7 +42,8 @@ pub struct Global {
     #[arg(long, global = true, env = "FINWAIT_SERVER", default_value = DEFAULT_SERVER,
           value_name = "URL", value_parser = parse_server)]
     pub server: ServerUrl,
-    /// File holding the bearer token (else the FINWAIT_TOKEN environment variable is used).
+    /// File holding the bearer token, one with the `read` role in the collector's tokens
+    /// file (else the FINWAIT_TOKEN environment variable is used).
     #[arg(long, global = true, env = "FINWAIT_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
     /// PEM file of the CA that signed the collector's certificate (required for https://).

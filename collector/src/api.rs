@@ -3,8 +3,8 @@
 //! Each handler checks the token, reads its parameters through the question's
 //! allow-list ([`crate::query`]) and serialises the answer as it is. Errors carry
 //! [`ErrorCode`]'s HTTP status and a message naming the parameter at fault; never
-//! driver text. Reading needs a bearer token unless the collector listens on loopback
-//! only.
+//! driver text. When a tokens file is given, reading needs a token with the read role
+//! (an agent's ingest token is a 403) or a dashboard session.
 
 use std::sync::Arc;
 
@@ -32,7 +32,8 @@ use crate::query::{self, Context, Params, QueryError, Question};
 pub struct ApiState {
     /// The queries' context.
     pub ctx: Context,
-    /// Accepted read tokens; `None` when reading is open (loopback).
+    /// Accepted tokens (reading needs the read role); `None` when reading is open
+    /// (`--insecure-loopback` without a tokens file).
     pub tokens: Option<Arc<Tokens>>,
     /// The dashboard's session key: a browser logged in to the pages may read too.
     pub sessions: Option<Arc<(Tokens, SessionKey)>>,
@@ -95,7 +96,7 @@ fn admit_with(
     let given = headers.get("authorization").and_then(|v| v.to_str().ok());
     let session =
         || given.is_none() && state.sessions.as_ref().is_some_and(|s| s.1.admits(headers));
-    match auth::check(state.tokens.as_deref(), given) {
+    match auth::check(state.tokens.as_deref(), given, auth::Role::Read) {
         Ok(()) => {}
         Err(_) if session() => {}
         Err(refused) => return Err(QueryError::from(refused).into()),

@@ -131,10 +131,9 @@ impl App {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("reading tokens file {}", p.display()))?;
-                let t = Tokens::parse(&text);
-                if t.is_empty() {
-                    bail!("tokens file {} holds no token", p.display());
-                }
+                let t =
+                    Tokens::parse(&text).with_context(|| format!("tokens file {}", p.display()))?;
+                crate::auth::log_roles(&t);
                 Some(Arc::new(t))
             }
             None => None,
@@ -249,6 +248,11 @@ impl App {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .context("building reflection service")?;
+        // Reflection is a reader's tool; health stays open for load balancers' probes.
+        let reflection = tonic::service::interceptor::InterceptedService::new(
+            reflection,
+            crate::auth::interceptor(self.tokens.clone(), crate::auth::Role::Read),
+        );
         let limits = Limits {
             max_sockets_per_batch: self.config.max_batch_sockets,
             max_clock_ahead_ms: i64::from(self.config.max_clock_ahead_seconds) * 1000,
@@ -324,12 +328,10 @@ impl App {
         }
         tracing::info!(addr = %self.addr, tls = self.config.tls_cert.is_some(), "collector serving");
         let signal_stop = stop.clone();
-        // gRPC and the HTTP/1.1 JSON API share the port.
-        let read_tokens = if self.addr.ip().is_loopback() {
-            None
-        } else {
-            self.tokens.clone()
-        };
+        // gRPC and the HTTP/1.1 JSON API share the port. With a tokens file, reading
+        // needs a read token on every listener, loopback included: an agent's token
+        // must not read there either.
+        let read_tokens = self.tokens.clone();
         let ctx = crate::query::Context {
             pool: self.store.query_pool().clone(),
             db: db_status.clone(),
@@ -355,7 +357,7 @@ impl App {
             ctx.clone(),
             read_tokens.clone(),
         ));
-        // Pages and the API: sessions (off loopback) are signed with a key derived
+        // Pages and the API: sessions (with tokens) are signed with a key derived
         // from the same tokens, and the API accepts them too (the charts' fetches).
         let dash_auth = read_tokens.as_ref().map(|t| {
             let key = crate::dashboard::session::SessionKey::new(t);

@@ -25,7 +25,9 @@ pub struct Config {
     /// Directory of the PostgreSQL server binaries (default: newest /usr/lib/postgresql/*/bin).
     #[arg(long, env = "FINWAIT_PG_BIN_DIR")]
     pub pg_bin_dir: Option<PathBuf>,
-    /// File of accepted agent tokens, one per line (`#` comments allowed).
+    /// File of accepted tokens with their roles, one per line: `ingest:TOKEN` (agents),
+    /// `read:TOKEN` (API, dashboard, reflection), `ingest,read:TOKEN`; a bare line is
+    /// ingest only (`#` comments allowed).
     #[arg(long, env = "FINWAIT_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
     /// TLS certificate chain (PEM).

@@ -16,6 +16,9 @@ pub enum ErrorCode {
     InvalidArgument,
     /// No or a wrong token.
     Unauthenticated,
+    /// An accepted token without the role the request needs (an agent's token
+    /// reading, a reader's token ingesting).
+    PermissionDenied,
     /// Something named in the request does not exist.
     NotFound,
     /// The identity is held by another live agent.
@@ -40,6 +43,7 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
             ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
             ErrorCode::NotFound => tonic::Code::NotFound,
             ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
             ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
@@ -55,6 +59,7 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidArgument => 400,
             ErrorCode::Unauthenticated => 401,
+            ErrorCode::PermissionDenied => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::AlreadyExists => 409,
             ErrorCode::ResourceExhausted => 429,
@@ -122,6 +127,7 @@ mod tests {
         for code in [
             ErrorCode::InvalidArgument,
             ErrorCode::Unauthenticated,
+            ErrorCode::PermissionDenied,
             ErrorCode::NotFound,
             ErrorCode::AlreadyExists,
             ErrorCode::ResourceExhausted,

@@ -65,7 +65,8 @@ pub struct IngestService {
     store: Store,
     /// Message bounds.
     limits: Limits,
-    /// Accepted tokens; `None` only with --insecure-loopback.
+    /// Accepted tokens (a stream needs the ingest role); `None` only with
+    /// --insecure-loopback.
     tokens: Option<Arc<Tokens>>,
     /// Bounds concurrent streams.
     streams: Arc<Semaphore>,
@@ -148,7 +149,12 @@ impl IngestService {
     }
 
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        auth::check(self.tokens.as_deref(), auth::presented(req.metadata())).map_err(|r| {
+        auth::check(
+            self.tokens.as_deref(),
+            auth::presented(req.metadata()),
+            auth::Role::Ingest,
+        )
+        .map_err(|r| {
             reject(r.reason());
             r.code().log("ingest", &r.to_string());
             r.status()

@@ -11,6 +11,7 @@ pub mod conn_limit;
 pub mod dashboard;
 pub mod db_health;
 pub mod error;
+pub mod inbound;
 pub mod ingest;
 pub mod ingest_server;
 pub mod model;

@@ -30,7 +30,8 @@ pub struct QueryService {
 }
 
 impl QueryService {
-    /// Serves `ctx`; `tokens` as for the HTTP API (`None`: open, on loopback).
+    /// Serves `ctx` to holders of a read token; `tokens` as for the HTTP API (`None`:
+    /// open, `--insecure-loopback` without a tokens file).
     pub fn new(ctx: Context, tokens: Option<Arc<Tokens>>) -> QueryService {
         QueryService { ctx, tokens }
     }
@@ -42,8 +43,12 @@ impl QueryService {
         mut fields: Vec<(&str, String)>,
         page: Option<&pb::Page>,
     ) -> Result<Q::Answer, Status> {
-        auth::check(self.tokens.as_deref(), auth::presented(req.metadata()))
-            .map_err(|r| status(r.into()))?;
+        auth::check(
+            self.tokens.as_deref(),
+            auth::presented(req.metadata()),
+            auth::Role::Read,
+        )
+        .map_err(|r| status(r.into()))?;
         fields.extend(page_fields(page));
         let p = Params::from_fields(fields, Q::PARAMS).map_err(status)?;
         query::ask::<Q>(&p, &self.ctx).await.map_err(status)

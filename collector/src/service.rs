@@ -19,9 +19,15 @@ pub struct ServiceName {
 /// Container ids are shown as their first 12 hex digits, as `docker ps` does.
 const SHORT_ID: usize = 12;
 
-/// Names the service of a cgroup path (`/system.slice/nginx.service`).
+/// Names the service of a cgroup path (`/system.slice/nginx.service`). Segments are
+/// taken without surrounding whitespace, which nobody can see on a page or type into a
+/// filter; a blank one is skipped (found by the ingest fuzz target).
 pub fn name(cgroup: &str) -> ServiceName {
-    let segs: Vec<&str> = cgroup.split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = cgroup
+        .split('/')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     if segs.is_empty() {
         return ServiceName::default();
     }
@@ -57,10 +63,13 @@ pub fn name(cgroup: &str) -> ServiceName {
 
 /// Names a process's service from its cgroup path and the hostname it sees (its UTS
 /// namespace's, sent only when it is not the host's): a Kubernetes pod is named by that
-/// hostname, which is the pod's name, rather than by its UID.
+/// hostname, which is the pod's name, rather than by its UID. Only a hostname that can
+/// be a pod's name (letters, digits, `-`, `.`, `_`) renames it: anything else (a `/`,
+/// spaces, control characters made U+FFFD) would make a name that is not one name, and
+/// the UID is kept (found by the ingest fuzz target).
 pub fn name_process(cgroup: &str, hostname: &str) -> ServiceName {
     let mut named = name(cgroup);
-    if !hostname.is_empty()
+    if is_pod_name(hostname)
         && named
             .service
             .as_deref()
@@ -69,6 +78,14 @@ pub fn name_process(cgroup: &str, hostname: &str) -> ServiceName {
         named.service = Some(format!("pod/{hostname}"));
     }
     named
+}
+
+/// True when `s` can be a Kubernetes pod's name (a DNS subdomain; `_` tolerated).
+fn is_pod_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
 }
 
 /// `(runtime, short id)` of a container's cgroup segment.
@@ -209,6 +226,17 @@ mod tests {
             svc("pod/billing-7f9c4-x2kq8", Some(&ID[..12]))
         );
         assert_eq!(name_process(&path, ""), name(&path));
+        // A hostname that cannot be a pod's name keeps the UID: the service stays one
+        // name (a `/`, spaces and replaced control characters came from the fuzzer).
+        for bad in ["a/b", " ", "web 1", "web\u{fffd}1", "pod/x"] {
+            assert_eq!(name_process(&path, bad), name(&path), "{bad:?}");
+        }
+        // Padding is not part of a name; a blank segment is no segment.
+        assert_eq!(
+            name("/system.slice/ \u{fffd}web.service "),
+            svc("\u{fffd}web.service", None)
+        );
+        assert_eq!(name("/system.slice/ / "), svc("system.slice", None));
         // Outside a pod the hostname does not rename anything.
         assert_eq!(
             name_process("/system.slice/nginx.service", "web-1"),

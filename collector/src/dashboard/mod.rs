@@ -3,9 +3,10 @@
 //! embedded script adds live refresh, local times and charts, whose data are the
 //! API's JSON, linked from each chart. Every filter lives in the URL.
 //!
-//! On a loopback listener the pages are open, like the API. Otherwise a login page
-//! takes a read token and sets a session cookie ([`session`]); every page without one
-//! redirects there. Every response carries the security headers ([`security`]).
+//! Without a tokens file (`--insecure-loopback` only) the pages are open, like the
+//! API. Otherwise a login page takes a token with the read role (an agent's ingest
+//! token is refused with a 403) and sets a session cookie ([`session`]); every page
+//! without one redirects there. Every response carries the security headers ([`security`]).
 
 pub mod assets;
 mod host;
@@ -37,7 +38,8 @@ use session::SessionKey;
 pub struct DashState {
     /// The queries' context.
     pub ctx: Context,
-    /// Read tokens and the session key; `None` when the pages are open (loopback).
+    /// Tokens (login needs the read role) and the session key; `None` when the pages
+    /// are open (no tokens file).
     pub auth: Option<Arc<(Tokens, SessionKey)>>,
 }
 
@@ -156,7 +158,21 @@ async fn require_session(State(s): State<DashState>, req: Request, next: Next) -
 struct LoginPage {
     layout: Layout,
     next: String,
+    /// The last token was not accepted.
     failed: bool,
+    /// The last token was accepted but may not read (an agent's).
+    denied: bool,
+}
+
+/// The login page's frame: no navigation, no live refresh (it would wipe the token
+/// being typed).
+fn login_layout() -> Layout {
+    Layout {
+        title: "Log in".into(),
+        nav: "",
+        logout: false,
+        refresh: false,
+    }
 }
 
 async fn login_form(
@@ -168,14 +184,10 @@ async fn login_form(
         return Redirect::to("/").into_response();
     }
     let page = LoginPage {
-        layout: Layout {
-            title: "Log in".into(),
-            nav: "",
-            logout: false,
-            refresh: false,
-        },
+        layout: login_layout(),
         next: session::safe_next(q.get("next").map(String::as_str)),
         failed: q.contains_key("failed"),
+        denied: false,
     };
     render(&page).into_response()
 }
@@ -194,10 +206,24 @@ async fn login(State(s): State<DashState>, Form(f): Form<LoginForm>) -> Response
     };
     let next = session::safe_next(Some(&f.next));
     let presented = format!("Bearer {}", f.token.trim());
-    if auth::check(Some(&a.0), Some(&presented)).is_err() {
-        tracing::info!("dashboard login refused");
-        return Redirect::to(&view::link("/login", &[("next", &next), ("failed", "1")]))
-            .into_response();
+    match auth::check(Some(&a.0), Some(&presented), auth::Role::Read) {
+        Ok(()) => {}
+        Err(refused @ auth::Refused::WrongRole(_)) => {
+            // An agent's token: a 403 saying which role is missing, and no session.
+            refused.code().log("page", &refused.to_string());
+            let page = LoginPage {
+                layout: login_layout(),
+                next,
+                failed: false,
+                denied: true,
+            };
+            return (StatusCode::FORBIDDEN, render(&page)).into_response();
+        }
+        Err(_) => {
+            tracing::info!("dashboard login refused");
+            return Redirect::to(&view::link("/login", &[("next", &next), ("failed", "1")]))
+                .into_response();
+        }
     }
     let cookie = session::set_cookie(&a.1.issue(chrono::Utc::now().timestamp()));
     ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()

@@ -1,8 +1,8 @@
-//! Dashboard sessions: a read token typed once into the login page buys an HttpOnly,
+//! Dashboard sessions: a token with the read role typed once into the login page buys an HttpOnly,
 //! Secure, SameSite=Strict cookie that expires. Stateless: the cookie is an expiry
-//! signed with HMAC-SHA256 under a key derived from the tokens file, so every
-//! collector reading the same file accepts it, and rotating the tokens ends every
-//! session. No token is ever put in a URL or a log.
+//! signed with HMAC-SHA256 under a key derived from the tokens file (tokens and their
+//! roles), so every collector reading the same file accepts it, and rotating the
+//! tokens or changing a role ends every session. No token is ever put in a URL or a log.
 
 use chrono::Utc;
 use ring::hmac;
@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn cookies_verify_until_they_expire_and_die_with_the_tokens() {
-        let tokens = Tokens::parse("reader-1\n");
+        let tokens = Tokens::parse("read:reader-1\n").expect("tokens");
         let key = SessionKey::new(&tokens);
         let c = key.issue(1_000);
         assert!(key.valid(&c, 1_000));
@@ -128,7 +128,7 @@ mod tests {
         );
         assert!(!key.valid("garbage", 1_000));
         assert!(!key.valid("1.zz", 0));
-        let rotated = SessionKey::new(&Tokens::parse("reader-2\n"));
+        let rotated = SessionKey::new(&Tokens::parse("read:reader-2\n").expect("tokens"));
         assert!(!rotated.valid(&c, 1_000), "new tokens, new sessions");
         assert!(format!("{key:?}").contains("redacted"));
     }

@@ -450,7 +450,10 @@ pub(crate) struct Fixture {
     pub(crate) dir: PathBuf,
     api: Api,
     ca: String,
+    /// The read token, for the CLI.
     token_file: String,
+    /// The ingest token, for agents.
+    agent_token_file: String,
     _collector: Proc,
 }
 
@@ -467,9 +470,16 @@ impl Fixture {
             write(&dir, "cert.pem", &cert),
             write(&dir, "key.pem", &key),
         );
+        // Agents and readers hold separate tokens, as in a real deployment.
         let token = format!("{tag}-token");
-        let tokens = write(&dir, "tokens", &token);
+        let agent_token = format!("{tag}-agent-token");
+        let tokens = write(
+            &dir,
+            "tokens",
+            &format!("ingest:{agent_token}\nread:{token}\n"),
+        );
         let token_file = write(&dir, "token", &token);
+        let agent_token_file = write(&dir, "agent-token", &agent_token);
         let database = TestDb::create();
         let mut c = lan
             .router()
@@ -512,6 +522,7 @@ impl Fixture {
             api,
             ca,
             token_file,
+            agent_token_file,
             _collector: Proc(c),
         }
     }
@@ -532,7 +543,7 @@ impl Fixture {
                 ])
                 .args([
                     "--token-file",
-                    &self.token_file,
+                    &self.agent_token_file,
                     "--hostname",
                     name,
                     "--machine-id",

@@ -1,6 +1,8 @@
 //! Hostile and broken ingest messages on the real gRPC transport, sent as raw bytes so
 //! that they can be what no well-behaved encoder writes: each gets INVALID_ARGUMENT
-//! saying why, never an OK end of stream or INTERNAL (which would blame the collector).
+//! saying why, never an OK end of stream or INTERNAL (which would blame the collector),
+//! and a refusal loses nothing committed before it: the agent reconnects and its next
+//! batch is acknowledged. Compressed messages are refused before they are inflated.
 
 use finwait_proto::v1 as pb;
 use finwait_testkit::{Privilege, require_root};
@@ -10,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
-use crate::support::{Collector, identity, now_ms};
+use crate::support::{AgentStream, Collector, full, identity, now_ms, sock};
 
 /// Sends pre-encoded bytes as messages; reads the collector's answers as protobuf.
 #[derive(Clone, Copy, Default)]
@@ -173,5 +175,429 @@ async fn undecodable_messages_are_the_agents_mistake_and_named() {
         ),
         "{got:?}"
     );
+    c.stop().await;
+}
+
+fn host(h: &mut pb::Hello) -> &mut pb::HostIdentity {
+    h.host.as_mut().expect("host")
+}
+
+/// The status a stream ended with, expecting an error.
+fn refusal(end: Result<(), tonic::Status>, what: &str) -> tonic::Status {
+    end.expect_err(what)
+}
+
+fn batch_msg(b: pb::Batch) -> pb::AgentMessage {
+    pb::AgentMessage {
+        body: Some(pb::agent_message::Body::Batch(b)),
+    }
+}
+
+fn welcomed(got: &[pb::CollectorMessage]) -> bool {
+    matches!(
+        got.first().and_then(|m| m.body.as_ref()),
+        Some(pb::collector_message::Body::Welcome(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_hellos_and_out_of_order_messages_are_refused_and_write_nothing() {
+    if require_root("hostile_hellos_and_out_of_order_messages_are_refused_and_write_nothing")
+        == Privilege::OptedOut
+    {
+        return;
+    }
+    let c = Collector::start(&[]).await;
+    let spoilt = |f: &dyn Fn(&mut pb::Hello)| {
+        let mut m = hello("h");
+        if let Some(pb::agent_message::Body::Hello(h)) = &mut m.body {
+            f(h);
+        }
+        m.encode_to_vec()
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "hello.host.hostname",
+            spoilt(&|h| host(h).hostname = "web\0one".into()),
+        ),
+        (
+            "hello.host.hostname",
+            spoilt(&|h| host(h).hostname = "x".repeat(300)),
+        ),
+        (
+            "hello.host.machine_id",
+            spoilt(&|h| host(h).machine_id = " ".into()),
+        ),
+        (
+            "hello.host.labels[role]",
+            spoilt(&|h| {
+                host(h)
+                    .labels
+                    .insert("role".into(), "web\nX-Injected: 1".into());
+            }),
+        ),
+        (
+            "hello.host.labels",
+            spoilt(&|h| {
+                host(h).labels = (0..65).map(|i| (format!("k{i}"), String::new())).collect();
+            }),
+        ),
+        (
+            "hello.host.ephemeral_port_low",
+            spoilt(&|h| host(h).ephemeral_port_low = 70_000),
+        ),
+        (
+            "hello.host.ephemeral_port_low",
+            spoilt(&|h| {
+                (host(h).ephemeral_port_low, host(h).ephemeral_port_high) = (61_000, 1024);
+            }),
+        ),
+        ("hello.epoch", spoilt(&|h| h.epoch = 0)),
+        ("hello.host", spoilt(&|h| h.host = None)),
+        (
+            "hello.instance_id",
+            spoilt(&|h| h.instance_id = String::new()),
+        ),
+        // Not a hello at all: a batch first, an empty message first.
+        (
+            "must be hello",
+            batch_msg(full(1, 1, now_ms(), vec![])).encode_to_vec(),
+        ),
+        (
+            "must be hello",
+            pb::AgentMessage { body: None }.encode_to_vec(),
+        ),
+    ];
+    for (want, bytes) in cases {
+        let (got, end) = exchange(&c, vec![bytes]).await;
+        assert!(got.is_empty(), "{want}: answered {got:?}");
+        let status = refusal(end, want);
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{want}: {status:?}"
+        );
+        assert!(
+            status.message().contains(want),
+            "{want} named in {status:?}"
+        );
+    }
+    // Truncated, length past the end, garbage: "does not decode", not INTERNAL.
+    let whole = hello("h").encode_to_vec();
+    for bytes in [
+        whole[..whole.len() / 2].to_vec(),
+        vec![0x0a, 0xff, 0xff, 0xff, 0x0f, 0x08],
+        vec![0xff; 32],
+    ] {
+        let (_, end) = exchange(&c, vec![bytes.clone()]).await;
+        let status = refusal(end, "undecodable");
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{bytes:?}: {status:?}"
+        );
+        assert!(
+            status.message().starts_with("message does not decode"),
+            "{status:?}"
+        );
+    }
+    // A second hello, or an empty message, after the welcome ends the stream too.
+    for second in [hello("twice"), pb::AgentMessage { body: None }] {
+        let (got, end) = exchange(
+            &c,
+            vec![hello("twice").encode_to_vec(), second.encode_to_vec()],
+        )
+        .await;
+        assert!(welcomed(&got), "{got:?}");
+        let status = refusal(end, "only batches follow hello");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("only batches"), "{status:?}");
+    }
+    let db = c.db().await;
+    let hosts: Vec<String> = sqlx::query_scalar("SELECT hostname FROM hosts")
+        .fetch_all(&db)
+        .await
+        .expect("hosts");
+    assert_eq!(
+        hosts,
+        vec!["twice".to_owned()],
+        "no refused hello made a host"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_part_of_a_batch_is_checked_and_a_refusal_loses_nothing_committed() {
+    if require_root("every_part_of_a_batch_is_checked_and_a_refusal_loses_nothing_committed")
+        == Privilege::OptedOut
+    {
+        return;
+    }
+    use pb::TcpState::{CloseWait, Established};
+    let c = Collector::start(&[]).await;
+    let t0 = now_ms();
+    let good = |seq: u64| {
+        full(
+            1,
+            seq,
+            t0 + seq as i64,
+            vec![sock(1, CloseWait, 80, 1000, Some(4))],
+        )
+    };
+    let delta_with = |f: &dyn Fn(&mut pb::Delta)| {
+        let mut d = pb::Delta::default();
+        f(&mut d);
+        let mut b = good(2);
+        b.payload = Some(pb::batch::Payload::Delta(d));
+        b
+    };
+    let with = |f: &dyn Fn(&mut pb::Batch)| {
+        let mut b = good(2);
+        f(&mut b);
+        b
+    };
+    // Kinds of message the ingest cases in ingest.rs do not reach: deltas (changed,
+    // removed keys without a cookie), counts, TIME_WAIT groups, namespaces, the
+    // cycle's account, the envelope.
+    let cases: Vec<(&str, pb::Batch)> = vec![
+        (
+            "batch.delta.changed[0].timer.kind",
+            delta_with(&|d| {
+                let mut s = sock(1, Established, 80, 1000, Some(4));
+                s.timer = Some(pb::Timer {
+                    kind: 99,
+                    ..Default::default()
+                });
+                d.changed.push(s);
+            }),
+        ),
+        (
+            "batch.delta.added[0].remote.addr",
+            delta_with(&|d| {
+                let mut s = sock(9, Established, 80, 1009, None);
+                s.remote.as_mut().expect("remote").addr = vec![0xfd; 16];
+                d.added.push(s);
+            }),
+        ),
+        (
+            "batch.delta.removed[0].local.addr",
+            delta_with(&|d| {
+                d.removed.push(pb::SocketKey {
+                    netns: 1,
+                    cookie: None,
+                    local: Some(pb::Endpoint {
+                        addr: vec![1; 5],
+                        port: 80,
+                    }),
+                    remote: Some(pb::Endpoint {
+                        addr: vec![10, 0, 0, 2],
+                        port: 1000,
+                    }),
+                    inode: 0,
+                });
+            }),
+        ),
+        (
+            "batch.delta.removed[0].remote",
+            delta_with(&|d| {
+                d.removed.push(pb::SocketKey {
+                    netns: 1,
+                    cookie: None,
+                    local: Some(pb::Endpoint {
+                        addr: vec![10, 0, 0, 1],
+                        port: 80,
+                    }),
+                    remote: None,
+                    inode: 0,
+                });
+            }),
+        ),
+        (
+            "batch.delta.removed[0].netns",
+            delta_with(&|d| {
+                d.removed.push(pb::SocketKey {
+                    netns: u64::MAX,
+                    cookie: Some(1),
+                    ..Default::default()
+                });
+            }),
+        ),
+        ("batch.counts[0].state", with(&|b| b.counts[0].state = 0)),
+        ("batch.counts[0].state", with(&|b| b.counts[0].state = 99)),
+        (
+            "batch.counts[0].count",
+            with(&|b| b.counts[0].count = u32::MAX),
+        ),
+        (
+            "batch.time_wait[0].remote_port",
+            with(&|b| {
+                b.time_wait.push(pb::TimeWaitGroup {
+                    netns: 1,
+                    local_addr: vec![10, 0, 0, 1],
+                    remote_addr: vec![10, 0, 0, 2],
+                    remote_port: 70_000,
+                    count: 1,
+                });
+            }),
+        ),
+        (
+            "batch.time_wait[0].local_addr",
+            with(&|b| {
+                b.time_wait.push(pb::TimeWaitGroup {
+                    netns: 1,
+                    local_addr: vec![10, 0, 1],
+                    remote_addr: vec![10, 0, 0, 2],
+                    remote_port: 80,
+                    count: 1,
+                });
+            }),
+        ),
+        (
+            "batch.namespaces[0].inode",
+            with(&|b| {
+                b.namespaces.push(pb::Namespace {
+                    inode: u64::MAX,
+                    ..Default::default()
+                });
+            }),
+        ),
+        (
+            "batch.stats.source",
+            with(&|b| {
+                b.stats = Some(pb::CycleStats {
+                    source: 77,
+                    ..Default::default()
+                });
+            }),
+        ),
+        (
+            "batch.full.sockets[0].netns",
+            with(&|b| {
+                if let Some(pb::batch::Payload::Full(t)) = &mut b.payload {
+                    t.sockets[0].netns = u64::MAX;
+                }
+            }),
+        ),
+        ("batch.payload", with(&|b| b.payload = None)),
+        ("batch.seq", with(&|b| b.seq = 0)),
+    ];
+    for (i, (field, bad)) in cases.into_iter().enumerate() {
+        let name = format!("hb{i}");
+        let mut a = AgentStream::open(c.addr, identity(&name), 1, &name, None)
+            .await
+            .expect("hello");
+        assert!(matches!(
+            a.send(good(1)).await.expect("answer"),
+            pb::collector_message::Body::Ack(_)
+        ));
+        let status = a.send(bad).await.expect_err(field);
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{field}: {status:?}"
+        );
+        assert!(
+            status.message().contains(field),
+            "{field} named in {status:?}"
+        );
+        // The agent reconnects; its next good batch is acknowledged after the first.
+        let mut again = AgentStream::open(c.addr, identity(&name), 1, &name, None)
+            .await
+            .unwrap_or_else(|e| panic!("{field}: reconnect: {e:?}"));
+        assert_eq!(
+            again.welcome.last_seq, 1,
+            "{field}: the bad batch left no trace"
+        );
+        let mut next = good(2);
+        if let Some(pb::batch::Payload::Full(t)) = &mut next.payload {
+            t.sockets.push(sock(2, Established, 80, 1001, Some(4)));
+        }
+        assert!(
+            matches!(
+                again.send(next).await.expect("answer"),
+                pb::collector_message::Body::Ack(pb::Ack {
+                    seq: 2,
+                    duplicate: false,
+                    ..
+                })
+            ),
+            "{field}: the next good batch is acknowledged"
+        );
+    }
+    let db = c.db().await;
+    let per_host: Vec<i64> = sqlx::query_scalar(
+        "SELECT count(c.*) FROM hosts h LEFT JOIN current_sockets c USING (host_id) GROUP BY h.host_id ORDER BY h.host_id",
+    )
+    .fetch_all(&db)
+    .await
+    .expect("counts");
+    assert_eq!(per_host.len(), 15);
+    assert!(
+        per_host.iter().all(|&n| n == 2),
+        "every host's rows intact: {per_host:?}"
+    );
+    c.stop().await;
+}
+
+/// A gzip stream of `n` zero bytes (a decompression bomb: ~1000:1), from gzip(1).
+fn gzip_bomb(n: usize) -> Vec<u8> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("head -c {n} /dev/zero | gzip -9c"))
+        .output()
+        .expect("gzip (apt-get install gzip)");
+    assert!(out.status.success() && out.stdout.len() < n / 100, "a bomb");
+    out.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_messages_are_refused_at_the_door_not_inflated() {
+    if require_root("compressed_messages_are_refused_at_the_door_not_inflated")
+        == Privilege::OptedOut
+    {
+        return;
+    }
+    let c = Collector::start(&["--max-message-bytes", "65536"]).await;
+    let bomb = gzip_bomb(256 * 1024 * 1024);
+    for encoding in ["gzip", "zstd", "deflate"] {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("ready");
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(hello("bomb").encode_to_vec()).await.expect("queue");
+        tx.send(bomb.clone()).await.expect("queue");
+        let mut req = tonic::Request::new(ReceiverStream::new(rx));
+        req.metadata_mut()
+            .insert("grpc-encoding", encoding.parse().expect("header"));
+        let path =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/finwait.v1.Ingest/Stream");
+        let status = grpc
+            .streaming(req, path, RawCodec)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{encoding}: a compressed stream is accepted"));
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unimplemented,
+            "{encoding}: {status:?}"
+        );
+        assert!(
+            status.message().contains(encoding),
+            "{encoding}: {status:?}"
+        );
+    }
+    let db = c.db().await;
+    let hosts: i64 = sqlx::query_scalar("SELECT count(*) FROM hosts")
+        .fetch_one(&db)
+        .await
+        .expect("count");
+    assert_eq!(hosts, 0, "nothing from a compressed stream was read");
+    // The collector is unharmed: a plain agent is welcomed.
+    let (got, _) = exchange(&c, vec![hello("after-bomb").encode_to_vec()]).await;
+    assert!(welcomed(&got), "{got:?}");
     c.stop().await;
 }

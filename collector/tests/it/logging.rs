@@ -90,10 +90,15 @@ impl Capture {
     }
 }
 
-/// `GET path` over HTTP/1.1; the status line.
+/// `GET path` over HTTP/1.1 with the read token; the status line.
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+    s.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer reader\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
         .await
         .expect("request");
     let mut answer = String::new();
@@ -128,11 +133,19 @@ async fn client_mistakes_are_logged_at_info_with_their_code_not_at_error() {
     let dir = std::env::temp_dir().join(format!("fw-logging-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let tokens = dir.join("tokens");
-    std::fs::write(&tokens, "s3cret\n").expect("tokens file");
+    std::fs::write(&tokens, "s3cret\nread:reader\n").expect("tokens file");
     let c = Collector::start(&["--tokens-file", tokens.to_str().expect("utf-8")]).await;
-    let mut query = pb::query_client::QueryClient::connect(format!("http://{}", c.addr))
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr))
+        .expect("endpoint")
+        .connect()
         .await
         .expect("connect");
+    let mut query =
+        pb::query_client::QueryClient::with_interceptor(channel, |mut r: tonic::Request<()>| {
+            r.metadata_mut()
+                .insert("authorization", "Bearer reader".parse().expect("header"));
+            Ok(r)
+        });
     capture.events();
 
     let status = http_get(c.addr, "/api/v1/leaks?min_age=soon").await;
@@ -169,6 +182,17 @@ async fn client_mistakes_are_logged_at_info_with_their_code_not_at_error() {
         .expect("a wrong token is refused");
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
     refused_at_info(&capture.events(), "Unauthenticated", "a wrong agent token");
+
+    let e = AgentStream::open(c.addr, identity("t"), 1, "t", Some("reader"))
+        .await
+        .err()
+        .expect("a reader's token may not stream");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    refused_at_info(
+        &capture.events(),
+        "PermissionDenied",
+        "a reader's token streaming",
+    );
 
     c.stop().await;
     let _ = std::fs::remove_dir_all(dir);

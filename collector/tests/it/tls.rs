@@ -22,7 +22,7 @@ async fn the_agent_streams_over_tls_with_a_token() {
     std::fs::write(path("ca.pem"), ca).expect("ca");
     std::fs::write(path("cert.pem"), cert).expect("cert");
     std::fs::write(path("key.pem"), key).expect("key");
-    std::fs::write(path("tokens"), "agent-token-1\n").expect("tokens");
+    std::fs::write(path("tokens"), "ingest:agent-token-1\n").expect("tokens");
     std::fs::write(path("token"), "agent-token-1\n").expect("token");
     let c = Collector::start(&[
         "--tls-cert",
