@@ -102,9 +102,14 @@ impl Watch {
                         .ok()
                         .and_then(|r| ServingStatus::try_from(r.into_inner().status).ok());
                     let (ready, hosts) = tokio::task::spawn_blocking(move || {
-                        let t = Duration::from_secs(3);
-                        let ready = http_get(addr, "/api/v1/ready", t).ok().map(|r| r.0);
-                        let hosts = http_get(addr, "/api/v1/hosts", t).ok().map(|r| (r.0, r.2));
+                        // Short bounds: a query caught waiting for the database when it
+                        // went away must not hold the watch through a short outage.
+                        let ready = http_get(addr, "/api/v1/ready", Duration::from_secs(1))
+                            .ok()
+                            .map(|r| r.0);
+                        let hosts = http_get(addr, "/api/v1/hosts", Duration::from_millis(700))
+                            .ok()
+                            .map(|r| (r.0, r.2));
                         (ready, hosts)
                     })
                     .await
