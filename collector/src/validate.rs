@@ -502,8 +502,17 @@ fn account(s: &pb::CycleStats) -> Result<CycleAccount, Invalid> {
             .namespaces_skipped
             .iter()
             .take(LIST_MAX)
-            .map(|n| (n.netns as i64, sanitise(&n.reason, 256)))
-            .collect(),
+            .enumerate()
+            .map(|(i, n)| {
+                let netns = i64::try_from(n.netns).map_err(|_| {
+                    invalid(
+                        format!("batch.stats.namespaces_skipped[{i}].netns"),
+                        "out of range",
+                    )
+                })?;
+                Ok((netns, sanitise(&n.reason, 256)))
+            })
+            .collect::<Result<_, _>>()?,
         batches_dropped: s.batches_dropped,
         capabilities_missing: s
             .capabilities_missing
@@ -605,6 +614,26 @@ mod tests {
         let mut b = batch_with(good_socket());
         b.payload = None;
         assert_eq!(field_of(b), "batch.payload");
+    }
+
+    #[test]
+    fn a_skipped_namespace_id_past_i64_is_refused_not_wrapped() {
+        let mut b = batch_with(good_socket());
+        b.stats = Some(pb::CycleStats {
+            source: pb::TableSource::Netlink as i32,
+            namespaces_skipped: vec![
+                pb::NamespaceSkip {
+                    netns: 7,
+                    reason: "ok".into(),
+                },
+                pb::NamespaceSkip {
+                    netns: u64::MAX,
+                    reason: "wraps".into(),
+                },
+            ],
+            ..Default::default()
+        });
+        assert_eq!(field_of(b), "batch.stats.namespaces_skipped[1].netns");
     }
 
     #[test]
