@@ -252,6 +252,31 @@ impl IngestService {
                 instance: hello.instance_id.clone(),
                 stream: stream_id(),
             };
+            // An epoch from a clock far ahead would lift the host's epoch out of reach of
+            // every honest agent after it. Only an epoch the collector handed out (the
+            // stored one, or the one after it) may be ahead of its clock; anything else
+            // is refused before the hello changes the host (labels, boot id, lease).
+            let ahead_ms = hello.epoch as i64 - chrono::Utc::now().timestamp_millis();
+            if ahead_ms > self.limits.max_clock_ahead_ms {
+                let stored = match self.store.last_epoch(&hello.machine_id, &hello.hostname).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        reject("hello_refused");
+                        let _ = out.send(Err(store_status(&e))).await;
+                        return;
+                    }
+                };
+                if stored.is_none_or(|last| hello.epoch as i64 > last.saturating_add(1)) {
+                    let status = ErrorCode::FailedPrecondition.status(format!(
+                        "hello.epoch {} is {} s ahead of the collector's clock (at most {} s): fix the agent's clock",
+                        hello.epoch,
+                        ahead_ms / 1000,
+                        self.limits.max_clock_ahead_ms / 1000
+                    ));
+                    let _ = out.send(Err(refuse("clock_ahead", status))).await;
+                    return;
+                }
+            }
             let welcome = match self.store.hello(&hello, lease.stream).await {
                 Ok(w) => w,
                 Err(e) => {
@@ -269,25 +294,6 @@ impl IngestService {
                 }
             };
             tracing::Span::current().record("host_id", welcome.host_id);
-            // An epoch from a clock far ahead would lift the host's epoch out of reach of
-            // every honest agent after it. Only an epoch the collector handed out (the
-            // stored one, or the one after it) may be ahead of its clock.
-            let ahead_ms = hello.epoch as i64 - chrono::Utc::now().timestamp_millis();
-            if ahead_ms > self.limits.max_clock_ahead_ms
-                && hello.epoch as i64 > welcome.last_epoch.saturating_add(1)
-            {
-                let status = ErrorCode::FailedPrecondition.status(format!(
-                    "hello.epoch {} is {} s ahead of the collector's clock (at most {} s): fix the agent's clock",
-                    hello.epoch,
-                    ahead_ms / 1000,
-                    self.limits.max_clock_ahead_ms / 1000
-                ));
-                let _ = out.send(Err(refuse("clock_ahead", status))).await;
-                if let Err(e) = self.store.release(welcome.host_id, &lease).await {
-                    tracing::warn!(error = %e, "lease not released");
-                }
-                return;
-            }
             // An epoch behind the stored one (a clock stepped back, or a stored epoch from
             // the future) would make every full table "older" forever: start above it.
             let epoch = if hello.epoch as i64 >= welcome.last_epoch {

@@ -363,6 +363,23 @@ impl Store {
         Ok(())
     }
 
+    /// The last committed epoch of the host with this identity, if it is known: read
+    /// before a hello whose epoch is ahead of the collector's clock is let change
+    /// anything.
+    pub async fn last_epoch(
+        &self,
+        machine_id: &str,
+        hostname: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT last_epoch FROM hosts WHERE machine_id = $1 AND hostname = $2",
+        )
+        .bind(machine_id)
+        .bind(hostname)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Registers a host and takes its lease for this agent instance.
     #[tracing::instrument(skip_all, fields(host = %h.hostname))]
     pub async fn hello(&self, h: &HostHello, stream: i64) -> Result<Welcome, StoreError> {

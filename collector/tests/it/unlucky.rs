@@ -150,6 +150,12 @@ async fn clocks_ahead_of_the_collector_are_refused_past_the_tolerance() {
         status.message().contains("ahead of the collector's clock"),
         "{status:?}"
     );
+    let db = c.db().await;
+    let hosts: i64 = sqlx::query_scalar("SELECT count(*) FROM hosts")
+        .fetch_one(&db)
+        .await
+        .expect("hosts");
+    assert_eq!(hosts, 0, "a refused hello registers nothing");
     let e = now_ms() as u64;
     let mut a = AgentStream::open(c.addr, identity("ahead"), e, "i", None)
         .await
@@ -170,7 +176,19 @@ async fn clocks_ahead_of_the_collector_are_refused_past_the_tolerance() {
         .expect_err("ten minutes ahead");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("batch.taken_at_ms"), "{status:?}");
-    let db = c.db().await;
+    // A hello from a clock far ahead claiming the known host changes nothing of it.
+    let mut evil = identity("ahead");
+    evil.boot_id = "boot-evil".into();
+    let status = AgentStream::open(c.addr, evil, (now_ms() + DAY_MS) as u64, "j", None)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    let boot: String = sqlx::query_scalar("SELECT boot_id FROM hosts")
+        .fetch_one(&db)
+        .await
+        .expect("boot id");
+    assert_eq!(boot, "boot-1");
     let ahead: bool =
         sqlx::query_scalar("SELECT last_report > now() + interval '1 minute' FROM hosts")
             .fetch_one(&db)
