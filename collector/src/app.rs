@@ -268,7 +268,8 @@ impl App {
             },
             stop.clone(),
             tracker.clone(),
-        );
+        )
+        .with_db_status(db_status.clone());
         let ingest = IngestServer::new(
             ingest,
             self.config.max_message_bytes,

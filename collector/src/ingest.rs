@@ -81,6 +81,9 @@ pub struct IngestService {
     stop: CancellationToken,
     /// Owns the stream tasks.
     tracker: TaskTracker,
+    /// Whether the database answers (the supervisor's probe): while it does not, a
+    /// hello or batch is told UNAVAILABLE at once instead of waiting for a connection.
+    db: Option<crate::db_health::DbStatus>,
 }
 
 type Outbound = mpsc::Sender<Result<pb::CollectorMessage, Status>>;
@@ -145,7 +148,22 @@ impl IngestService {
             open_tables: Arc::new(Semaphore::new((capacity.db_connections / 2).max(1))),
             stop,
             tracker,
+            db: None,
         }
+    }
+
+    /// Answers UNAVAILABLE at once while `db` says the database is unreachable.
+    pub fn with_db_status(mut self, db: crate::db_health::DbStatus) -> IngestService {
+        self.db = Some(db);
+        self
+    }
+
+    /// UNAVAILABLE when the database is known to be unreachable.
+    fn db_down(&self) -> Option<Status> {
+        self.db.as_ref().filter(|d| !d.is_up()).map(|_| {
+            reject("database_down");
+            ErrorCode::Unavailable.status("database unreachable; retry later")
+        })
     }
 
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
@@ -276,6 +294,10 @@ impl IngestService {
                     let _ = out.send(Err(refuse("clock_ahead", status))).await;
                     return;
                 }
+            }
+            if let Some(status) = self.db_down() {
+                let _ = out.send(Err(status)).await;
+                return;
             }
             let welcome = match self.store.hello(&hello, lease.stream).await {
                 Ok(w) => w,
@@ -432,6 +454,9 @@ impl IngestService {
         s: &mut StreamState,
         raw: Bytes,
     ) -> Result<Option<pb::collector_message::Body>, Option<Status>> {
+        if let Some(status) = self.db_down() {
+            return Err(Some(status));
+        }
         // A chunked table takes its slot before any memory (see `open_tables`).
         let head = finwait_proto::BatchHead::decode(raw.clone()).map_err(|e| {
             Some(refuse(

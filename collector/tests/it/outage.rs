@@ -198,6 +198,19 @@ async fn external_postgres_paused_for_20_s_is_reported_and_ingest_recovers_witho
     db.close().await;
     drop(agent);
     drop(collector);
+    // While the database was known to be away, the agent's stream was told so at once
+    // (UNAVAILABLE, then its backoff) rather than left waiting on a connection.
+    let agent_log = std::fs::read_to_string(data.join("agent.log")).unwrap_or_default();
+    assert!(
+        agent_log.contains("database unreachable; retry later"),
+        "the agent was never told the database was unreachable:\n{}",
+        agent_log
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     tokio::task::spawn_blocking(move || pg.stop())
         .await
         .expect("task")
