@@ -47,7 +47,7 @@ pub fn require_root(test: &str) -> Privilege {
 }
 
 /// Whether CI is running us (`CI=true`), where no test may opt out.
-pub(crate) fn under_ci() -> bool {
+pub fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
