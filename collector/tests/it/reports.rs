@@ -719,8 +719,14 @@ async fn receiver(fail: usize) -> Receiver {
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 16384];
-                // Headers, then Content-Length bytes of body; bounded.
-                let (head, (start, len)) = loop {
+                // Headers, then Content-Length bytes of body; bounded in size and time.
+                let mut request: Option<(String, usize, usize)> = None;
+                let (head, start, len) = loop {
+                    if let Some((head, start, len)) = &request
+                        && buf.len() >= start + len
+                    {
+                        break (head.clone(), *start, *len);
+                    }
                     let Ok(Ok(n)) =
                         tokio::time::timeout(StdDuration::from_secs(10), s.read(&mut chunk)).await
                     else {
@@ -730,27 +736,18 @@ async fn receiver(fail: usize) -> Receiver {
                         return;
                     }
                     buf.extend_from_slice(&chunk[..n]);
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    if request.is_none()
+                        && let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n")
+                    {
                         let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
                         let len = head
                             .lines()
                             .find_map(|l| l.strip_prefix("content-length:"))
                             .and_then(|v| v.trim().parse::<usize>().ok())
                             .unwrap_or(0);
-                        break (head, (i + 4, len));
+                        request = Some((head, i + 4, len));
                     }
                 };
-                while buf.len() < start + len {
-                    let Ok(Ok(n)) =
-                        tokio::time::timeout(StdDuration::from_secs(10), s.read(&mut chunk)).await
-                    else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                }
                 let key = head
                     .lines()
                     .find_map(|l| l.strip_prefix("idempotency-key:"))
