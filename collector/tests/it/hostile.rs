@@ -602,9 +602,13 @@ async fn compressed_messages_are_refused_at_the_door_not_inflated() {
     c.stop().await;
 }
 
+/// One message on the wire: compressed-flag byte, declared length (the real one when
+/// `None`), bytes.
+type Frame = (u8, Option<u32>, Vec<u8>);
+
 /// gRPC length-prefixed messages, each with the compressed-flag byte given, declaring
 /// `declared` bytes (the real length when `None`).
-fn frames(parts: &[(u8, Option<u32>, Vec<u8>)]) -> Vec<u8> {
+fn frames(parts: &[Frame]) -> Vec<u8> {
     let mut out = Vec::new();
     for (flag, declared, bytes) in parts {
         out.push(*flag);
@@ -694,7 +698,7 @@ async fn broken_framing_is_the_agents_mistake_and_costs_nothing() {
     }
     let c = Collector::start(&[]).await;
     let good = batch_msg(full(1, 1, now_ms(), vec![])).encode_to_vec();
-    let cases: [(&str, Vec<(u8, Option<u32>, Vec<u8>)>, &str); 3] = [
+    let cases: [(&str, Vec<Frame>, &str); 3] = [
         // The compressed-flag set although the stream named no grpc-encoding.
         (
             "compressed flag without an encoding",
