@@ -664,7 +664,7 @@ async fn raw_body(c: &Collector, body: Vec<u8>) -> (i32, String) {
     let message = trailers
         .get("grpc-message")
         .and_then(|v| v.to_str().ok())
-        .map(|m| percent_decode(m))
+        .map(percent_decode)
         .unwrap_or_default();
     (code, message)
 }
