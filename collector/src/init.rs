@@ -473,6 +473,40 @@ mod tests {
     }
 
     #[test]
+    fn init_is_a_subcommand_and_serving_flags_still_parse_without_one() {
+        use clap::Parser;
+        let c = crate::config::Config::try_parse_from([
+            "finwait-collector",
+            "init",
+            "/etc/finwait",
+            "--name",
+            "a.example",
+            "--ip",
+            "10.0.0.1",
+            "--ip",
+            "fd00::1",
+        ])
+        .expect("init parses");
+        let Some(crate::config::Command::Init(a)) = c.command else {
+            panic!("no init command: {c:?}");
+        };
+        assert_eq!((a.names.len(), a.ips.len(), a.port), (1, 2, 7070));
+        let serve = crate::config::Config::try_parse_from([
+            "finwait-collector",
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-loopback",
+        ])
+        .expect("serving flags parse");
+        assert!(serve.command.is_none());
+        assert!(
+            crate::config::Config::try_parse_from(["finwait-collector", "init", "d", "--ip", "x"])
+                .is_err(),
+            "a bad --ip is refused by the parser"
+        );
+    }
+
+    #[test]
     fn names_are_required_and_checked() {
         let d = scratch("names");
         assert!(matches!(run(&args(&d, &[], &[])), Err(InitError::NoName)));
