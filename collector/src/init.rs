@@ -217,12 +217,19 @@ impl Setup {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "collector (this host; the files must be readable by the user it runs as,"
+            "collector (this host; give its files to the user it runs as, e.g."
         );
         let _ = writeln!(
             s,
-            "e.g. chown -R finwait: {}; reload tokens and certificate with SIGHUP):",
-            d(&self.dir)
+            "chown finwait: {} {} {} {};",
+            d(&self.dir),
+            d(&self.tokens),
+            d(self.server_key.parent().unwrap_or(&self.dir)),
+            d(&self.server_key)
+        );
+        let _ = writeln!(
+            s,
+            "reload tokens and certificate with SIGHUP: systemctl reload finwait-collector):"
         );
         let _ = writeln!(
             s,

@@ -207,6 +207,12 @@ fn the_readme_deploy_steps_work_on_clean_namespace_hosts() {
             "{l:#}"
         );
     }
+    // No token reaches the collector's log.
+    let logged = std::fs::read_to_string(&log).expect("collector log");
+    for t in ["agent.token", "read.token"] {
+        let token = std::fs::read_to_string(etc.join(t)).expect("token");
+        assert!(!logged.contains(token.trim()), "{t} logged");
+    }
     // The agent's token may stream but not read: the CLI with it is refused.
     let denied = run_cli(&["--json"], Some(&etc.join("agent.token")));
     assert!(!denied.status.success(), "an agent token read the API");
