@@ -21,6 +21,7 @@ pub mod outbox;
 pub mod run;
 pub mod sampler;
 pub(crate) mod sender;
+pub mod spool;
 pub mod snapshot;
 pub mod socket;
 pub mod telemetry;
