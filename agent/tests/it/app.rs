@@ -40,6 +40,7 @@ impl TableSource for Recorded {
 fn config(flags: &[&str]) -> Result<Config> {
     let mut all = vec!["finwait-agent", "run", "--hostname", "app-test"];
     all.extend_from_slice(&["--machine-id", "app-test-machine", "--insecure-loopback"]);
+    all.push("--no-spool");
     all.extend_from_slice(flags);
     match Cli::try_parse_from(all)?.command {
         Command::Run(args) => Ok(Config::from_args(&args)?),
