@@ -22,6 +22,7 @@ mod overload;
 mod reports;
 mod roles;
 mod samehost;
+mod spool;
 mod support;
 mod tls;
 mod unlucky;
