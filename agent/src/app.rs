@@ -113,7 +113,11 @@ impl App {
             if !stored.is_empty() {
                 tracing::info!(
                     batches = stored.len(),
-                    epochs = stored.iter().map(|s| s.epoch).collect::<std::collections::BTreeSet<_>>().len(),
+                    epochs = stored
+                        .iter()
+                        .map(|s| s.epoch)
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .len(),
                     "spooled batches of earlier runs will be sent first"
                 );
             }

@@ -590,8 +590,14 @@ mod tests {
             "10s",
         ]);
         assert_eq!(p.len(), 2, "{p:?}");
-        assert!(p[0].starts_with("--spool-max-bytes 12 parsecs: unknown unit"), "{p:?}");
-        assert!(p[1].starts_with("--spool-max-age 10s: must be between"), "{p:?}");
+        assert!(
+            p[0].starts_with("--spool-max-bytes 12 parsecs: unknown unit"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].starts_with("--spool-max-age 10s: must be between"),
+            "{p:?}"
+        );
         assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
         assert_eq!(parse_bytes("64 MiB"), Ok(64 << 20));
         assert!(parse_bytes("-1").is_err());

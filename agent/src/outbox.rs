@@ -536,7 +536,10 @@ mod tests {
         });
         assert_eq!(o.stream_epoch(), 10);
         o.new_stream(10, 6);
-        assert!(!o.need_full, "an earlier run's stream asks for no full table");
+        assert!(
+            !o.need_full,
+            "an earlier run's stream asks for no full table"
+        );
         assert!(matches!(o.next_unsent(10), Some(Outgoing::Spooled(7, _))));
         o.ack_in(10, 7);
         assert!(o.epoch_done(10));
@@ -546,7 +549,11 @@ mod tests {
         o.resync_in(20, 2);
         assert!(!o.epoch_done(20));
         assert!(matches!(o.next_unsent(20), Some(Outgoing::Spooled(3, _))));
-        assert_eq!(o.dropped, 0, "acknowledged or refused, not lost: {}", o.dropped);
+        assert_eq!(
+            o.dropped, 0,
+            "acknowledged or refused, not lost: {}",
+            o.dropped
+        );
         // The collector has moved past epoch 20: the rest of it is dropped, counted.
         assert_eq!(o.drop_epoch(20), 2);
         assert_eq!(o.dropped, 2);

@@ -124,7 +124,9 @@ impl Shared {
 /// Locks the spool; a panic while it was held leaves at worst a record the next start
 /// cuts off as torn.
 fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
-    spool.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    spool
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The sampler's state between cycles; moved onto a blocking thread for each cycle,

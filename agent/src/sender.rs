@@ -158,7 +158,11 @@ async fn stream_once(
             // The host committed a later epoch since that run: its batches can no
             // longer be stored under theirs.
             let dropped = o.drop_epoch(epoch);
-            tracing::warn!(epoch, dropped, "the collector has moved past an earlier run's epoch; dropped its spooled batches");
+            tracing::warn!(
+                epoch,
+                dropped,
+                "the collector has moved past an earlier run's epoch; dropped its spooled batches"
+            );
             return StreamEnd::NextEpoch;
         }
         if welcome.epoch != 0 && welcome.epoch != epoch {

@@ -153,7 +153,10 @@ fn lock(dir: &Path) -> Result<File, SpoolError> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("lock");
     let err = |what: &str| {
-        let (dir, what) = (dir.display().to_string(), format!("{what} {}", path.display()));
+        let (dir, what) = (
+            dir.display().to_string(),
+            format!("{what} {}", path.display()),
+        );
         move |source| SpoolError::Io { dir, what, source }
     };
     let mut f = OpenOptions::new()
@@ -211,7 +214,9 @@ impl Spool {
                 .recursive(true)
                 .mode(0o700)
                 .create(&dir)
-                .map_err(io("create the directory".into()))?;
+                .map_err(io(
+                    "create the directory (give a writable --spool-dir, or --no-spool)".into(),
+                ))?;
         }
         let lock = lock(&dir)?;
         let mut names: Vec<u64> = std::fs::read_dir(&dir)
@@ -689,7 +694,9 @@ mod tests {
         assert_eq!(kept, vec![(5, 1), (5, 2)], "{tag}: earlier records intact");
         assert_eq!(s.stats().torn, 1, "{tag}: counted");
         assert_eq!(s.stats().records, 2);
-        let size = std::fs::metadata(last_segment(&dir)).expect("segment").len();
+        let size = std::fs::metadata(last_segment(&dir))
+            .expect("segment")
+            .len();
         assert_eq!(size, third, "{tag}: cut after the last intact record");
         drop(s);
         // Appending after the cut and reopening again: nothing torn any more.

@@ -179,8 +179,7 @@ pub(crate) fn read_parts(r: &mut impl Read) -> Result<(Meta, Vec<pb::Batch>), St
         if rest.len() < plen {
             return Err(format!("part {i} of {n} cut short"));
         }
-        let part =
-            pb::Batch::decode(&rest[..plen]).map_err(|e| format!("part {i} of {n}: {e}"))?;
+        let part = pb::Batch::decode(&rest[..plen]).map_err(|e| format!("part {i} of {n}: {e}"))?;
         parts.push(part);
         rest = &rest[plen..];
     }

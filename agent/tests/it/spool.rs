@@ -12,7 +12,12 @@ use finwait_testkit::TempDir;
 /// spool in `dir`.
 fn agent(dir: &std::path::Path) -> Result<Child> {
     Command::new(env!("CARGO_BIN_EXE_finwait-agent"))
-        .args(["run", "--insecure-loopback", "--collector", "http://127.0.0.1:9"])
+        .args([
+            "run",
+            "--insecure-loopback",
+            "--collector",
+            "http://127.0.0.1:9",
+        ])
         .args(["--hostname", "spool-test", "--machine-id", "spool-test"])
         .arg("--spool-dir")
         .arg(dir)
@@ -33,7 +38,11 @@ fn stop(mut child: Child) {
 /// Waits (bounded) until the agent wrote its pid into the lock file.
 fn holds(dir: &std::path::Path, pid: u32) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
-    while std::fs::read_to_string(dir.join("lock")).unwrap_or_default().trim() != pid.to_string() {
+    while std::fs::read_to_string(dir.join("lock"))
+        .unwrap_or_default()
+        .trim()
+        != pid.to_string()
+    {
         if Instant::now() > deadline {
             bail!("agent {pid} never took the spool lock");
         }

@@ -170,12 +170,11 @@ async fn an_agent_killed_twice_during_a_long_outage_loses_and_duplicates_nothing
             i + 1
         );
     }
-    let dropped: Option<i64> = sqlx::query_scalar(
-        "SELECT max((account->>'batches_dropped')::bigint) FROM ingest_batches",
-    )
-    .fetch_one(&db)
-    .await
-    .expect("accounts");
+    let dropped: Option<i64> =
+        sqlx::query_scalar("SELECT max((account->>'batches_dropped')::bigint) FROM ingest_batches")
+            .fetch_one(&db)
+            .await
+            .expect("accounts");
     assert_eq!(dropped, Some(0), "no agent dropped a batch");
     // The connections of the outage are in the history, at the times they happened.
     for (i, &pid) in pids.iter().enumerate() {
