@@ -323,6 +323,14 @@ impl Outbox {
         n
     }
 
+    /// Batches of `epoch` sent and not yet acknowledged.
+    pub fn in_flight(&self, epoch: u64) -> usize {
+        self.queue
+            .iter()
+            .take_while(|q| q.epoch == epoch && q.seq <= self.sent_upto)
+            .count()
+    }
+
     /// The next batch of `epoch` after the stream cursor, if any.
     pub fn next_unsent(&self, epoch: u64) -> Option<Outgoing> {
         let q = self
@@ -504,7 +512,9 @@ mod tests {
             kinds,
             vec![("spool", 1), ("spool", 2), ("memory", 3), ("memory", 4)]
         );
+        assert_eq!(o.in_flight(1), 4);
         o.ack(3);
+        assert_eq!(o.in_flight(1), 1, "sent and not acknowledged");
         assert_eq!(o.take_released(), vec![id(1, 0), id(1, 1), id(1, 2)]);
         // The spool dropping the last one's segment leaves its memory copy.
         o.spool_lost(&[1]);

@@ -28,6 +28,10 @@ use crate::run::Shared;
 
 /// How long the collector has to answer hello.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Batches sent ahead of their acknowledgements: a long backlog (a spool after an
+/// outage) is sent as acks come back, so unread acks never fill the stream's window
+/// while the sender is still sending.
+const MAX_IN_FLIGHT: usize = 128;
 /// Largest message accepted from the collector.
 const MAX_DECODING_BYTES: usize = 64 * 1024 * 1024;
 
@@ -180,7 +184,10 @@ async fn stream_once(
     // Set once stop is requested: send what is queued, wait for the acks, then end.
     let mut draining = false;
     loop {
-        while let Some((seq, parts)) = shared.next_unsent(epoch).await {
+        while shared.outbox().in_flight(epoch) < MAX_IN_FLIGHT {
+            let Some((seq, parts)) = shared.next_unsent(epoch).await else {
+                break;
+            };
             for b in parts {
                 let m = pb::AgentMessage {
                     body: Some(pb::agent_message::Body::Batch(b)),
