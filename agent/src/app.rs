@@ -172,6 +172,8 @@ impl App {
                 Err(e) => failures.push(format!("{task} task: {e}")),
             }
         }
+        let releasing = Arc::clone(&shared);
+        let _ = tokio::task::spawn_blocking(move || releasing.release_spooled()).await;
         if let Some(s) = shared.spool_stats() {
             tracing::info!(
                 spool_records = s.records,

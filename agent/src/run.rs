@@ -60,6 +60,16 @@ impl Shared {
         self.spool.as_ref().map(|s| lock(s).stats())
     }
 
+    /// Lets the spool forget what the outbox released (blocking: call it from a
+    /// blocking thread). Each cycle does this before appending; the app does it once
+    /// more at exit, so a clean stop leaves nothing acknowledged to replay.
+    pub(crate) fn release_spooled(&self) {
+        if let Some(spool) = &self.spool {
+            let released = self.outbox().take_released();
+            lock(spool).release(&released);
+        }
+    }
+
     /// Appends a batch to the spool (blocking: call it from a blocking thread), first
     /// letting it forget what the outbox released; then queues it in the outbox.
     fn queue(&self, epoch: u64, seq: u64, full: bool, parts: Vec<pb::Batch>) {
