@@ -5,6 +5,11 @@
 //! On stop, a live stream is drained rather than dropped: what is queued is sent and
 //! the sender waits for the acknowledgements; [`crate::app::App`] bounds that wait with
 //! its grace period. Without a live stream there is nothing to drain.
+//!
+//! Batches an earlier run left in the spool go first, one stream per epoch, oldest
+//! first, each under the epoch it was sent with (so the collector's ledger recognises
+//! what it already committed); when an epoch is fully acknowledged its stream ends and
+//! the next begins at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +28,10 @@ use crate::run::Shared;
 
 /// How long the collector has to answer hello.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Batches sent ahead of their acknowledgements: a long backlog (a spool after an
+/// outage) is sent as acks come back, so unread acks never fill the stream's window
+/// while the sender is still sending.
+const MAX_IN_FLIGHT: usize = 128;
 /// Largest message accepted from the collector.
 const MAX_DECODING_BYTES: usize = 64 * 1024 * 1024;
 
@@ -46,6 +55,8 @@ enum StreamEnd {
     Stopped,
     /// Transport or collector trouble: retry.
     Retry(String),
+    /// An earlier run's epoch is done: stream the next one now.
+    NextEpoch,
 }
 
 /// The sender task: streams until `stop`, then drains the live stream, if any.
@@ -62,7 +73,8 @@ pub(crate) async fn send_loop(
             .await
         {
             StreamEnd::Stopped => return Ok(()),
-            StreamEnd::Retry(_) if stop.is_cancelled() => return Ok(()),
+            StreamEnd::Retry(_) | StreamEnd::NextEpoch if stop.is_cancelled() => return Ok(()),
+            StreamEnd::NextEpoch => {}
             StreamEnd::Retry(why) => {
                 let wait = backoff.step();
                 tracing::warn!(reason = %why, retry_in_ms = wait.as_millis() as u64, "stream ended");
@@ -102,7 +114,8 @@ async fn stream_once(
     .max_decoding_message_size(MAX_DECODING_BYTES)
     .max_encoding_message_size(usize::MAX);
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(16);
-    let mut epoch = shared.outbox().epoch;
+    // An earlier run's epoch first, while the spool holds batches of one.
+    let mut epoch = shared.outbox().stream_epoch();
     let hello = pb::AgentMessage {
         body: Some(pb::agent_message::Body::Hello(pb::Hello {
             host: Some(link.identity.clone()),
@@ -145,6 +158,17 @@ async fn stream_once(
         // Our epoch is behind what the collector stored for this host (the clock was
         // stepped back, or someone claimed the host with a later one): the collector
         // gave us the next one. 0 comes from collectors that predate the field.
+        if welcome.epoch != 0 && welcome.epoch != epoch && epoch != o.epoch {
+            // The host committed a later epoch since that run: its batches can no
+            // longer be stored under theirs.
+            let dropped = o.drop_epoch(epoch);
+            tracing::warn!(
+                epoch,
+                dropped,
+                "the collector has moved past an earlier run's epoch; dropped its spooled batches"
+            );
+            return StreamEnd::NextEpoch;
+        }
         if welcome.epoch != 0 && welcome.epoch != epoch {
             tracing::warn!(
                 agent_epoch = epoch,
@@ -160,16 +184,23 @@ async fn stream_once(
     // Set once stop is requested: send what is queued, wait for the acks, then end.
     let mut draining = false;
     loop {
-        let unsent = shared.outbox().unsent();
-        for b in unsent {
-            let seq = b.seq;
-            let m = pb::AgentMessage {
-                body: Some(pb::agent_message::Body::Batch(b)),
+        while shared.outbox().in_flight(epoch) < MAX_IN_FLIGHT {
+            let Some((seq, parts)) = shared.next_unsent(epoch).await else {
+                break;
             };
-            if tx.send(m).await.is_err() {
-                return StreamEnd::Retry("stream closed".into());
+            for b in parts {
+                let m = pb::AgentMessage {
+                    body: Some(pb::agent_message::Body::Batch(b)),
+                };
+                if tx.send(m).await.is_err() {
+                    return StreamEnd::Retry("stream closed".into());
+                }
             }
             shared.outbox().sent_upto = seq;
+        }
+        if shared.outbox().epoch_done(epoch) {
+            tracing::info!(epoch, "an earlier run's spooled batches are delivered");
+            return StreamEnd::NextEpoch;
         }
         if draining && shared.outbox().len_bytes().0 == 0 {
             tracing::info!("every batch acknowledged");
@@ -185,14 +216,14 @@ async fn stream_once(
             m = inbound.message() => match m {
                 Ok(Some(pb::CollectorMessage { body: Some(Body::Ack(a)) })) => {
                     if a.epoch == epoch {
-                        shared.outbox().ack(a.seq);
+                        shared.outbox().ack_in(epoch, a.seq);
                     }
                 }
                 Ok(Some(pb::CollectorMessage { body: Some(Body::Resync(r)) })) => {
                     tracing::info!(seq = r.seq, reason = %r.reason, "collector asked for a full table");
                     // While draining, the refused batches are simply dropped: the next
                     // agent starts a new epoch with a full table anyway.
-                    if shared.outbox().resync(r.seq) && !draining {
+                    if shared.outbox().resync_in(epoch, r.seq) && !draining {
                         shared.sample_now.notify_one();
                     }
                 }

@@ -24,6 +24,7 @@ mod reload;
 mod reports;
 mod roles;
 mod samehost;
+mod spool;
 mod support;
 mod tls;
 mod unlucky;
