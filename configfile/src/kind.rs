@@ -177,7 +177,10 @@ mod tests {
         let names = ["interval", "token-file", "ca-file", "insecure-loopback"];
         assert_eq!(closest("intervall", names), Some("interval"));
         assert_eq!(closest("token_file", names), Some("token-file"));
-        assert_eq!(closest("insecure-lopback", names), Some("insecure-loopback"));
+        assert_eq!(
+            closest("insecure-lopback", names),
+            Some("insecure-loopback")
+        );
         assert_eq!(closest("colour", names), None);
         assert_eq!(distance("", "abc"), 3);
         assert_eq!(distance("kitten", "sitting"), 3);

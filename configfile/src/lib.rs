@@ -144,8 +144,9 @@ fn augment(cmd: Command, path: &[&str]) -> Command {
 
 /// The subcommand at `path`.
 fn find<'a>(cmd: &'a Command, path: &[&str]) -> Option<&'a Command> {
-    path.iter()
-        .try_fold(cmd, |c, name| c.get_subcommands().find(|s| s.get_name() == *name))
+    path.iter().try_fold(cmd, |c, name| {
+        c.get_subcommands().find(|s| s.get_name() == *name)
+    })
 }
 
 /// The matches of the subcommand at `path`, if that is the one given.

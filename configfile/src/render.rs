@@ -155,7 +155,10 @@ mod tests {
     #[test]
     fn secrets_are_redacted_and_paths_and_plain_urls_are_not() {
         assert_eq!(redact("token", Kind::Text, "s3cret"), REDACTED);
-        assert_eq!(redact("report-webhook", Kind::Text, "https://h/x"), REDACTED);
+        assert_eq!(
+            redact("report-webhook", Kind::Text, "https://h/x"),
+            REDACTED
+        );
         assert_eq!(
             redact("token-file", Kind::Path, "/etc/finwait/agent.token"),
             "/etc/finwait/agent.token"

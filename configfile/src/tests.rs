@@ -102,7 +102,10 @@ fn the_file_fills_what_flags_leave_at_their_defaults_and_flags_win() {
          token-file = \"/etc/finwait/agent.token\"\n",
     );
     let a = run(&["run", "--config", f.path(), "--interval", "2.5"]).expect("parses");
-    assert_eq!(a.collector, "https://c:7070", "a required flag from the file");
+    assert_eq!(
+        a.collector, "https://c:7070",
+        "a required flag from the file"
+    );
     assert_eq!(a.interval, 2.5, "the flag beats the file");
     assert_eq!(a.buffer_mib, 8, "the file beats the default");
     assert_eq!(
@@ -126,20 +129,34 @@ fn switches_and_repeated_flags_come_from_booleans_and_arrays() {
     assert!(a.insecure_loopback);
     assert_eq!(a.labels, ["env=prod", "team=-x"]);
     let a = run(&["run", "--config", f.path(), "--label", "only=flag"]).expect("parses");
-    assert_eq!(a.labels, ["only=flag"], "a repeated flag replaces the file's list");
+    assert_eq!(
+        a.labels,
+        ["only=flag"],
+        "a repeated flag replaces the file's list"
+    );
     let off = File::new("off", "collector = \"c\"\ninsecure-loopback = false\n");
-    assert!(!run(&["run", "--config", off.path()]).expect("parses").insecure_loopback);
+    assert!(
+        !run(&["run", "--config", off.path()])
+            .expect("parses")
+            .insecure_loopback
+    );
     let out = print(&["run", "--config", f.path(), "--print-config"]);
     assert!(out.contains("log-format = \"json\"  # file"), "{out}");
 }
 
 #[test]
 fn unknown_keys_are_refused_by_name_with_the_closest_flag() {
-    let f = File::new("unknown", "collector = \"c\"\nintervall = 5\ncolour = \"red\"\n");
+    let f = File::new(
+        "unknown",
+        "collector = \"c\"\nintervall = 5\ncolour = \"red\"\n",
+    );
     let e = run(&["run", "--config", f.path()]).expect_err("refused");
     assert!(e.contains("unknown key `intervall`"), "{e}");
     assert!(e.contains("did you mean `interval`?"), "{e}");
-    assert!(e.contains("unknown key `colour`"), "both problems at once: {e}");
+    assert!(
+        e.contains("unknown key `colour`"),
+        "both problems at once: {e}"
+    );
     let own = File::new("own", "config = \"/x\"\n");
     let e = run(&["run", "--collector", "c", "--config", own.path()]).expect_err("refused");
     assert!(e.contains("key `config`"), "{e}");
@@ -165,7 +182,10 @@ fn values_of_the_wrong_type_name_the_key_and_the_type_expected() {
     let range = File::new("range", "collector = \"c\"\nbuffer-mib = -1\n");
     let e = run(&["run", "--config", range.path()]).expect_err("refused by clap");
     assert!(
-        e.contains(&format!("configuration file {}: key `buffer-mib`", range.path())),
+        e.contains(&format!(
+            "configuration file {}: key `buffer-mib`",
+            range.path()
+        )),
         "{e}"
     );
     let bad = File::new("syntax", "collector = \n");

@@ -42,7 +42,14 @@ fn run_reads_its_config_file_under_env_and_flags() {
 
     // flag > env > file > default, as printed.
     let out = agent(
-        &["run", "--config", path, "--buffer-mib", "16", "--print-config"],
+        &[
+            "run",
+            "--config",
+            path,
+            "--buffer-mib",
+            "16",
+            "--print-config",
+        ],
         &[("FINWAIT_INTERVAL", "7"), ("FINWAIT_BUFFER_MIB", "32")],
     );
     let printed = text(&out.stdout);
@@ -65,21 +72,32 @@ fn run_reads_its_config_file_under_env_and_flags() {
 
     // FINWAIT_CONFIG names the file too, and its values reach the checked
     // configuration: the file's plaintext collector off loopback is refused by name.
-    let out = agent(&["run", "--hostname", "h", "--machine-id", "m"], &[("FINWAIT_CONFIG", path)]);
+    let out = agent(
+        &["run", "--hostname", "h", "--machine-id", "m"],
+        &[("FINWAIT_CONFIG", path)],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(
-        err.contains("--collector http://10.1.2.3:7070: plaintext http:// needs --insecure-loopback"),
+        err.contains(
+            "--collector http://10.1.2.3:7070: plaintext http:// needs --insecure-loopback"
+        ),
         "{err}"
     );
 
     // A typo and a wrong type: refused before anything starts, each by key.
-    std::fs::write(&file, "colector = \"https://c:7070\"\ninterval = \"fast\"\n")
-        .expect("rewrite agent.toml");
+    std::fs::write(
+        &file,
+        "colector = \"https://c:7070\"\ninterval = \"fast\"\n",
+    )
+    .expect("rewrite agent.toml");
     let out = agent(&["run", "--config", path], &[]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("unknown key `colector`"), "{err}");
     assert!(err.contains("did you mean `collector`?"), "{err}");
-    assert!(err.contains("key `interval`: expected a number, found string"), "{err}");
+    assert!(
+        err.contains("key `interval`: expected a number, found string"),
+        "{err}"
+    );
 }

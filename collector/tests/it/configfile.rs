@@ -46,7 +46,10 @@ fn the_collector_reads_its_config_file_under_env_and_flags() {
 
     let out = collector(
         &["--config", path, "--retention-days", "7", "--print-config"],
-        &[("FINWAIT_RETENTION_DAYS", "21"), ("FINWAIT_LEASE_SECONDS", "120")],
+        &[
+            ("FINWAIT_RETENTION_DAYS", "21"),
+            ("FINWAIT_LEASE_SECONDS", "120"),
+        ],
     );
     let printed = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -82,5 +85,8 @@ fn the_collector_reads_its_config_file_under_env_and_flags() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("unknown key `retention_days`"), "{err}");
     assert!(err.contains("did you mean `retention-days`?"), "{err}");
-    assert!(err.contains("key `listen`: expected a string, found integer"), "{err}");
+    assert!(
+        err.contains("key `listen`: expected a string, found integer"),
+        "{err}"
+    );
 }
