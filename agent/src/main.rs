@@ -1,7 +1,6 @@
 //! `finwait-agent`: thin entry point (telemetry, config, build, run); see the library
 //! for everything else.
 
-use clap::Parser;
 use finwait_agent::AgentError;
 use finwait_agent::app::{self, App};
 use finwait_agent::cli::{self, Cli, Command, RunArgs};
@@ -9,7 +8,9 @@ use finwait_agent::config::Config;
 use finwait_agent::telemetry;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // `run` also reads a --config file: flags, then FINWAIT_* variables, then the
+    // file, then the defaults.
+    let cli = finwait_configfile::parse::<Cli>(&["run"]);
     telemetry::init(cli.log_format, "info");
     let res = match &cli.command {
         Command::Snapshot(args) => cli::snapshot(args).map(|table| {

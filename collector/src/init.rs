@@ -13,7 +13,12 @@
 //! DIR/tokens            the collector's tokens file (`ingest:` and `read:`)  (0600)
 //! DIR/agent.token       the agents' token, alone                             (0600)
 //! DIR/read.token        the readers' token, alone                            (0600)
+//! DIR/collector.toml    the collector's settings naming the files above      (0644)
+//! DIR/agent.toml        an agent's settings (collector URL, CA, token)       (0644)
 //! ```
+//!
+//! The two configuration files are written only when absent (even with `--force`):
+//! they are the admin's, and name the other files by their fixed paths.
 //!
 //! An existing setup is never overwritten without `--force`: every file is checked
 //! before anything is written. Each file is written to a temporary name with its final
@@ -113,6 +118,9 @@ pub struct Setup {
     pub url: String,
     /// The collector's --listen address.
     pub listen: String,
+    /// `collector.toml` and `agent.toml`, each with whether init wrote it now (an
+    /// existing one is kept).
+    pub configs: Vec<(PathBuf, bool)>,
 }
 
 /// The files of a setup, relative to DIR, with their modes.
@@ -190,14 +198,28 @@ pub fn run(args: &InitArgs) -> Result<Setup, InitError> {
         Some(IpAddr::V6(_)) => format!("[::]:{}", args.port),
         _ => format!("0.0.0.0:{}", args.port),
     };
+    let url = format!("https://{host}:{}", args.port);
+    let mut configs = Vec::new();
+    for (name, text) in [
+        ("collector.toml", collector_toml(&dir, &listen)),
+        ("agent.toml", agent_toml(&dir, &url)),
+    ] {
+        let path = dir.join(name);
+        let fresh = path.symlink_metadata().is_err();
+        if fresh {
+            write_file(&path, text.as_bytes(), 0o644).map_err(io(&path))?;
+        }
+        configs.push((path, fresh));
+    }
     Ok(Setup {
+        configs,
         ca_cert: dir.join("ca.pem"),
         server_cert: dir.join("tls/server.pem"),
         server_key: dir.join("tls/server.key"),
         tokens: dir.join("tokens"),
         agent_token: dir.join("agent.token"),
         read_token: dir.join("read.token"),
-        url: format!("https://{host}:{}", args.port),
+        url,
         listen,
         dir,
     })
@@ -265,8 +287,74 @@ impl Setup {
             s,
             "ca.key signs new server certificates; keep it somewhere safer than the collector."
         );
+        for (path, fresh) in &self.configs {
+            let _ = writeln!(
+                s,
+                "({} {}: the same settings, for --config FILE or FINWAIT_CONFIG)",
+                if *fresh { "wrote" } else { "kept the existing" },
+                d(path)
+            );
+        }
         s
     }
+}
+
+/// A TOML basic string.
+fn toml_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `collector.toml`: the collector's settings, naming the files init wrote.
+fn collector_toml(dir: &Path, listen: &str) -> String {
+    let p = |f: &str| toml_string(&dir.join(f).to_string_lossy());
+    format!(
+        "# finwait-collector settings, written by `finwait-collector init`: give them with\n\
+         # --config FILE or FINWAIT_CONFIG. Keys are the long flag names; a flag or a\n\
+         # FINWAIT_* variable overrides a key. `finwait-collector --print-config` shows\n\
+         # what is in force.\n\
+         listen = {}\n\
+         tls-cert = {}\n\
+         tls-key = {}\n\
+         tokens-file = {}\n\
+         # An external PostgreSQL instead of the embedded one (under data-dir):\n\
+         #database-url-file = \"/etc/finwait/database-url\"\n\
+         #data-dir = \"/var/lib/finwait/collector\"\n",
+        toml_string(listen),
+        p("tls/server.pem"),
+        p("tls/server.key"),
+        p("tokens"),
+    )
+}
+
+/// `agent.toml`: an agent's settings, with this host's paths (copy ca.pem and
+/// agent.token to the same place on each agent's host).
+fn agent_toml(dir: &Path, url: &str) -> String {
+    let p = |f: &str| toml_string(&dir.join(f).to_string_lossy());
+    format!(
+        "# finwait-agent run settings, written by `finwait-collector init`: copy this,\n\
+         # ca.pem and agent.token (mode 0600) to each agent host, at the same paths, and\n\
+         # give it with --config FILE or FINWAIT_CONFIG. Keys are the long flag names.\n\
+         collector = {}\n\
+         ca-file = {}\n\
+         token-file = {}\n\
+         #all-netns = true\n\
+         #label = [\"env=prod\"]\n",
+        toml_string(url),
+        p("ca.pem"),
+        p("agent.token"),
+    )
 }
 
 /// PEM texts of a fresh CA and a server certificate it signed.
@@ -452,6 +540,56 @@ mod tests {
         let cert = std::fs::read(&setup.server_cert).expect("cert");
         let key = std::fs::read(&setup.server_key).expect("key");
         crate::tls::certified_key(&cert, &key).expect("a matching pair");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn init_writes_config_files_the_collector_reads_and_keeps_them_when_forced() {
+        let d = scratch("configs");
+        let setup = run(&args(&d, &["c.example"], &["fd00::5"])).expect("init");
+        assert!(setup.configs.iter().all(|(_, fresh)| *fresh), "{setup:?}");
+        let collector = d.join("collector.toml");
+        let argv = [
+            "finwait-collector",
+            "--config",
+            collector.to_str().expect("utf-8"),
+        ];
+        let config =
+            match finwait_configfile::try_parse_from::<crate::config::Config, _, _>(argv, &[]) {
+                Ok(finwait_configfile::Parsed::Run(c)) => c,
+                other => panic!("collector.toml refused: {other:?}"),
+            };
+        assert_eq!(config.listen.to_string(), "[::]:7443");
+        assert_eq!(
+            config.tls_cert.as_deref(),
+            Some(setup.server_cert.as_path())
+        );
+        assert_eq!(config.tls_key.as_deref(), Some(setup.server_key.as_path()));
+        assert_eq!(config.tokens_file.as_deref(), Some(setup.tokens.as_path()));
+        let agent: toml::Table = std::fs::read_to_string(d.join("agent.toml"))
+            .expect("agent.toml")
+            .parse()
+            .expect("TOML");
+        assert_eq!(agent["collector"].as_str(), Some("https://c.example:7443"));
+        assert_eq!(
+            agent["token-file"].as_str().map(PathBuf::from),
+            Some(setup.agent_token.clone())
+        );
+        assert_eq!(
+            agent["ca-file"].as_str().map(PathBuf::from),
+            Some(setup.ca_cert.clone())
+        );
+        std::fs::write(&collector, "listen = \"127.0.0.1:1\"\n").expect("an admin's edit");
+        let mut forced = args(&d, &["c.example"], &[]);
+        forced.force = true;
+        let again = run(&forced).expect("forced");
+        assert!(again.configs.iter().all(|(_, fresh)| !*fresh));
+        assert!(again.instructions().contains("kept the existing"));
+        assert_eq!(
+            std::fs::read_to_string(&collector).expect("kept"),
+            "listen = \"127.0.0.1:1\"\n"
+        );
+        assert_eq!(toml_string("a\"b\\c\u{1}"), r#""a\"b\\c\u0001""#);
         let _ = std::fs::remove_dir_all(&d);
     }
 

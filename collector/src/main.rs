@@ -1,13 +1,13 @@
 //! `finwait-collector`: telemetry, configuration, build, run.
 
-use clap::Parser;
 use finwait_collector::app::{self, App};
 use finwait_collector::config::{Command, Config};
 use finwait_collector::telemetry;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let mut config = Config::parse();
+    // Flags, then FINWAIT_* variables, then the --config file, then the defaults.
+    let mut config = finwait_configfile::parse::<Config>(&[]);
     if let Some(Command::Init(args)) = config.command.take() {
         return match finwait_collector::init::run(&args) {
             Ok(setup) => {

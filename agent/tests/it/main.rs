@@ -4,6 +4,7 @@
 //! fail saying so, unless FINWAIT_SKIP_ROOT_TESTS opts out (never under CI).
 
 mod app;
+mod configfile;
 mod differential;
 mod golden;
 mod namespaces;

@@ -4,6 +4,7 @@
 //! They need root (PostgreSQL runs as an unprivileged user, namespaces); without it
 //! they fail saying so, unless FINWAIT_SKIP_ROOT_TESTS opts out (never under CI).
 
+mod configfile;
 mod connections;
 mod correlation;
 mod coverage;
