@@ -28,8 +28,8 @@ pub const GRACE: Duration = Duration::from_secs(3);
 pub struct App {
     /// The checked configuration.
     config: Config,
-    /// The collector, ready to connect to.
-    endpoint: Endpoint,
+    /// The collectors (URL, endpoint), ready to connect to, in the order given.
+    endpoints: Vec<(String, Endpoint)>,
     /// Where tables come from.
     source: Box<dyn TableSource>,
 }
@@ -58,14 +58,14 @@ impl App {
         source: Box<dyn TableSource>,
     ) -> Result<App, AgentError> {
         config.validate()?;
-        let endpoint = config.endpoint().map_err(|e| {
+        let endpoints = config.endpoints().map_err(|e| {
             AgentError::Config(crate::config::ConfigError {
                 problems: vec![format!("--collector {}: {e}", config.collector)],
             })
         })?;
         Ok(App {
             config,
-            endpoint,
+            endpoints,
             source,
         })
     }
@@ -83,7 +83,7 @@ impl App {
     ) -> Result<(), AgentError> {
         let App {
             config,
-            endpoint,
+            endpoints,
             source,
         } = self;
         let epoch = SystemTime::now()
@@ -91,8 +91,7 @@ impl App {
             .map_or(1, |d| d.as_millis() as u64);
         let shared = Arc::new(Shared::new(epoch, config.buffer_bytes));
         let link = Link {
-            endpoint,
-            collector: config.collector.clone(),
+            endpoints,
             token: config.token.clone(),
             identity: config.identity.clone(),
             instance_id: config.instance_id.clone(),

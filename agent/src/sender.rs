@@ -28,10 +28,11 @@ const MAX_DECODING_BYTES: usize = 64 * 1024 * 1024;
 
 /// Everything a stream needs, fixed for the agent's life.
 pub(crate) struct Link {
-    /// Where and how to connect (TLS, timeouts, keepalive); no connection yet.
-    pub(crate) endpoint: Endpoint,
-    /// The collector URL, for logs.
-    pub(crate) collector: String,
+    /// Where and how to connect (TLS, timeouts, keepalive), with each collector's URL
+    /// for logs; no connection yet. Never empty (the configuration checks it). Each
+    /// new stream goes to the collector after the last one tried, so the agents of a
+    /// collector that died move to the next one on their first reconnect.
+    pub(crate) endpoints: Vec<(String, Endpoint)>,
     /// Sent as `authorization` on every stream.
     pub(crate) token: Option<Token>,
     /// Who this host is, sent in hello.
@@ -55,9 +56,15 @@ pub(crate) async fn send_loop(
     stop: CancellationToken,
 ) -> Result<(), String> {
     let mut backoff = Backoff::new();
+    let mut turn = 0usize;
     loop {
-        let span = tracing::info_span!("stream", collector = %link.collector);
-        match stream_once(&link, &shared, &stop, &mut backoff)
+        let Some((url, endpoint)) = link.endpoints.get(turn % link.endpoints.len().max(1))
+        else {
+            return Err("no collector to connect to".into());
+        };
+        turn = turn.wrapping_add(1);
+        let span = tracing::info_span!("stream", collector = %url);
+        match stream_once(&link, endpoint, &shared, &stop, &mut backoff)
             .instrument(span)
             .await
         {
@@ -77,13 +84,14 @@ pub(crate) async fn send_loop(
 
 async fn stream_once(
     link: &Link,
+    endpoint: &Endpoint,
     shared: &Shared,
     stop: &CancellationToken,
     backoff: &mut Backoff,
 ) -> StreamEnd {
     let channel = tokio::select! {
         _ = stop.cancelled() => return StreamEnd::Stopped,
-        c = link.endpoint.connect() => match c {
+        c = endpoint.connect() => match c {
             Ok(c) => c,
             Err(e) => return StreamEnd::Retry(format!("cannot connect: {e}")),
         },
