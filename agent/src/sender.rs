@@ -58,8 +58,7 @@ pub(crate) async fn send_loop(
     let mut backoff = Backoff::new();
     let mut turn = 0usize;
     loop {
-        let Some((url, endpoint)) = link.endpoints.get(turn % link.endpoints.len().max(1))
-        else {
+        let Some((url, endpoint)) = link.endpoints.get(turn % link.endpoints.len().max(1)) else {
             return Err("no collector to connect to".into());
         };
         turn = turn.wrapping_add(1);

@@ -123,12 +123,17 @@ pub async fn backfill_pair_keys(
             }
         }
     }
-    sqlx::query("INSERT INTO rollups (name, until) VALUES ($1, now()) ON CONFLICT (name) DO NOTHING")
-        .bind(DONE)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO rollups (name, until) VALUES ($1, now()) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(DONE)
+    .execute(pool)
+    .await?;
     if filled > 0 {
-        tracing::info!(rows = filled, "pair keys filled on rows written before the migration");
+        tracing::info!(
+            rows = filled,
+            "pair keys filled on rows written before the migration"
+        );
     }
     Ok(filled)
 }

@@ -37,7 +37,13 @@ fn ok(b: Body) {
 }
 
 /// An IPv6 socket fd00::l:lport -> fd00::r:rport.
-fn s6(cookie: u64, state: pb::TcpState, l: (u8, u32), r: (u8, u32), pid: Option<u32>) -> pb::Socket {
+fn s6(
+    cookie: u64,
+    state: pb::TcpState,
+    l: (u8, u32),
+    r: (u8, u32),
+    pid: Option<u32>,
+) -> pb::Socket {
     let mut x = s(cookie, state, ([0; 4], l.1), ([0; 4], r.1), pid, None);
     let v6 = |last: u8| {
         let mut a = vec![0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
@@ -101,7 +107,14 @@ async fn seed(c: &Collector) -> (i64, Vec<AgentStream>) {
         s(24, Established, (CLI, 49000), (SRV, 85), Some(201), None),
         // the same loopback endpoints as on srv: must not pair with srv's
         s(25, FinWait2, (LO, 50000), (LO, 6379), Some(202), None),
-        s(26, TimeWait, (CLI, 48000), (SRV, 80), None, Some(pb::TimerKind::TimeWait)),
+        s(
+            26,
+            TimeWait,
+            (CLI, 48000),
+            (SRV, 80),
+            None,
+            Some(pb::TimerKind::TimeWait),
+        ),
         s6(27, FinWait2, (2, 40001), (1, 80), None),
         s(28, Established, (CLI, 51000), (SRV, 86), Some(201), None),
     ];
@@ -119,7 +132,10 @@ async fn seed(c: &Collector) -> (i64, Vec<AgentStream>) {
     let mut b = full(1, 1, t0, cli_t0.clone());
     b.time_wait = vec![tw_group(SRV, 80, 1), tw_group(UNSEEN, 83, 20_000)];
     ok(cli.send(b).await.expect("cli t0"));
-    ok(nat.send(full(1, 1, t0, nat_t0.clone())).await.expect("nat t0"));
+    ok(nat
+        .send(full(1, 1, t0, nat_t0.clone()))
+        .await
+        .expect("nat t0"));
 
     // t1: the exact leak ends (its process closed), its orphaned peer expired; the
     // ESTABLISHED connection on :85 half-closes the leaky way.
@@ -149,7 +165,6 @@ async fn seed(c: &Collector) -> (i64, Vec<AgentStream>) {
         .send(delta(1, 2, t1, vec![], vec![], vec![]))
         .await
         .expect("nat t1"));
-
 
     // t2: full tables; what they leave out ends (the unlisted path).
     let srv_t2: Vec<pb::Socket> = srv_t0
@@ -196,7 +211,10 @@ fn questions(t0: i64) -> Vec<String> {
         "/api/v1/leaks?since=1h&limit=2".into(),
         "/api/v1/leaks/groups?since=1h".into(),
         "/api/v1/leaks/groups?since=1h&by=service".into(),
-        format!("/api/v1/timeline?host=srv&since={}&until={late}&step=60s", rfc(t0)),
+        format!(
+            "/api/v1/timeline?host=srv&since={}&until={late}&step=60s",
+            rfc(t0)
+        ),
         format!("/api/v1/fleet?since={}&until={late}", rfc(t0)),
         "/api/v1/reports".into(),
         format!(
@@ -279,7 +297,10 @@ async fn answers(c: &Collector, qs: &[String]) -> Vec<(String, u16, serde_json::
             .map(|q| {
                 let (status, head, body) = http_get(addr, &q, std::time::Duration::from_secs(20))
                     .unwrap_or_else(|e| panic!("{q}: {e}"));
-                let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+                let body = if head
+                    .to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked")
+                {
                     dechunk(&body)
                 } else {
                     body
@@ -366,7 +387,9 @@ async fn the_pair_key_changes_no_answer_of_any_question() {
         leaks.iter().any(|l| {
             l["kind"] == kind
                 && l["confidence"] == conf
-                && l["holder"]["local"].as_str().is_some_and(|x| x == holder_local)
+                && l["holder"]["local"]
+                    .as_str()
+                    .is_some_and(|x| x == holder_local)
         })
     };
     for (kind, conf, local) in [
@@ -381,7 +404,10 @@ async fn the_pair_key_changes_no_answer_of_any_question() {
         ("half_closed_wait", "one_sided", "10.2.0.2:46000"),
         ("last_ack_stuck", "one_sided", "10.2.0.1:84"),
     ] {
-        assert!(has(kind, conf, local), "no {kind}/{conf} held at {local}: {all:#}");
+        assert!(
+            has(kind, conf, local),
+            "no {kind}/{conf} held at {local}: {all:#}"
+        );
     }
     assert!(
         leaks.iter().any(|l| !l["until"].is_null()),
@@ -417,15 +443,16 @@ async fn the_pair_key_changes_no_answer_of_any_question() {
         sqlx::query(sql).execute(&db).await.expect("erase keys");
     }
     let stop = tokio_util::sync::CancellationToken::new();
-    let filled = finwait_collector::distribution::backfill_pair_keys(
-        &db,
-        std::time::Duration::ZERO,
-        &stop,
-    )
-    .await
-    .expect("backfill");
+    let filled =
+        finwait_collector::distribution::backfill_pair_keys(&db, std::time::Duration::ZERO, &stop)
+            .await
+            .expect("backfill");
     assert_eq!(filled as usize, written.len(), "every row filled once");
-    assert_eq!(keys(&db).await, written, "the backfill computes the inserts' keys");
+    assert_eq!(
+        keys(&db).await,
+        written,
+        "the backfill computes the inserts' keys"
+    );
     assert!(
         finwait_collector::distribution::backfill_done(&db)
             .await
@@ -485,7 +512,10 @@ async fn the_pair_key_changes_no_answer_of_any_question() {
         assert_eq!(o, n, "leaks.sql before and after the key differ for {p:?}");
         rows += n.as_array().map_or(0, Vec::len);
     }
-    assert!(rows > grid.len(), "the grid's answers are not empty ({rows} rows)");
+    assert!(
+        rows > grid.len(),
+        "the grid's answers are not empty ({rows} rows)"
+    );
     db.close().await;
     c.stop().await;
 }
@@ -503,10 +533,9 @@ async fn citus_is_refused_on_a_database_without_the_citus_extension() {
         database.url_file_arg(),
     ];
     let config = <Config as clap::Parser>::try_parse_from(args).expect("config");
-    let err = finwait_collector::app::App::build(config)
-        .await
-        .err()
-        .expect("--citus on stock PostgreSQL must fail");
+    let Err(err) = finwait_collector::app::App::build(config).await else {
+        panic!("--citus on stock PostgreSQL must fail");
+    };
     let msg = format!("{err:#}");
     assert!(
         msg.contains("--citus") && msg.contains("no citus extension"),

@@ -95,7 +95,10 @@ impl Site {
         BufReader::new(c.stdout.take().expect("stdout"))
             .read_line(&mut line)
             .expect("address");
-        assert!(line.contains("listening on"), "{name} did not start: {line:?}");
+        assert!(
+            line.contains("listening on"),
+            "{name} did not start: {line:?}"
+        );
         let port = line.trim().rsplit(':').next().expect("port").to_owned();
         Node {
             proc: Proc(c),
@@ -136,7 +139,13 @@ impl Site {
 
     /// GET `path` from `node` (from the router, with the read token): status and body.
     fn get(&self, node: &Node, path: &str) -> (u16, String) {
-        get(self.lan.router(), &self.ca, &self.read_token, &node.url, path)
+        get(
+            self.lan.router(),
+            &self.ca,
+            &self.read_token,
+            &node.url,
+            path,
+        )
     }
 
     fn json(&self, node: &Node, path: &str) -> serde_json::Value {
@@ -335,11 +344,12 @@ async fn two_collectors_on_one_database_answer_alike_and_a_killed_ones_agents_mo
         async move {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                let n: i64 = sqlx::query_scalar("SELECT count(*) FROM hosts WHERE last_report > $1")
-                    .bind(t)
-                    .fetch_one(&db)
-                    .await
-                    .expect("hosts");
+                let n: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM hosts WHERE last_report > $1")
+                        .bind(t)
+                        .fetch_one(&db)
+                        .await
+                        .expect("hosts");
                 if n == 4 {
                     return;
                 }
@@ -364,7 +374,11 @@ async fn two_collectors_on_one_database_answer_alike_and_a_killed_ones_agents_mo
     );
     // Questions about now: both collectors read the same database; a batch may land
     // between the two requests, so the pair is asked again until it straddles none.
-    for q in ["/api/v1/leaks?since=10m", "/api/v1/leaks/groups?since=10m", "/api/v1/hosts"] {
+    for q in [
+        "/api/v1/leaks?since=10m",
+        "/api/v1/leaks/groups?since=10m",
+        "/api/v1/hosts",
+    ] {
         let mut same = false;
         for _ in 0..20 {
             if stable(site.json(&a, q)) == stable(site.json(&b, q)) {
