@@ -21,6 +21,8 @@ use crate::store::StoreError;
 
 /// Heap blocks one backfill statement covers (8 MiB with the default block size).
 const BLOCKS_PER_STEP: i64 = 1024;
+/// How many times one backfill range is tried again after an error.
+const STEP_TRIES: u32 = 3;
 /// The marker row in `rollups` that says every row written before the migration has
 /// its key.
 const DONE: &str = "pair_key_backfill";
@@ -111,11 +113,26 @@ pub async fn backfill_pair_keys(
                  local_addr, local_port, remote_addr, remote_port) \
                  WHERE ctid >= $1::text::tid AND ctid < $2::text::tid AND pair_key IS NULL"
             );
-            let done = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(format!("({from},0)"))
-                .bind(format!("({to},0)"))
-                .execute(pool)
-                .await?;
+            // A range that fails (a lock conflict with a rolling upgrade's old writer, a
+            // dropped partition) is tried again a few times before the task gives up
+            // until the next start.
+            let mut tries = 0;
+            let done = loop {
+                match sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(format!("({from},0)"))
+                    .bind(format!("({to},0)"))
+                    .execute(pool)
+                    .await
+                {
+                    Ok(done) => break done,
+                    Err(e) if tries < STEP_TRIES => {
+                        tries += 1;
+                        tracing::debug!(%table, from, error = %e, "pair-key backfill step retried");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
             filled += done.rows_affected();
             from = to;
             if !pause.is_zero() {
