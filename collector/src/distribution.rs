@@ -11,7 +11,8 @@
 //! With `--citus`, [`distribute`] turns a Citus coordinator's tables into the
 //! distributed layout: `hosts` and `namespaces` reference tables, the socket tables
 //! distributed by `pair_key` (co-located), the per-host tables by `host_id`
-//! (co-located with each other). It refuses a database without the `citus` extension.
+//! (co-located with each other), the `finwait_*` SQL functions created on the workers.
+//! It refuses a database without the `citus` extension.
 
 use std::time::Duration;
 
@@ -221,6 +222,9 @@ pub async fn distribute(pool: &PgPool) -> Result<(), DistributionError> {
              colocate_with => 'ingest_batches')",
         ),
     ];
+    sqlx::raw_sql(include_str!("sql/citus_functions.sql"))
+        .execute(pool)
+        .await?;
     for (table, create) in layout {
         let done: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = $1::regclass)",
