@@ -4,6 +4,11 @@
 //! shutdown future resolves, then stops in one shape: the root cancellation token is
 //! cancelled (the sampler stops, the sender drains its live stream), the tracked tasks
 //! get [`GRACE`], and whatever is still running after it is aborted.
+//!
+//! The spool directory is opened and locked by [`App::build`], so a second agent on
+//! the same directory fails there, before it samples or connects. This run's epoch is
+//! after every epoch found in the spool: the earlier runs' batches go first, under
+//! their own epochs, then this run's.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,6 +23,7 @@ use crate::config::Config;
 use crate::run::{self, Cycler, Shared};
 use crate::sampler::TableSource;
 use crate::sender::{self, Link};
+use crate::spool::{Spool, Stored};
 
 /// How long, after shutdown starts, the sender may wait for the collector to
 /// acknowledge what it has been sent (short enough for a service manager's stop
@@ -32,6 +38,8 @@ pub struct App {
     endpoints: Vec<(String, Endpoint)>,
     /// Where tables come from.
     source: Box<dyn TableSource>,
+    /// The spool, open and locked, with what earlier runs left in it.
+    spool: Option<(Spool, Vec<Stored>)>,
 }
 
 impl std::fmt::Debug for App {
@@ -63,10 +71,15 @@ impl App {
                 problems: vec![format!("--collector {}: {e}", config.collector)],
             })
         })?;
+        let spool = match &config.spool {
+            Some(c) => Some(Spool::open(c)?),
+            None => None,
+        };
         Ok(App {
             config,
             endpoints,
             source,
+            spool,
         })
     }
 
@@ -85,11 +98,32 @@ impl App {
             config,
             endpoints,
             source,
+            spool,
         } = self;
-        let epoch = SystemTime::now()
+        let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_millis() as u64);
-        let shared = Arc::new(Shared::new(epoch, config.buffer_bytes));
+        // After every earlier run's epoch, even if the clock went back since.
+        let spooled_epoch = spool
+            .as_ref()
+            .and_then(|(_, stored)| stored.iter().map(|s| s.epoch).max());
+        let epoch = spooled_epoch.map_or(now, |e| now.max(e + 1));
+        let mut shared = Shared::new(epoch, config.buffer_bytes);
+        if let Some((spool, stored)) = spool {
+            if !stored.is_empty() {
+                tracing::info!(
+                    batches = stored.len(),
+                    epochs = stored
+                        .iter()
+                        .map(|s| s.epoch)
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .len(),
+                    "spooled batches of earlier runs will be sent first"
+                );
+            }
+            shared = shared.with_spool(spool, &stored);
+        }
+        let shared = Arc::new(shared);
         let link = Link {
             endpoints,
             token: config.token.clone(),
@@ -136,6 +170,18 @@ impl App {
                 Err(e) if e.is_cancelled() => {}
                 Err(e) => failures.push(format!("{task} task: {e}")),
             }
+        }
+        let releasing = Arc::clone(&shared);
+        let _ = tokio::task::spawn_blocking(move || releasing.release_spooled()).await;
+        if let Some(s) = shared.spool_stats() {
+            tracing::info!(
+                spool_records = s.records,
+                spool_bytes = s.bytes,
+                spool_dropped = s.dropped,
+                spool_torn = s.torn,
+                spool_unspooled = s.unspooled,
+                "spool at exit"
+            );
         }
         if failures.is_empty() {
             tracing::info!("stopped");

@@ -75,6 +75,29 @@ pub struct RunArgs {
     /// A label key=value for this host (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = crate::identity::parse_label)]
     pub labels: Vec<(String, String)>,
+    /// The disk spool of unacknowledged batches.
+    #[command(flatten)]
+    pub spool: SpoolArgs,
+}
+
+/// The disk spool's flags (`finwait-agent run`).
+#[derive(Debug, Clone, Args)]
+pub struct SpoolArgs {
+    /// Directory of the crash-safe spool of unacknowledged batches, owned by one agent
+    /// (a second agent on it is refused); replayed after a restart.
+    #[arg(long, env = "FINWAIT_SPOOL_DIR", default_value = crate::config::DEFAULT_SPOOL_DIR)]
+    pub spool_dir: std::path::PathBuf,
+    /// Keep unacknowledged batches in memory only (lost when the agent stops).
+    #[arg(long, env = "FINWAIT_NO_SPOOL")]
+    pub no_spool: bool,
+    /// Bound of the spool on disk: bytes, or with a KiB/MiB/GiB suffix; the oldest
+    /// batches are dropped (counted) beyond it.
+    #[arg(long, env = "FINWAIT_SPOOL_MAX_BYTES", default_value = "256MiB")]
+    pub spool_max_bytes: String,
+    /// Batches spooled longer ago than this are dropped (counted): seconds, or with an
+    /// s/m/h/d suffix.
+    #[arg(long, env = "FINWAIT_SPOOL_MAX_AGE", default_value = "24h")]
+    pub spool_max_age: String,
 }
 
 /// How to read the table (shared by every command that reads it).

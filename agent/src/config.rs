@@ -18,12 +18,23 @@ use crate::cli::RunArgs;
 use crate::delta::TimeWaitMode;
 use crate::identity::{self, IdentityOverrides};
 use crate::sampler::SamplerConfig;
+use crate::spool::SpoolConfig;
 
 /// Shortest sampling interval.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Longest sampling interval: beyond it the collector's lease (60 s by default) has
 /// long lapsed between reports, and short-lived leaks are never seen.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Where the spool lives unless `--spool-dir` says otherwise (systemd's StateDirectory
+/// `finwait-agent`; a hostPath on Kubernetes).
+pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/finwait-agent/spool";
+/// Smallest spool bound: a few full tables of an ordinary host.
+pub const MIN_SPOOL_BYTES: u64 = 1024 * 1024;
+/// Age bounds of the spool: under a minute it would drop batches during a mere
+/// reconnect; the collector keeps 14 days by default.
+pub const SPOOL_AGE_RANGE: (Duration, Duration) =
+    (Duration::from_secs(60), Duration::from_secs(30 * 86_400));
 
 /// How long to wait for a TCP (and TLS) connection to the collector.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -135,6 +146,8 @@ pub struct Config {
     pub identity: pb::HostIdentity,
     /// This process's instance id (tells a restarted agent from a duplicate one).
     pub instance_id: String,
+    /// The disk spool; `None` with `--no-spool`.
+    pub spool: Option<SpoolConfig>,
 }
 
 /// Records the problem of a step that failed and yields its value if it did not.
@@ -169,6 +182,37 @@ impl Config {
                 .checked_mul(1024 * 1024)
                 .ok_or_else(|| "too large".to_owned()),
         );
+        let spool_max_bytes = keep(
+            &mut problems,
+            format!("--spool-max-bytes {}", args.spool.spool_max_bytes),
+            parse_bytes(&args.spool.spool_max_bytes).and_then(|b| {
+                if b < MIN_SPOOL_BYTES {
+                    Err("must be at least 1MiB".into())
+                } else {
+                    Ok(b)
+                }
+            }),
+        );
+        let spool_max_age = keep(
+            &mut problems,
+            format!("--spool-max-age {}", args.spool.spool_max_age),
+            parse_age(&args.spool.spool_max_age).and_then(|d| {
+                let (lo, hi) = SPOOL_AGE_RANGE;
+                if (lo..=hi).contains(&d) {
+                    Ok(d)
+                } else {
+                    Err("must be between 1m and 30d".into())
+                }
+            }),
+        );
+        if !args.spool.no_spool && args.spool.spool_dir.as_os_str().is_empty() {
+            problems.push("--spool-dir: empty (give a directory, or --no-spool)".into());
+        }
+        let spool = (!args.spool.no_spool).then(|| SpoolConfig {
+            dir: args.spool.spool_dir.clone(),
+            max_bytes: spool_max_bytes.unwrap_or(MIN_SPOOL_BYTES),
+            max_age: spool_max_age.unwrap_or(SPOOL_AGE_RANGE.1),
+        });
         let overrides = IdentityOverrides {
             hostname: args.hostname.clone(),
             machine_id: args.machine_id.clone(),
@@ -190,6 +234,7 @@ impl Config {
             sampler: args.read.sampler_config(),
             identity: identity.unwrap_or_default(),
             instance_id: identity::instance_id(),
+            spool,
         };
         // A file that was given but could not be read is reported once, above, not
         // again as missing.
@@ -328,6 +373,44 @@ impl Config {
         }
         Ok(ep)
     }
+}
+
+/// A size: bytes, or a number with a `KiB`, `MiB` or `GiB` suffix (`K`, `M`, `G` too).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "a number of bytes, optionally with KiB, MiB or GiB".to_owned())?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(scale).ok_or_else(|| "too large".to_owned())
+}
+
+/// A duration: seconds, or a number with an `s`, `m`, `h` or `d` suffix.
+pub fn parse_age(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "a whole number of seconds, optionally with s, m, h or d".to_owned())?;
+    let scale: u64 = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown unit {other:?} (use s, m, h or d)")),
+    };
+    n.checked_mul(scale)
+        .map(Duration::from_secs)
+        .ok_or_else(|| "too large".to_owned())
 }
 
 fn interval_range() -> String {
@@ -536,6 +619,63 @@ mod tests {
         cfg.collector = "https://collector.example:7070".into();
         let e = cfg.validate().expect_err("invalid");
         assert_eq!(e.problems.len(), 2, "{e}");
+    }
+
+    #[test]
+    fn spool_flags_are_parsed_and_checked_naming_the_flag() {
+        let cfg = Config::from_args(&args(&[
+            "--insecure-loopback",
+            "--collector",
+            "http://127.0.0.1:7070",
+            "--spool-dir",
+            "/tmp/x",
+            "--spool-max-bytes",
+            "2GiB",
+            "--spool-max-age",
+            "90m",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            cfg.spool,
+            Some(SpoolConfig {
+                dir: "/tmp/x".into(),
+                max_bytes: 2 << 30,
+                max_age: Duration::from_secs(5400),
+            })
+        );
+        let off = Config::from_args(&args(&[
+            "--insecure-loopback",
+            "--collector",
+            "http://127.0.0.1:7070",
+            "--no-spool",
+        ]))
+        .expect("valid");
+        assert_eq!(off.spool, None);
+        let p = problems(&[
+            "--insecure-loopback",
+            "--collector",
+            "http://127.0.0.1:7070",
+            "--spool-max-bytes",
+            "12 parsecs",
+            "--spool-max-age",
+            "10s",
+        ]);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].starts_with("--spool-max-bytes 12 parsecs: unknown unit"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].starts_with("--spool-max-age 10s: must be between"),
+            "{p:?}"
+        );
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("64 MiB"), Ok(64 << 20));
+        assert!(parse_bytes("-1").is_err());
+        assert!(parse_bytes("99999999999G").is_err());
+        assert_eq!(parse_age("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse_age("300"), Ok(Duration::from_secs(300)));
+        assert!(parse_age("1.5h").is_err());
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! the previous table; [`snapshot`] prints one sample for people and scripts.
 //!
 //! The `run` mode is [`app::App`]: a checked [`config::Config`], a sampler task
-//! ([`run`]) and a sender task ([`sender`]) around the bounded [`outbox`], one shutdown.
+//! ([`run`]) and a sender task ([`sender`]) around the bounded [`outbox`], backed by the
+//! crash-safe disk [`spool`], one shutdown.
 
 pub mod app;
 pub(crate) mod backoff;
@@ -23,6 +24,7 @@ pub mod sampler;
 pub(crate) mod sender;
 pub mod snapshot;
 pub mod socket;
+pub mod spool;
 pub mod telemetry;
 pub mod usage;
 pub mod wire;
@@ -58,6 +60,9 @@ pub enum AgentError {
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// The spool directory cannot be used (another agent holds it, or I/O failed).
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
     /// A `run` task failed.
     #[error("stopped: {0}")]
     Task(String),

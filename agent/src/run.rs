@@ -5,17 +5,23 @@
 //! sampler here pushes a batch every cycle and never waits on the network; the sender
 //! ([`crate::sender`]) keeps one stream open and drops batches only when the collector
 //! acknowledges them.
+//!
+//! With a spool, each batch is appended to it (and synced) on the sampler's blocking
+//! thread before it is queued; the spool forgets what the outbox released at the next
+//! cycle, and the sender reads back what left memory ([`Shared::next_unsent`]).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use finwait_proto::v1 as pb;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Jitter;
 use crate::delta::{self, Table, TimeWaitMode};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Outgoing};
 use crate::sampler::{SampleError, TableSource};
+use crate::spool::{Spool, SpoolStats, Stored};
 use crate::wire;
 
 /// State shared by the sampler and the sender.
@@ -26,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) queued: Notify,
     /// Sample now: a new stream (or a resync) needs a full table.
     pub(crate) sample_now: Notify,
+    /// The disk spool, if any; locked only on blocking threads (its calls do file I/O).
+    spool: Option<Arc<Mutex<Spool>>>,
 }
 
 impl Shared {
@@ -35,10 +43,85 @@ impl Shared {
             outbox: Mutex::new(Outbox::new(epoch, buffer_bytes)),
             queued: Notify::new(),
             sample_now: Notify::new(),
+            spool: None,
         }
     }
 
-    /// The outbox, locked.
+    /// Backs the outbox with `spool`, whose `stored` records (an earlier run's) are
+    /// queued ahead of everything this run samples.
+    pub(crate) fn with_spool(mut self, spool: Spool, stored: &[Stored]) -> Shared {
+        self.outbox().restore(stored);
+        self.spool = Some(Arc::new(Mutex::new(spool)));
+        self
+    }
+
+    /// The spool's figures (bytes, records, drops, torn records), if there is a spool.
+    pub(crate) fn spool_stats(&self) -> Option<SpoolStats> {
+        self.spool.as_ref().map(|s| lock(s).stats())
+    }
+
+    /// Lets the spool forget what the outbox released (blocking: call it from a
+    /// blocking thread). Each cycle does this before appending; the app does it once
+    /// more at exit, so a clean stop leaves nothing acknowledged to replay.
+    pub(crate) fn release_spooled(&self) {
+        if let Some(spool) = &self.spool {
+            let released = self.outbox().take_released();
+            lock(spool).release(&released);
+        }
+    }
+
+    /// Appends a batch to the spool (blocking: call it from a blocking thread), first
+    /// letting it forget what the outbox released; then queues it in the outbox.
+    fn queue(&self, epoch: u64, seq: u64, full: bool, parts: Vec<pb::Batch>) {
+        let (id, lost) = match &self.spool {
+            Some(spool) => {
+                let released = self.outbox().take_released();
+                let mut sp = lock(spool);
+                sp.release(&released);
+                sp.append(epoch, seq, full, &parts)
+            }
+            None => (None, Vec::new()),
+        };
+        let mut o = self.outbox();
+        o.spool_lost(&lost);
+        o.push_spooled(parts, id);
+    }
+
+    /// The next batch of `epoch` for the stream, with its sequence number: from memory,
+    /// or read back from the spool on a blocking thread. A batch the spool cannot give
+    /// back (dropped over its bound meanwhile, or unreadable) is dropped, counted.
+    pub(crate) async fn next_unsent(&self, epoch: u64) -> Option<(u64, Vec<pb::Batch>)> {
+        loop {
+            let (seq, id) = match self.outbox().next_unsent(epoch)? {
+                Outgoing::Memory(seq, parts) => return Some((seq, parts)),
+                Outgoing::Spooled(seq, id) => (seq, id),
+            };
+            let read = match &self.spool {
+                Some(spool) => {
+                    let spool = Arc::clone(spool);
+                    tokio::task::spawn_blocking(move || lock(&spool).read(id))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("spool read task: {e}")))
+                }
+                None => Err("no spool".into()),
+            };
+            match read {
+                Ok(mut parts) => {
+                    // Under a replaced epoch if the collector renumbered this run.
+                    for p in &mut parts {
+                        p.epoch = epoch;
+                    }
+                    return Some((seq, parts));
+                }
+                Err(e) => {
+                    tracing::warn!(epoch, seq, error = %e, "cannot read a batch back from the spool; dropped");
+                    self.outbox().lose(epoch, seq);
+                }
+            }
+        }
+    }
+
+    /// The outbox, locked. Never held while the spool is locked or awaited.
     pub(crate) fn outbox(&self) -> MutexGuard<'_, Outbox> {
         // A panic while holding the lock cannot leave the queue half-updated in a way
         // that matters more than stopping would: keep going with what is there.
@@ -46,6 +129,14 @@ impl Shared {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Locks the spool; a panic while it was held leaves at worst a record the next start
+/// cuts off as torn.
+fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
+    spool
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The sampler's state between cycles; moved onto a blocking thread for each cycle,
@@ -99,9 +190,9 @@ impl Cycler {
         };
         let batch = wire::batch(epoch, seq, &sample, payload, &time_wait, &state_counts);
         let parts = wire::chunks(batch, wire::CHUNK_SOCKETS);
+        shared.queue(epoch, seq, full, parts);
         {
-            let mut o = shared.outbox();
-            o.push_parts(parts);
+            let o = shared.outbox();
             let (n, bytes) = o.len_bytes();
             tracing::debug!(seq, full, queued = n, queued_bytes = bytes, "batch queued");
         }

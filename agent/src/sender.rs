@@ -5,6 +5,11 @@
 //! On stop, a live stream is drained rather than dropped: what is queued is sent and
 //! the sender waits for the acknowledgements; [`crate::app::App`] bounds that wait with
 //! its grace period. Without a live stream there is nothing to drain.
+//!
+//! Batches an earlier run left in the spool go first, one stream per epoch, oldest
+//! first, each under the epoch it was sent with (so the collector's ledger recognises
+//! what it already committed); when an epoch is fully acknowledged its stream ends and
+//! the next begins at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,15 +28,19 @@ use crate::run::Shared;
 
 /// How long the collector has to answer hello.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Batches sent ahead of their acknowledgements: a long backlog (a spool after an
+/// outage) is sent as acks come back, so unread acks never fill the stream's window
+/// while the sender is still sending.
+const MAX_IN_FLIGHT: usize = 128;
 /// Largest message accepted from the collector.
 const MAX_DECODING_BYTES: usize = 64 * 1024 * 1024;
 
 /// Everything a stream needs, fixed for the agent's life.
 pub(crate) struct Link {
     /// Where and how to connect (TLS, timeouts, keepalive), with each collector's URL
-    /// for logs; no connection yet. Never empty (the configuration checks it). Each
-    /// new stream goes to the collector after the last one tried, so the agents of a
-    /// collector that died move to the next one on their first reconnect.
+    /// for logs; no connection yet. Never empty (the configuration checks it). After a
+    /// stream ends in trouble the next one goes to the next collector of the list, so
+    /// the agents of a collector that died move to another on their first reconnect.
     pub(crate) endpoints: Vec<(String, Endpoint)>,
     /// Sent as `authorization` on every stream.
     pub(crate) token: Option<Token>,
@@ -47,6 +56,8 @@ enum StreamEnd {
     Stopped,
     /// Transport or collector trouble: retry.
     Retry(String),
+    /// An earlier run's epoch is done: stream the next one now.
+    NextEpoch,
 }
 
 /// The sender task: streams until `stop`, then drains the live stream, if any.
@@ -61,15 +72,18 @@ pub(crate) async fn send_loop(
         let Some((url, endpoint)) = link.endpoints.get(turn % link.endpoints.len().max(1)) else {
             return Err("no collector to connect to".into());
         };
-        turn = turn.wrapping_add(1);
         let span = tracing::info_span!("stream", collector = %url);
         match stream_once(&link, endpoint, &shared, &stop, &mut backoff)
             .instrument(span)
             .await
         {
             StreamEnd::Stopped => return Ok(()),
-            StreamEnd::Retry(_) if stop.is_cancelled() => return Ok(()),
+            StreamEnd::Retry(_) | StreamEnd::NextEpoch if stop.is_cancelled() => return Ok(()),
+            StreamEnd::NextEpoch => {}
             StreamEnd::Retry(why) => {
+                // The next stream goes to the next collector of the list (a spooled
+                // epoch's end is no reason to leave this one).
+                turn = turn.wrapping_add(1);
                 let wait = backoff.step();
                 tracing::warn!(reason = %why, retry_in_ms = wait.as_millis() as u64, "stream ended");
                 tokio::select! {
@@ -109,7 +123,8 @@ async fn stream_once(
     .max_decoding_message_size(MAX_DECODING_BYTES)
     .max_encoding_message_size(usize::MAX);
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(16);
-    let mut epoch = shared.outbox().epoch;
+    // An earlier run's epoch first, while the spool holds batches of one.
+    let mut epoch = shared.outbox().stream_epoch();
     let hello = pb::AgentMessage {
         body: Some(pb::agent_message::Body::Hello(pb::Hello {
             host: Some(link.identity.clone()),
@@ -152,6 +167,17 @@ async fn stream_once(
         // Our epoch is behind what the collector stored for this host (the clock was
         // stepped back, or someone claimed the host with a later one): the collector
         // gave us the next one. 0 comes from collectors that predate the field.
+        if welcome.epoch != 0 && welcome.epoch != epoch && epoch != o.epoch {
+            // The host committed a later epoch since that run: its batches can no
+            // longer be stored under theirs.
+            let dropped = o.drop_epoch(epoch);
+            tracing::warn!(
+                epoch,
+                dropped,
+                "the collector has moved past an earlier run's epoch; dropped its spooled batches"
+            );
+            return StreamEnd::NextEpoch;
+        }
         if welcome.epoch != 0 && welcome.epoch != epoch {
             tracing::warn!(
                 agent_epoch = epoch,
@@ -167,16 +193,23 @@ async fn stream_once(
     // Set once stop is requested: send what is queued, wait for the acks, then end.
     let mut draining = false;
     loop {
-        let unsent = shared.outbox().unsent();
-        for b in unsent {
-            let seq = b.seq;
-            let m = pb::AgentMessage {
-                body: Some(pb::agent_message::Body::Batch(b)),
+        while shared.outbox().in_flight(epoch) < MAX_IN_FLIGHT {
+            let Some((seq, parts)) = shared.next_unsent(epoch).await else {
+                break;
             };
-            if tx.send(m).await.is_err() {
-                return StreamEnd::Retry("stream closed".into());
+            for b in parts {
+                let m = pb::AgentMessage {
+                    body: Some(pb::agent_message::Body::Batch(b)),
+                };
+                if tx.send(m).await.is_err() {
+                    return StreamEnd::Retry("stream closed".into());
+                }
             }
             shared.outbox().sent_upto = seq;
+        }
+        if shared.outbox().epoch_done(epoch) {
+            tracing::info!(epoch, "an earlier run's spooled batches are delivered");
+            return StreamEnd::NextEpoch;
         }
         if draining && shared.outbox().len_bytes().0 == 0 {
             tracing::info!("every batch acknowledged");
@@ -192,14 +225,14 @@ async fn stream_once(
             m = inbound.message() => match m {
                 Ok(Some(pb::CollectorMessage { body: Some(Body::Ack(a)) })) => {
                     if a.epoch == epoch {
-                        shared.outbox().ack(a.seq);
+                        shared.outbox().ack_in(epoch, a.seq);
                     }
                 }
                 Ok(Some(pb::CollectorMessage { body: Some(Body::Resync(r)) })) => {
                     tracing::info!(seq = r.seq, reason = %r.reason, "collector asked for a full table");
                     // While draining, the refused batches are simply dropped: the next
                     // agent starts a new epoch with a full table anyway.
-                    if shared.outbox().resync(r.seq) && !draining {
+                    if shared.outbox().resync_in(epoch, r.seq) && !draining {
                         shared.sample_now.notify_one();
                     }
                 }

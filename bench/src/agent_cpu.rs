@@ -55,6 +55,9 @@ pub fn run(args: &[String]) -> Result<()> {
         ],
     )?;
     let svc = Service::start("cpu", &["finwait"], Some(&ns), &[])?;
+    // The agent as deployed, with its spool (one fdatasync per cycle), in a directory
+    // of its own.
+    let spool = std::env::temp_dir().join(format!("finwait-bench-spool-{}", std::process::id()));
     let mut agent = ns
         .command(workspace_bin("finwait-agent")?)
         .args([
@@ -65,6 +68,8 @@ pub fn run(args: &[String]) -> Result<()> {
             "--collector",
             &format!("http://{}", svc.addr),
         ])
+        .arg("--spool-dir")
+        .arg(&spool)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
@@ -79,6 +84,7 @@ pub fn run(args: &[String]) -> Result<()> {
         .args(["-TERM", &agent.id().to_string()])
         .status();
     let _ = agent.wait();
+    let _ = std::fs::remove_dir_all(&spool);
     drop(svc);
     let manifest = pop.manifest.clone();
     pop.end();

@@ -6,15 +6,13 @@
 //! driver text. When a tokens file is given, reading needs a token with the read role
 //! (an agent's ingest token is a 403) or a dashboard session.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::auth::{self, Tokens};
+use crate::auth::{self, LiveTokens};
 use crate::dashboard::session::SessionKey;
 use crate::error::ErrorCode;
 use crate::query::fleet::FleetQuery;
@@ -34,9 +32,9 @@ pub struct ApiState {
     pub ctx: Context,
     /// Accepted tokens (reading needs the read role); `None` when reading is open
     /// (`--insecure-loopback` without a tokens file).
-    pub tokens: Option<Arc<Tokens>>,
+    pub tokens: Option<LiveTokens>,
     /// The dashboard's session key: a browser logged in to the pages may read too.
-    pub sessions: Option<Arc<(Tokens, SessionKey)>>,
+    pub sessions: Option<LiveTokens>,
 }
 
 /// Seconds a 503's `Retry-After` asks the client to wait.
@@ -94,9 +92,15 @@ fn admit_with(
     from_path: Option<(&str, String)>,
 ) -> Result<Params, ApiError> {
     let given = headers.get("authorization").and_then(|v| v.to_str().ok());
-    let session =
-        || given.is_none() && state.sessions.as_ref().is_some_and(|s| s.1.admits(headers));
-    match auth::check(state.tokens.as_deref(), given, auth::Role::Read) {
+    let session = || {
+        given.is_none()
+            && state
+                .sessions
+                .as_ref()
+                .is_some_and(|s| SessionKey::new(&s.current()).admits(headers))
+    };
+    let set = state.tokens.as_ref().map(LiveTokens::current);
+    match auth::check(set.as_deref(), given, auth::Role::Read) {
         Ok(()) => {}
         Err(_) if session() => {}
         Err(refused) => return Err(QueryError::from(refused).into()),

@@ -16,9 +16,9 @@ use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
-use crate::auth::Tokens;
+use crate::auth::{LiveTokens, Tokens};
 use crate::budget::Budget;
 use crate::config::Config;
 use crate::conn_limit::{ConnLimits, ConnStats};
@@ -42,7 +42,9 @@ pub struct App {
     /// How the health probe connects (the store's options).
     db_options: PgConnectOptions,
     database_url: String,
-    tokens: Option<Arc<Tokens>>,
+    tokens: Option<LiveTokens>,
+    /// The certificate served (`--tls-cert`), replaced on reload.
+    certs: Option<Arc<crate::tls::CertStore>>,
     /// The connection cap in force (the flag, lowered to fit the open-file limit).
     max_connections: usize,
     /// Connections refused or closed by a limit.
@@ -134,9 +136,26 @@ impl App {
                 let t =
                     Tokens::parse(&text).with_context(|| format!("tokens file {}", p.display()))?;
                 crate::auth::log_roles(&t);
-                Some(Arc::new(t))
+                Some(LiveTokens::new(t))
             }
             None => None,
+        };
+        // Checked before anything binds; served by crate::tls so SIGHUP can replace it.
+        let certs = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let c =
+                    std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+                let k = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+                let pair = crate::tls::certified_key(&c, &k).with_context(|| {
+                    format!(
+                        "--tls-cert {} / --tls-key {}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
+                Some(crate::tls::CertStore::new(pair))
+            }
+            _ => None,
         };
         let Database {
             options,
@@ -183,9 +202,25 @@ impl App {
             db_options: options,
             database_url,
             tokens,
+            certs,
             max_connections,
             conn_stats: Arc::new(ConnStats::default()),
         })
+    }
+
+    /// What SIGHUP does (the collector does it itself; tests may call it directly):
+    /// reload the tokens file and the certificate into the sets in force.
+    pub fn reloader(&self) -> crate::reload::Reloader {
+        let mut r = crate::reload::Reloader::default();
+        if let (Some(path), Some(live)) = (&self.config.tokens_file, &self.tokens) {
+            r = r.with_tokens(path.clone(), live.clone());
+        }
+        if let (Some(cert), Some(key), Some(store)) =
+            (&self.config.tls_cert, &self.config.tls_key, &self.certs)
+        {
+            r = r.with_tls(cert.clone(), key.clone(), store.clone());
+        }
+        r
     }
 
     /// The bound gRPC address.
@@ -214,6 +249,7 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let reloader = self.reloader();
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (reporter, health) = tonic_health::server::health_reporter();
@@ -330,18 +366,16 @@ impl App {
         let keepalive = Duration::from_secs(self.config.keepalive_seconds);
         // Pings find peers that went away without a word; the idle time in
         // conn_limit closes those that stay but ask nothing.
-        let mut server = Server::builder()
+        let server = Server::builder()
             .http2_keepalive_interval(Some(keepalive))
             .http2_keepalive_timeout(Some(keepalive.min(Duration::from_secs(20))));
-        if let (Some(cert), Some(key)) = (&self.config.tls_cert, &self.config.tls_key) {
-            let cert =
-                std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
-            let key = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
-            let tls = ServerTlsConfig::new()
-                .identity(Identity::from_pem(cert, key))
-                .timeout(handshake);
-            server = server.tls_config(tls).context("TLS configuration")?;
-        }
+        let tls = match &self.certs {
+            Some(store) => {
+                Some(crate::tls::server_config(store.clone()).context("TLS configuration")?)
+            }
+            None => None,
+        };
+        tracker.spawn(crate::reload::on_sighup(reloader, stop.clone()));
         tracing::info!(addr = %self.addr, tls = self.config.tls_cert.is_some(), "collector serving");
         let signal_stop = stop.clone();
         // gRPC and the HTTP/1.1 JSON API share the port. With a tokens file, reading
@@ -375,10 +409,7 @@ impl App {
         ));
         // Pages and the API: sessions (with tokens) are signed with a key derived
         // from the same tokens, and the API accepts them too (the charts' fetches).
-        let dash_auth = read_tokens.as_ref().map(|t| {
-            let key = crate::dashboard::session::SessionKey::new(t);
-            Arc::new((crate::auth::Tokens::clone(t), key))
-        });
+        let dash_auth = read_tokens.clone();
         let api = crate::api::router(crate::api::ApiState {
             ctx: ctx.clone(),
             tokens: read_tokens,
@@ -406,6 +437,7 @@ impl App {
             self.conn_stats.clone(),
             stop.clone(),
         );
+        let incoming = crate::tls::serve(incoming, tls, handshake);
         let serve = server
             .accept_http1(true)
             .add_routes(routes)

@@ -26,6 +26,7 @@
 //! token given twice stops the collector at start-up, naming the line.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use crate::error::ErrorCode;
 use crate::query::QueryError;
@@ -224,6 +225,29 @@ impl Tokens {
     }
 }
 
+/// The token set in force, shared by every transport and replaced whole when the
+/// tokens file is reloaded (SIGHUP, [`crate::reload`]): each request is checked
+/// against the set of the moment it arrives; a stream already let in stays open.
+#[derive(Debug, Clone)]
+pub struct LiveTokens(Arc<RwLock<Arc<Tokens>>>);
+
+impl LiveTokens {
+    /// Starts with `tokens` in force.
+    pub fn new(tokens: Tokens) -> LiveTokens {
+        LiveTokens(Arc::new(RwLock::new(Arc::new(tokens))))
+    }
+
+    /// The set in force now.
+    pub fn current(&self) -> Arc<Tokens> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `tokens` in force for every request from now on.
+    pub fn replace(&self, tokens: Tokens) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
+    }
+}
+
 /// Logs, once at start-up, how many tokens hold each role (never a token), and a
 /// note when lines without a role made agent-only tokens.
 pub fn log_roles(tokens: &Tokens) {
@@ -331,11 +355,12 @@ pub fn presented(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
 /// A gRPC interceptor letting through only requests with a token of `role` (used for
 /// reflection, which lists every service and message: a reader's business).
 pub fn interceptor(
-    tokens: Option<std::sync::Arc<Tokens>>,
+    tokens: Option<LiveTokens>,
     role: Role,
 ) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
     move |req: tonic::Request<()>| {
-        check(tokens.as_deref(), presented(req.metadata()), role).map_err(|r| {
+        let set = tokens.as_ref().map(LiveTokens::current);
+        check(set.as_deref(), presented(req.metadata()), role).map_err(|r| {
             r.code().log("grpc", &r.to_string());
             r.status()
         })?;

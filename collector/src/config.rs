@@ -139,6 +139,17 @@ pub struct Config {
     /// links in reports point there (default: paths on the collector).
     #[arg(long, env = "FINWAIT_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
+    /// A one-off command instead of serving (`init`); none serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Commands of `finwait-collector` besides serving (which takes no command).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Write a CA, a server certificate for the given names and addresses, an agent
+    /// token and a reader token into DIR, and print the commands that use them.
+    Init(crate::init::InitArgs),
 }
 
 impl Config {

@@ -7,7 +7,7 @@
 //!
 //! Each connection ([`Conn`]) carries two deadlines, checked whenever the server reads
 //! from it: the first byte must arrive within the handshake time (TLS handshakes get
-//! the same bound from tonic), and once it has, the connection may stay open with no
+//! the same bound from `crate::tls`), and once it has, the connection may stay open with no
 //! request in flight for at most the idle time. Requests are counted by
 //! [`track_requests`], a middleware around every route (gRPC and HTTP alike) that holds
 //! a guard until the response body is finished, so an agent's ingest stream, one long

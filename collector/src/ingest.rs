@@ -40,7 +40,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::auth::{self, Tokens};
+use crate::auth::{self, LiveTokens};
 use crate::budget::{Budget, Reserved};
 use crate::error::{ErrorCode, store_status};
 use crate::model::{Batch, Payload};
@@ -67,7 +67,7 @@ pub struct IngestService {
     limits: Limits,
     /// Accepted tokens (a stream needs the ingest role); `None` only with
     /// --insecure-loopback.
-    tokens: Option<Arc<Tokens>>,
+    tokens: Option<LiveTokens>,
     /// Bounds concurrent streams.
     streams: Arc<Semaphore>,
     /// Bounds the memory every stream's batches hold together.
@@ -134,7 +134,7 @@ impl IngestService {
     pub fn new(
         store: Store,
         limits: Limits,
-        tokens: Option<Arc<Tokens>>,
+        tokens: Option<LiveTokens>,
         capacity: Capacity,
         stop: CancellationToken,
         tracker: TaskTracker,
@@ -167,8 +167,9 @@ impl IngestService {
     }
 
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let set = self.tokens.as_ref().map(LiveTokens::current);
         auth::check(
-            self.tokens.as_deref(),
+            set.as_deref(),
             auth::presented(req.metadata()),
             auth::Role::Ingest,
         )

@@ -2,13 +2,11 @@
 //! parameters and go through the same parsing and queries ([`crate::query`]); answers
 //! become messages. Same values accepted, same messages on errors, same answers.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use finwait_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{self, Tokens};
+use crate::auth::{self, LiveTokens};
 use crate::query::fleet::FleetQuery;
 use crate::query::groups::GroupsQuery;
 use crate::query::hosts::HostsQuery;
@@ -26,13 +24,13 @@ use finwait_vocab::answer::{
 #[derive(Clone)]
 pub struct QueryService {
     ctx: Context,
-    tokens: Option<Arc<Tokens>>,
+    tokens: Option<LiveTokens>,
 }
 
 impl QueryService {
     /// Serves `ctx` to holders of a read token; `tokens` as for the HTTP API (`None`:
     /// open, `--insecure-loopback` without a tokens file).
-    pub fn new(ctx: Context, tokens: Option<Arc<Tokens>>) -> QueryService {
+    pub fn new(ctx: Context, tokens: Option<LiveTokens>) -> QueryService {
         QueryService { ctx, tokens }
     }
 
@@ -43,8 +41,9 @@ impl QueryService {
         mut fields: Vec<(&str, String)>,
         page: Option<&pb::Page>,
     ) -> Result<Q::Answer, Status> {
+        let set = self.tokens.as_ref().map(LiveTokens::current);
         auth::check(
-            self.tokens.as_deref(),
+            set.as_deref(),
             auth::presented(req.metadata()),
             auth::Role::Read,
         )

@@ -40,6 +40,9 @@ impl TableSource for Recorded {
 fn config(flags: &[&str]) -> Result<Config> {
     let mut all = vec!["finwait-agent", "run", "--hostname", "app-test"];
     all.extend_from_slice(&["--machine-id", "app-test-machine", "--insecure-loopback"]);
+    if !flags.contains(&"--spool-dir") {
+        all.push("--no-spool");
+    }
     all.extend_from_slice(flags);
     match Cli::try_parse_from(all)?.command {
         Command::Run(args) => Ok(Config::from_args(&args)?),
@@ -109,6 +112,10 @@ struct Seen {
     batches: Vec<u64>,
     /// Sequence numbers acknowledged.
     acked: Vec<u64>,
+    /// The epoch of each stream's hello.
+    hellos: Vec<u64>,
+    /// (epoch, seq) of the batches received, in order.
+    sent: Vec<(u64, u64)>,
 }
 
 /// Answers hello with welcome and acknowledges batches once `gate` is true.
@@ -148,6 +155,7 @@ impl pb::ingest_server::Ingest for FakeCollector {
             else {
                 return;
             };
+            seen(&seen_by_stream).hellos.push(hello.epoch);
             let welcome = Out::Welcome(pb::Welcome {
                 host_id: 1,
                 ..Default::default()
@@ -161,6 +169,7 @@ impl pb::ingest_server::Ingest for FakeCollector {
                     m = inbound.message() => match m {
                         Ok(Some(pb::AgentMessage { body: Some(In::Batch(b)) })) => {
                             seen(&seen_by_stream).batches.push(b.seq);
+                            seen(&seen_by_stream).sent.push((b.epoch, b.seq));
                             pending.push(b.seq);
                         }
                         Ok(Some(_)) => {}
@@ -268,5 +277,104 @@ async fn a_collector_that_never_acknowledges_holds_the_stop_for_the_grace_period
         took >= GRACE - Duration::from_millis(100) && took < GRACE + Duration::from_secs(1),
         "stopping took {took:?} with a grace period of {GRACE:?}"
     );
+    Ok(())
+}
+
+/// A spool directory of its own under the test's scratch space.
+fn spool_dir(tag: &str) -> Result<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("app-spool-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(dir)
+}
+
+fn segments(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            .count()
+    })
+}
+
+#[tokio::test]
+async fn a_restarted_app_first_sends_what_its_last_run_left_in_the_spool_under_that_runs_epoch()
+-> Result<()> {
+    let dir = spool_dir("replay")?;
+    let dir_flag = dir.to_str().context("utf-8 path")?.to_owned();
+    // Run 1: a collector that never acknowledges; everything stays in the spool.
+    let (addr, first, _closed) = fake_collector().await?;
+    let url = format!("http://{addr}");
+    let flags = [
+        "--collector",
+        &url,
+        "--interval",
+        "0.2",
+        "--spool-dir",
+        &dir_flag,
+    ];
+    let r = start(config(&flags)?)?;
+    until("four batches", || seen(&first).batches.len() >= 4).await?;
+    stop(r).await?;
+    let (e1, sent1) = {
+        let s = seen(&first);
+        (s.hellos[0], s.sent.clone())
+    };
+    assert!(sent1.iter().all(|&(e, _)| e == e1));
+    // Run 2: a collector that acknowledges. Run 1's batches come first, under run 1's
+    // epoch and numbers, on a stream of their own; then run 2's, under a later epoch.
+    let (addr, second, open) = fake_collector().await?;
+    open.send(true)?;
+    let url = format!("http://{addr}");
+    let flags = [
+        "--collector",
+        &url,
+        "--interval",
+        "0.2",
+        "--spool-dir",
+        &dir_flag,
+    ];
+    let r = start(config(&flags)?)?;
+    until("run 2's own batches", || {
+        seen(&second).sent.iter().filter(|&&(e, _)| e != e1).count() >= 2
+    })
+    .await?;
+    stop(r).await?;
+    let s = seen(&second);
+    assert_eq!(
+        s.hellos.first(),
+        Some(&e1),
+        "the first stream is run 1's: {:?}",
+        s.hellos
+    );
+    let e2 = s.hellos.get(1).copied().context("a second stream")?;
+    assert!(e2 > e1, "run 2's epoch {e2} is after run 1's {e1}");
+    let replayed: Vec<u64> = s
+        .sent
+        .iter()
+        .take_while(|&&(e, _)| e == e1)
+        .map(|&(_, q)| q)
+        .collect();
+    let first_seqs: Vec<u64> = sent1.iter().map(|&(_, q)| q).collect();
+    assert!(
+        replayed.len() >= first_seqs.len() && replayed.starts_with(&first_seqs),
+        "run 1 sent {first_seqs:?}, run 2 replayed {replayed:?}"
+    );
+    assert_eq!(
+        replayed,
+        (1..=replayed.len() as u64).collect::<Vec<_>>(),
+        "in order, each once"
+    );
+    assert!(
+        s.sent.iter().skip(replayed.len()).all(|&(e, _)| e == e2),
+        "then run 2's only: {:?}",
+        s.sent
+    );
+    drop(s);
+    assert_eq!(
+        segments(&dir),
+        0,
+        "a clean stop with everything acknowledged leaves nothing to replay"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -8,4 +8,5 @@ mod differential;
 mod golden;
 mod namespaces;
 mod render;
+mod spool;
 mod support;

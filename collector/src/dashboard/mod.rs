@@ -18,7 +18,6 @@ pub mod session;
 pub mod view;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use askama::Template;
 use axum::Form;
@@ -28,7 +27,7 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
-use crate::auth::{self, Tokens};
+use crate::auth::{self, LiveTokens};
 use crate::error::ErrorCode;
 use crate::query::{Context, Params, QueryError, Question};
 use session::SessionKey;
@@ -38,9 +37,10 @@ use session::SessionKey;
 pub struct DashState {
     /// The queries' context.
     pub ctx: Context,
-    /// Tokens (login needs the read role) and the session key; `None` when the pages
+    /// Tokens (login needs the read role; the session key is derived from the set in
+    /// force, so a reload that changes them ends every session); `None` when the pages
     /// are open (no tokens file).
-    pub auth: Option<Arc<(Tokens, SessionKey)>>,
+    pub auth: Option<LiveTokens>,
 }
 
 /// The frame around every page.
@@ -142,7 +142,7 @@ async fn require_session(State(s): State<DashState>, req: Request, next: Next) -
     let Some(a) = &s.auth else {
         return next.run(req).await;
     };
-    if a.1.admits(req.headers()) {
+    if SessionKey::new(&a.current()).admits(req.headers()) {
         return next.run(req).await;
     }
     let here = req
@@ -206,7 +206,8 @@ async fn login(State(s): State<DashState>, Form(f): Form<LoginForm>) -> Response
     };
     let next = session::safe_next(Some(&f.next));
     let presented = format!("Bearer {}", f.token.trim());
-    match auth::check(Some(&a.0), Some(&presented), auth::Role::Read) {
+    let set = a.current();
+    match auth::check(Some(&set), Some(&presented), auth::Role::Read) {
         Ok(()) => {}
         Err(refused @ auth::Refused::WrongRole(_)) => {
             // An agent's token: a 403 saying which role is missing, and no session.
@@ -225,7 +226,7 @@ async fn login(State(s): State<DashState>, Form(f): Form<LoginForm>) -> Response
                 .into_response();
         }
     }
-    let cookie = session::set_cookie(&a.1.issue(chrono::Utc::now().timestamp()));
+    let cookie = session::set_cookie(&SessionKey::new(&set).issue(chrono::Utc::now().timestamp()));
     ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
 }
 

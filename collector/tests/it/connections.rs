@@ -258,3 +258,93 @@ async fn over_long_urls_and_headers_are_refused_and_a_slow_header_is_cut_off() {
     assert!(slow, "a request whose headers never finish is held open");
     c.stop().await;
 }
+
+#[tokio::test]
+async fn running_out_of_descriptors_backs_off_and_recovers() {
+    if require_root("running_out_of_descriptors_backs_off_and_recovers") == Privilege::OptedOut {
+        return;
+    }
+    let ns = NetNs::create("emfile").expect("namespace");
+    let data = scratch("emfile");
+    let (mut collector, addr) = start_collector(&ns, &data, "127.0.0.1:0", &[]);
+    let pid = collector.0.id();
+    let addr: SocketAddr = addr.parse().expect("address");
+    let warm = on_thread_in(&ns, move || {
+        http_get(addr, "/api/v1/hosts", Duration::from_secs(10))
+    })
+    .join()
+    .expect("thread")
+    .expect("a first query");
+    assert_eq!(warm.0, 200, "{warm:?}");
+    // Leave the running collector ten descriptors of head room.
+    let limit = fd_count(pid) + 10;
+    let set = std::process::Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={limit}:{limit}"))
+        .status()
+        .expect("prlimit (apt-get install util-linux)");
+    assert!(set.success(), "prlimit --pid {pid}");
+
+    // Thirty connections: the first few take the head room, accept(2) fails with
+    // EMFILE for the rest, which wait in the listen backlog.
+    let held = on_thread_in(&ns, move || {
+        let held: Vec<TcpStream> = (0..30)
+            .map(|_| TcpStream::connect(addr).expect("connect (the backlog takes it)"))
+            .collect();
+        std::thread::sleep(Duration::from_secs(3));
+        held
+    })
+    .join()
+    .expect("flood thread");
+    assert!(
+        collector.0.try_wait().expect("status").is_none(),
+        "the collector died out of descriptors (see {}/collector.log)",
+        data.display()
+    );
+    let log = std::fs::read_to_string(data.join("collector.log")).expect("collector log");
+    let failures: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("accept failed"))
+        .filter_map(|l| {
+            let at = l.find("failures=")? + "failures=".len();
+            let digits: String = l[at..].chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect();
+    let most = failures.iter().copied().max().unwrap_or(0);
+    eprintln!(
+        "out of descriptors for 3 s: accept failed {most} times (logged {:?})",
+        failures
+    );
+    assert!(
+        most > 0,
+        "accept never failed with a limit of {limit} descriptors and 30 connections: the test \
+         did not cause EMFILE (see {}/collector.log)",
+        data.display()
+    );
+    // Backing off from 10 ms to 1 s fails about ten times in 3 s; a loop that spins on
+    // EMFILE fails hundreds of thousands of times.
+    assert!(
+        most < 200,
+        "accept failed {most} times in about 3 s: the accept loop spins instead of backing off"
+    );
+
+    // Descriptors come back: the collector serves again.
+    drop(held);
+    let after = on_thread_in(&ns, move || {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match http_get(addr, "/api/v1/hosts", Duration::from_secs(5)) {
+                Ok(answer) if answer.0 == 200 => return Ok(answer),
+                other if Instant::now() > deadline => return other,
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    })
+    .join()
+    .expect("thread")
+    .expect("a query once descriptors are free");
+    assert_eq!(after.0, 200, "{after:?}");
+    drop(collector);
+    let _ = std::fs::remove_dir_all(&data);
+}

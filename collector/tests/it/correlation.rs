@@ -549,6 +549,8 @@ impl Fixture {
                     "--machine-id",
                     &format!("m-{name}"),
                 ])
+                .arg("--spool-dir")
+                .arg(self.dir.join(format!("{name}-spool")))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(self.dir.join(format!("{name}.log"))).expect("log"))

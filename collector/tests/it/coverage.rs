@@ -40,7 +40,7 @@ fn an_unprivileged_agent_reports_what_it_cannot_see_and_why() {
                 "--collector",
                 &url,
             ])
-            .args(["--hostname", "cov", "--machine-id", "m-cov"])
+            .args(["--hostname", "cov", "--machine-id", "m-cov", "--no-spool"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("agent.log")).expect("log"))

@@ -100,6 +100,9 @@ pub(crate) fn start_agent(ns: &NetNs, addr: &str, data: &Path, interval: &str) -
                 "e2e-machine",
             ])
             .args(["--collector", &format!("http://{addr}")])
+            // Each test's agent owns a spool of its own (the default is one per host).
+            .arg("--spool-dir")
+            .arg(data.join("agent-spool"))
             .stdout(Stdio::null())
             // Kept for a failing run to be read; removed with the data directory.
             .stderr(std::fs::File::create(data.join("agent.log")).expect("agent log"))

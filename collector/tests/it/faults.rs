@@ -163,6 +163,8 @@ async fn an_agent_cut_off_for_a_minute_loses_and_duplicates_nothing() {
             .arg(&ca)
             .arg("--token-file")
             .arg(&token)
+            .arg("--spool-dir")
+            .arg(data.join("agent-spool"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(data.join("agent.log")).expect("agent log"))
             .spawn()
@@ -211,6 +213,8 @@ fn start_agent_at(ns: &NetNs, addr: &str, data: &Path, offset: &str) -> Proc {
             .args(["run", "--insecure-loopback", "--interval", "0.3"])
             .args(["--hostname", "e2e", "--machine-id", "e2e-machine"])
             .args(["--collector", &format!("http://{addr}")])
+            .arg("--spool-dir")
+            .arg(data.join("agent-spool-2"))
             .env("LD_PRELOAD", libfaketime())
             .env("FAKETIME", offset)
             // Only the wall clock moves; timers and sleeps keep real time.

@@ -601,3 +601,217 @@ async fn compressed_messages_are_refused_at_the_door_not_inflated() {
     assert!(welcomed(&got), "{got:?}");
     c.stop().await;
 }
+
+/// One message on the wire: compressed-flag byte, declared length (the real one when
+/// `None`), bytes.
+type Frame = (u8, Option<u32>, Vec<u8>);
+
+/// gRPC length-prefixed messages, each with the compressed-flag byte given, declaring
+/// `declared` bytes (the real length when `None`).
+fn frames(parts: &[Frame]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (flag, declared, bytes) in parts {
+        out.push(*flag);
+        let len = declared.unwrap_or(u32::try_from(bytes.len()).expect("small"));
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
+/// Sends `body` as the whole request body of one ingest stream, below tonic's encoder
+/// (which never writes a bad flag or a short message), and returns the gRPC status
+/// code and message the collector ended it with.
+async fn raw_body(c: &Collector, body: Vec<u8>) -> (i32, String) {
+    use http_body_util::BodyExt;
+    use tonic::codegen::Service;
+    let mut channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .expect("ready");
+    let req = tonic::codegen::http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{}/finwait.v1.Ingest/Stream", c.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(http_body_util::Full::new(
+            prost::bytes::Bytes::from(body),
+        )))
+        .expect("request");
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(15), channel.call(req))
+        .await
+        .expect("an answer within 15 s")
+        .expect("the collector answers at the HTTP level");
+    let headers = resp.headers().clone();
+    let collected = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        resp.into_body().collect(),
+    )
+    .await
+    .expect("the stream ends within 15 s")
+    .expect("body");
+    // A trailers-only answer carries the status in the headers.
+    let trailers = collected.trailers().cloned().unwrap_or(headers);
+    let code = trailers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a grpc-status");
+    let message = trailers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(percent_decode)
+        .unwrap_or_default();
+    (code, message)
+}
+
+/// The grpc-message header's percent-encoding undone (ASCII is enough here).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_framing_is_the_agents_mistake_and_costs_nothing() {
+    if require_root("broken_framing_is_the_agents_mistake_and_costs_nothing") == Privilege::OptedOut
+    {
+        return;
+    }
+    let c = Collector::start(&[]).await;
+    let good = batch_msg(full(1, 1, now_ms(), vec![])).encode_to_vec();
+    let cases: [(&str, Vec<Frame>, &str); 3] = [
+        // The compressed-flag set although the stream named no grpc-encoding.
+        (
+            "compressed flag without an encoding",
+            vec![
+                (0, None, hello("flagged").encode_to_vec()),
+                (1, None, good.clone()),
+            ],
+            "compressed-flag",
+        ),
+        // A flag that is neither 0 nor 1.
+        (
+            "invalid flag",
+            vec![
+                (0, None, hello("flag-two").encode_to_vec()),
+                (2, None, good.clone()),
+            ],
+            "compression flag",
+        ),
+        // A message whose declared length runs past the end of the stream.
+        (
+            "truncated message",
+            vec![
+                (0, None, hello("truncated").encode_to_vec()),
+                (
+                    0,
+                    Some(u32::try_from(good.len()).expect("small") + 100),
+                    good.clone(),
+                ),
+            ],
+            "decode",
+        ),
+    ];
+    for (what, parts, says) in cases {
+        let (code, message) = raw_body(&c, frames(&parts)).await;
+        assert_eq!(
+            code,
+            tonic::Code::InvalidArgument as i32,
+            "{what}: INVALID_ARGUMENT (the agent's mistake), not INTERNAL; got {code}: {message}"
+        );
+        assert!(message.contains(says), "{what}: {message}");
+    }
+    // Each hello was accepted before its broken message; no batch was stored.
+    let db = c.db().await;
+    let batches: i64 = sqlx::query_scalar("SELECT count(*) FROM ingest_batches")
+        .fetch_one(&db)
+        .await
+        .expect("count batches");
+    assert_eq!(batches, 0, "nothing from a broken message was stored");
+    // A well-formed agent is welcomed afterwards and its batch acknowledged.
+    let (got, _) = exchange(&c, vec![hello("after-framing").encode_to_vec(), good]).await;
+    assert!(welcomed(&got), "{got:?}");
+    assert!(
+        got.iter()
+            .any(|m| matches!(m.body, Some(pb::collector_message::Body::Ack(_)))),
+        "{got:?}"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_metadata_is_refused_by_the_transport_and_costs_nothing() {
+    if require_root("oversized_metadata_is_refused_by_the_transport_and_costs_nothing")
+        == Privilege::OptedOut
+    {
+        return;
+    }
+    let c = Collector::start(&[]).await;
+    // 64 KiB of metadata: four times HTTP/2's header-list limit (16 KiB).
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(hello("fat-headers").encode_to_vec())
+        .await
+        .expect("queue");
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    for i in 0..16 {
+        let pad = "x".repeat(4096);
+        req.metadata_mut().insert(
+            tonic::metadata::MetadataKey::from_bytes(format!("x-pad-{i}").as_bytes()).expect("key"),
+            pad.parse().expect("value"),
+        );
+    }
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/finwait.v1.Ingest/Stream");
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        grpc.streaming(req, path, RawCodec),
+    )
+    .await
+    .expect("refused within 15 s, not left hanging");
+    let status = match answer {
+        Err(status) => status,
+        Ok(resp) => {
+            let mut s = resp.into_inner();
+            match tokio::time::timeout(std::time::Duration::from_secs(15), s.message()).await {
+                Ok(Err(status)) => status,
+                other => panic!("oversized metadata was served: {other:?}"),
+            }
+        }
+    };
+    assert_ne!(status.code(), tonic::Code::Ok, "{status:?}");
+    let db = c.db().await;
+    let hosts: i64 = sqlx::query_scalar("SELECT count(*) FROM hosts")
+        .fetch_one(&db)
+        .await
+        .expect("count hosts");
+    assert_eq!(hosts, 0, "nothing from the refused stream was read");
+    // The collector is unharmed.
+    let (got, _) = exchange(&c, vec![hello("after-headers").encode_to_vec()]).await;
+    assert!(welcomed(&got), "{got:?}");
+    c.stop().await;
+}

@@ -178,6 +178,8 @@ fn same_host_peers_pair_across_namespaces_and_never_across_loopbacks() {
                 "--machine-id",
                 "m-node",
             ])
+            .arg("--spool-dir")
+            .arg(dir.join("agent-spool"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("agent.log")).expect("log"))

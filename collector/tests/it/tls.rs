@@ -50,6 +50,7 @@ async fn the_agent_streams_over_tls_with_a_token() {
             token.map_or("tls-untrusted", |_| "tls-agent"),
             "--machine-id",
             "tls",
+            "--no-spool",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
