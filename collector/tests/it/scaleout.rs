@@ -116,6 +116,9 @@ impl Site {
             .args(["run", "--interval", "0.5", "--collector", &urls.join(",")])
             .args(["--ca-file", &self.ca, "--token-file", &self.agent_token])
             .args(["--hostname", &name, "--machine-id", &format!("m-{name}")])
+            // Each agent owns a spool of its own (the default is one per machine).
+            .arg("--spool-dir")
+            .arg(self.dir.join(format!("{name}-spool")))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.agent_log(i)).expect("log"))
