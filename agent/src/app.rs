@@ -34,8 +34,8 @@ pub const GRACE: Duration = Duration::from_secs(3);
 pub struct App {
     /// The checked configuration.
     config: Config,
-    /// The collector, ready to connect to.
-    endpoint: Endpoint,
+    /// The collectors (URL, endpoint), ready to connect to, in the order given.
+    endpoints: Vec<(String, Endpoint)>,
     /// Where tables come from.
     source: Box<dyn TableSource>,
     /// The spool, open and locked, with what earlier runs left in it.
@@ -66,7 +66,7 @@ impl App {
         source: Box<dyn TableSource>,
     ) -> Result<App, AgentError> {
         config.validate()?;
-        let endpoint = config.endpoint().map_err(|e| {
+        let endpoints = config.endpoints().map_err(|e| {
             AgentError::Config(crate::config::ConfigError {
                 problems: vec![format!("--collector {}: {e}", config.collector)],
             })
@@ -77,7 +77,7 @@ impl App {
         };
         Ok(App {
             config,
-            endpoint,
+            endpoints,
             source,
             spool,
         })
@@ -96,7 +96,7 @@ impl App {
     ) -> Result<(), AgentError> {
         let App {
             config,
-            endpoint,
+            endpoints,
             source,
             spool,
         } = self;
@@ -125,8 +125,7 @@ impl App {
         }
         let shared = Arc::new(shared);
         let link = Link {
-            endpoint,
-            collector: config.collector.clone(),
+            endpoints,
             token: config.token.clone(),
             identity: config.identity.clone(),
             instance_id: config.instance_id.clone(),

@@ -39,6 +39,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub read: ReadArgs,
     /// Collector URL: https://HOST:PORT, or http://127.0.0.1:PORT with --insecure-loopback.
+    /// Several collectors sharing one database: their URLs separated by commas; the
+    /// first is tried first, and every reconnect goes to the next one in the list.
     #[arg(long, env = "FINWAIT_COLLECTOR")]
     pub collector: String,
     /// Sampling interval in seconds, 0.1 to 3600 (jittered by ±10 %); keep it well inside

@@ -125,7 +125,7 @@ pub struct ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Collector URL: `https://`, or `http://` to a loopback address with
-    /// `insecure_loopback`.
+    /// `insecure_loopback`; or several, separated by commas (see [`Config::collectors`]).
     pub collector: String,
     /// Sampling interval before jitter, within [`MIN_INTERVAL`]..=[`MAX_INTERVAL`].
     pub interval: Duration,
@@ -269,12 +269,33 @@ impl Config {
         if self.buffer_bytes == 0 {
             problems.push("--buffer-mib: must be at least 1".into());
         }
-        let collector = format!("--collector {}", self.collector);
-        let uri: tonic::codegen::http::Uri = match self.collector.parse() {
+        let urls = self.collectors();
+        if urls.is_empty() {
+            problems.push(format!(
+                "--collector {:?}: give at least one URL",
+                self.collector
+            ));
+        }
+        for url in urls {
+            self.url_problems(url, token_given, ca_given, &mut problems);
+        }
+        problems
+    }
+
+    /// The rules for one collector URL of the list.
+    fn url_problems(
+        &self,
+        url: &str,
+        token_given: bool,
+        ca_given: bool,
+        problems: &mut Vec<String>,
+    ) {
+        let collector = format!("--collector {url}");
+        let uri: tonic::codegen::http::Uri = match url.parse() {
             Ok(uri) => uri,
             Err(e) => {
                 problems.push(format!("{collector}: {e}"));
-                return problems;
+                return;
             }
         };
         let host = uri.host().unwrap_or("");
@@ -304,25 +325,49 @@ impl Config {
                     ));
                 }
                 if self.ca.is_some()
-                    && let Err(e) = self.endpoint()
+                    && let Err(e) = self.endpoint_for(url)
                 {
                     problems.push(format!("{collector} with --ca-file: {e}"));
                 }
             }
             _ => problems.push(format!("{collector}: use http:// or https://")),
         }
-        problems
     }
 
-    /// The collector endpoint: timeouts, keepalive and, for https, TLS trusting the CA.
-    /// No I/O: connecting happens on each stream.
+    /// The collector URLs, in the order given: `--collector` takes one URL or several
+    /// separated by commas (collectors sharing one database), tried in turn.
+    pub fn collectors(&self) -> Vec<&str> {
+        self.collector
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    /// The first collector's endpoint (see [`Config::endpoints`]).
     pub fn endpoint(&self) -> Result<Endpoint, String> {
-        let mut ep = Endpoint::from_shared(self.collector.clone())
+        let first = self.collectors().first().copied().unwrap_or_default();
+        self.endpoint_for(first)
+    }
+
+    /// Every collector's endpoint with its URL, in the order given: each new stream
+    /// goes to the one after the last one tried.
+    pub fn endpoints(&self) -> Result<Vec<(String, Endpoint)>, String> {
+        self.collectors()
+            .into_iter()
+            .map(|u| Ok((u.to_owned(), self.endpoint_for(u)?)))
+            .collect()
+    }
+
+    /// The endpoint of `url`: timeouts, keepalive and, for https, TLS trusting the CA.
+    /// No I/O: connecting happens on each stream.
+    fn endpoint_for(&self, url: &str) -> Result<Endpoint, String> {
+        let mut ep = Endpoint::from_shared(url.to_owned())
             .map_err(|e| e.to_string())?
             .connect_timeout(CONNECT_TIMEOUT)
             .http2_keep_alive_interval(KEEPALIVE)
             .keep_alive_while_idle(true);
-        if let (Some(ca), true) = (&self.ca, self.collector.starts_with("https:")) {
+        if let (Some(ca), true) = (&self.ca, url.starts_with("https:")) {
             let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca.pem()));
             ep = ep.tls_config(tls).map_err(|e| format!("TLS set-up: {e}"))?;
         }
@@ -445,6 +490,32 @@ mod tests {
         assert!(p.len() == 1 && p[0].starts_with("--collector"), "{p:?}");
         let p = problems(&["--collector", "ftp://collector"]);
         assert!(p.len() == 1 && p[0].contains("https://"), "{p:?}");
+    }
+
+    #[test]
+    fn several_collectors_are_checked_one_by_one_and_kept_in_order() {
+        let list = "http://127.0.0.1:7070, http://[::1]:7071";
+        let cfg = Config::from_args(&args(&["--insecure-loopback", "--collector", list]))
+            .expect("two loopback collectors");
+        assert_eq!(
+            cfg.collectors(),
+            ["http://127.0.0.1:7070", "http://[::1]:7071"]
+        );
+        let eps = cfg.endpoints().expect("endpoints");
+        assert_eq!(eps.len(), 2);
+        assert_eq!(eps[1].0, "http://[::1]:7071");
+        // The bad one of the list is named; the good one is not.
+        let p = problems(&[
+            "--insecure-loopback",
+            "--collector",
+            "http://127.0.0.1:7070,http://10.1.2.3:7070",
+        ]);
+        assert!(p.len() == 1 && p[0].contains("10.1.2.3"), "{p:?}");
+        let p = problems(&["--insecure-loopback", "--collector", " , "]);
+        assert!(
+            p.len() == 1 && p[0].starts_with("--collector") && p[0].contains("at least one"),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -37,10 +37,11 @@ const MAX_DECODING_BYTES: usize = 64 * 1024 * 1024;
 
 /// Everything a stream needs, fixed for the agent's life.
 pub(crate) struct Link {
-    /// Where and how to connect (TLS, timeouts, keepalive); no connection yet.
-    pub(crate) endpoint: Endpoint,
-    /// The collector URL, for logs.
-    pub(crate) collector: String,
+    /// Where and how to connect (TLS, timeouts, keepalive), with each collector's URL
+    /// for logs; no connection yet. Never empty (the configuration checks it). After a
+    /// stream ends in trouble the next one goes to the next collector of the list, so
+    /// the agents of a collector that died move to another on their first reconnect.
+    pub(crate) endpoints: Vec<(String, Endpoint)>,
     /// Sent as `authorization` on every stream.
     pub(crate) token: Option<Token>,
     /// Who this host is, sent in hello.
@@ -66,9 +67,13 @@ pub(crate) async fn send_loop(
     stop: CancellationToken,
 ) -> Result<(), String> {
     let mut backoff = Backoff::new();
+    let mut turn = 0usize;
     loop {
-        let span = tracing::info_span!("stream", collector = %link.collector);
-        match stream_once(&link, &shared, &stop, &mut backoff)
+        let Some((url, endpoint)) = link.endpoints.get(turn % link.endpoints.len().max(1)) else {
+            return Err("no collector to connect to".into());
+        };
+        let span = tracing::info_span!("stream", collector = %url);
+        match stream_once(&link, endpoint, &shared, &stop, &mut backoff)
             .instrument(span)
             .await
         {
@@ -76,6 +81,9 @@ pub(crate) async fn send_loop(
             StreamEnd::Retry(_) | StreamEnd::NextEpoch if stop.is_cancelled() => return Ok(()),
             StreamEnd::NextEpoch => {}
             StreamEnd::Retry(why) => {
+                // The next stream goes to the next collector of the list (a spooled
+                // epoch's end is no reason to leave this one).
+                turn = turn.wrapping_add(1);
                 let wait = backoff.step();
                 tracing::warn!(reason = %why, retry_in_ms = wait.as_millis() as u64, "stream ended");
                 tokio::select! {
@@ -89,13 +97,14 @@ pub(crate) async fn send_loop(
 
 async fn stream_once(
     link: &Link,
+    endpoint: &Endpoint,
     shared: &Shared,
     stop: &CancellationToken,
     backoff: &mut Backoff,
 ) -> StreamEnd {
     let channel = tokio::select! {
         _ = stop.cancelled() => return StreamEnd::Stopped,
-        c = link.endpoint.connect() => match c {
+        c = endpoint.connect() => match c {
             Ok(c) => c,
             Err(e) => return StreamEnd::Retry(format!("cannot connect: {e}")),
         },

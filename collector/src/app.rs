@@ -171,6 +171,9 @@ impl App {
             .await
             .context("connecting to PostgreSQL")?;
         store.migrate().await.context("applying migrations")?;
+        if config.citus {
+            crate::distribution::distribute(store.pool()).await?;
+        }
         store
             .maintain_partitions(2, i64::from(config.retention_days))
             .await
@@ -346,6 +349,18 @@ impl App {
                 }
             })
         };
+
+        // Rows from before the pair-key migration get their key in the background
+        // (bounded steps; a no-op once done).
+        {
+            let (pool, stop) = (self.store.pool().clone(), stop.clone());
+            tracker.spawn(async move {
+                let pause = Duration::from_millis(50);
+                if let Err(e) = crate::distribution::backfill_pair_keys(&pool, pause, &stop).await {
+                    tracing::warn!(error = %e, "pair-key backfill stopped; the next start resumes it");
+                }
+            });
+        }
 
         let handshake = Duration::from_secs(self.config.handshake_seconds);
         let keepalive = Duration::from_secs(self.config.keepalive_seconds);

@@ -66,6 +66,12 @@ pub struct Config {
     /// long again) a silent agent's open lifetimes are ended at its last report.
     #[arg(long, env = "FINWAIT_LEASE_SECONDS", default_value_t = 60)]
     pub lease_seconds: u64,
+    /// The database is a Citus coordinator: make (or keep) the distributed layout at
+    /// start-up (`hosts` and `namespaces` reference tables, socket tables distributed by
+    /// pair key, per-host tables by host; docs/scale.md). Refused when the database has
+    /// no citus extension.
+    #[arg(long, env = "FINWAIT_CITUS")]
+    pub citus: bool,
     /// Seconds between maintenance passes (ending silent agents' lifetimes, creating
     /// and dropping partitions).
     #[arg(long, env = "FINWAIT_MAINTENANCE_SECONDS", default_value_t = 30)]

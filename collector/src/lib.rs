@@ -10,6 +10,7 @@ pub mod config;
 pub mod conn_limit;
 pub mod dashboard;
 pub mod db_health;
+pub mod distribution;
 pub mod error;
 pub mod inbound;
 pub mod ingest;

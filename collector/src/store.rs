@@ -719,18 +719,34 @@ async fn close_listed(
     if records.is_empty() && removed.is_empty() {
         return Ok(());
     }
-    let mut netns = Vec::with_capacity(records.len() + removed.len());
-    let mut key = Vec::with_capacity(netns.capacity());
-    let mut state = Vec::with_capacity(netns.capacity());
-    for &(n, k) in removed {
-        netns.push(n);
+    let n = records.len() + removed.len();
+    let mut netns = Vec::with_capacity(n);
+    let mut key = Vec::with_capacity(n);
+    let mut state = Vec::with_capacity(n);
+    // The listed tuple, for the pair key it would give (none for a removed socket).
+    let (mut la, mut lp, mut ra, mut rp) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for &(ns, k) in removed {
+        netns.push(ns);
         key.push(k);
         state.push(0i16);
+        la.push(None);
+        lp.push(None);
+        ra.push(None);
+        rp.push(None);
     }
     for r in records {
         netns.push(r.netns);
         key.push(r.sock_key);
         state.push(r.state);
+        la.push(Some(r.local_addr.to_string()));
+        lp.push(Some(i32::from(r.local_port)));
+        ra.push(Some(r.remote_addr.to_string()));
+        rp.push(Some(i32::from(r.remote_port)));
     }
     sqlx::query(include_str!("sql/close_listed.sql"))
         .bind(host_id)
@@ -738,6 +754,10 @@ async fn close_listed(
         .bind(&key)
         .bind(&state)
         .bind(prev)
+        .bind(&la)
+        .bind(&lp)
+        .bind(&ra)
+        .bind(&rp)
         .execute(&mut **tx)
         .await?;
     Ok(())

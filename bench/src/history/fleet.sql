@@ -346,3 +346,9 @@ FROM (SELECT host_id, ts, state, sum(count)::integer AS total FROM state_counts
 GROUP BY 1, 2, 3;
 INSERT INTO rollups (name, until) VALUES ('state_hours', date_trunc('hour', now() - interval '10 minutes'))
 ON CONFLICT (name) DO UPDATE SET until = EXCLUDED.until;
+
+-- Pair keys as the collector's inserts compute them (migration 20261203000001).
+UPDATE current_sockets
+SET pair_key = finwait_pair_key(host_id, netns, state, local_addr, local_port, remote_addr, remote_port);
+UPDATE socket_lifetimes
+SET pair_key = finwait_pair_key(host_id, netns, state, local_addr, local_port, remote_addr, remote_port);

@@ -10,7 +10,7 @@ WITH silent AS (
 )
 INSERT INTO socket_lifetimes (host_id, netns, sock_key, cookie, state, local_addr, local_port,
     remote_addr, remote_port, inode, uid, rx_queue, tx_queue, timer, owners, first_seen,
-    last_seen, end_reason)
+    last_seen, end_reason, pair_key)
 SELECT host_id, netns, sock_key, cookie, state, local_addr, local_port, remote_addr, remote_port,
-       inode, uid, rx_queue, tx_queue, timer, owners, first_seen, GREATEST(last_report, first_seen), 3
+       inode, uid, rx_queue, tx_queue, timer, owners, first_seen, GREATEST(last_report, first_seen), 3, pair_key
 FROM gone

@@ -10,7 +10,7 @@ WITH gone AS (
 )
 INSERT INTO socket_lifetimes (host_id, netns, sock_key, cookie, state, local_addr, local_port,
     remote_addr, remote_port, inode, uid, rx_queue, tx_queue, timer, owners, first_seen,
-    last_seen, end_reason)
+    last_seen, end_reason, pair_key)
 SELECT host_id, netns, sock_key, cookie, state, local_addr, local_port, remote_addr, remote_port,
-       inode, uid, rx_queue, tx_queue, timer, owners, first_seen, GREATEST($2, first_seen), 1
+       inode, uid, rx_queue, tx_queue, timer, owners, first_seen, GREATEST($2, first_seen), 1, pair_key
 FROM gone

@@ -16,11 +16,15 @@
 -- routable addresses, in the holder's own (host, netns) when an endpoint is loopback
 -- (finwait_scope_local), so that 127.0.0.1:8080 in two namespaces never pairs. A half-closed
 -- FIN_WAIT2 that is the peer of a CLOSE_WAIT leak is that leak's other end, not a
--- leak of its own. Peers are looked up by endpoint through the address indexes.
+-- leak of its own. Peers are looked up by endpoint through the address indexes, and
+-- by pair key: the holder's and the peer's keys are both the shared endpoint's
+-- (finwait_pair_key), so the key comparison filters nothing the endpoint comparison
+-- keeps, and keeps each peer search inside one shard of a distributed table.
 WITH lt AS (
     SELECT c.host_id, c.netns, c.state, c.local_addr, c.local_port, c.remote_addr, c.remote_port,
            c.owners, c.rx_queue, c.timer, c.inode, c.first_seen,
-           LEAST(h.last_report, $11::timestamptz) AS last_seen, NULL::timestamptz AS ended
+           LEAST(h.last_report, $11::timestamptz) AS last_seen, NULL::timestamptz AS ended,
+           c.pair_key
     FROM current_sockets c JOIN hosts h USING (host_id)
     WHERE c.state IN (5, 8, 9) AND h.last_report >= $1
       AND ($11::timestamptz IS NULL OR c.first_seen < $11)
@@ -28,7 +32,8 @@ WITH lt AS (
     SELECT l.host_id, l.netns, l.state, l.local_addr, l.local_port, l.remote_addr, l.remote_port,
            l.owners, l.rx_queue, l.timer, l.inode, l.first_seen,
            LEAST(l.last_seen, $11::timestamptz) AS last_seen,
-           CASE WHEN $11::timestamptz IS NULL OR l.last_seen < $11 THEN l.last_seen END AS ended
+           CASE WHEN $11::timestamptz IS NULL OR l.last_seen < $11 THEN l.last_seen END AS ended,
+           l.pair_key
     FROM socket_lifetimes l
     WHERE l.state IN (5, 8, 9) AND l.last_seen >= $1
       AND ($11::timestamptz IS NULL OR l.first_seen < $11)
@@ -53,10 +58,12 @@ WITH lt AS (
               SELECT cw.host_id, cw.netns, cw.first_seen, ch.last_report AS last_seen
               FROM current_sockets cw JOIN hosts ch USING (host_id)
               WHERE cw.remote_addr = lt.local_addr AND cw.remote_port = lt.local_port AND cw.state = 8
+                AND cw.pair_key = lt.pair_key
               UNION ALL
               SELECT cw.host_id, cw.netns, cw.first_seen, cw.last_seen
               FROM socket_lifetimes cw
               WHERE cw.remote_addr = lt.local_addr AND cw.remote_port = lt.local_port AND cw.state = 8
+                AND cw.pair_key = lt.pair_key
                 AND cw.last_seen >= lt.first_seen - $3 * interval '1 second'
           ) cw
           WHERE (NOT (finwait_scope_local(lt.local_addr) OR finwait_scope_local(lt.remote_addr))
@@ -84,11 +91,13 @@ WITH lt AS (
                    NULL::timestamptz AS ended
             FROM current_sockets c JOIN hosts h USING (host_id)
             WHERE c.local_addr = ho.remote_addr AND c.local_port = ho.remote_port AND c.state IN (4, 5)
+              AND c.pair_key = ho.pair_key
             UNION ALL
             SELECT l.host_id, l.netns, l.state, l.local_addr, l.local_port, l.remote_addr,
                    l.remote_port, l.owners, l.rx_queue, l.first_seen, l.last_seen, l.last_seen
             FROM socket_lifetimes l
             WHERE l.local_addr = ho.remote_addr AND l.local_port = ho.remote_port AND l.state IN (4, 5)
+              AND l.pair_key = ho.pair_key
               AND l.last_seen >= ho.first_seen - $3 * interval '1 second'
         ) q JOIN hosts qh USING (host_id)
         LEFT JOIN namespaces qn ON qn.host_id = q.host_id AND qn.netns = q.netns

@@ -65,14 +65,16 @@ async fn life(
     ended: Option<DateTime<Utc>>,
 ) {
     let cols = "host_id, netns, sock_key, state, local_addr, local_port, remote_addr, remote_port, \
-                inode, uid, rx_queue, tx_queue, timer, owners, first_seen";
+                inode, uid, rx_queue, tx_queue, timer, owners, first_seen, pair_key";
+    // The pair key as the collector's inserts compute it.
+    const KEY: &str = "finwait_pair_key($1, 1, $3, $4::inet, $5, $6::inet, $7)";
     let q = match ended {
         None => format!(
-            "INSERT INTO current_sockets ({cols}) VALUES ($1, 1, $2, $3, $4::inet, $5, $6::inet, $7, $8, 0, 0, 0, 0, $9, $10)"
+            "INSERT INTO current_sockets ({cols}) VALUES ($1, 1, $2, $3, $4::inet, $5, $6::inet, $7, $8, 0, 0, 0, 0, $9, $10, {KEY})"
         ),
         Some(_) => format!(
             "INSERT INTO socket_lifetimes ({cols}, last_seen, end_reason) \
-             VALUES ($1, 1, $2, $3, $4::inet, $5, $6::inet, $7, $8, 0, 0, 0, 0, $9, $10, $11, 1)"
+             VALUES ($1, 1, $2, $3, $4::inet, $5, $6::inet, $7, $8, 0, 0, 0, 0, $9, $10, {KEY}, $11, 1)"
         ),
     };
     sqlx::query(sqlx::AssertSqlSafe(q))
