@@ -147,6 +147,9 @@ fn the_readme_deploy_steps_work_on_clean_namespace_hosts() {
                 "--machine-id",
                 "app-b",
             ])
+            // Its own spool, not the machine's default one other tests' agents may hold.
+            .arg("--spool-dir")
+            .arg(scratch.path().join("agent-spool"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(scratch.path().join("agent.log")).expect("log"))

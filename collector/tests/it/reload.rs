@@ -120,6 +120,9 @@ fn agent(url: &str, ca: &Path, token: &Path, hostname: &str, log: &Path) -> Proc
             .arg("--token-file")
             .arg(token)
             .args(["--hostname", hostname, "--machine-id", hostname])
+            // Each agent its own spool: the default directory admits one agent.
+            .arg("--spool-dir")
+            .arg(log.with_extension("spool"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).expect("agent log"))
