@@ -34,6 +34,9 @@ pub(crate) struct Shared {
     pub(crate) sample_now: Notify,
     /// The disk spool, if any; locked only on blocking threads (its calls do file I/O).
     spool: Option<Arc<Mutex<Spool>>>,
+    /// The sampler has stopped: nothing more will be queued (a stopping sender drains
+    /// until then, so a cycle that was running when stop came is delivered too).
+    sampling_over: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -44,7 +47,21 @@ impl Shared {
             queued: Notify::new(),
             sample_now: Notify::new(),
             spool: None,
+            sampling_over: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether the sampler has stopped for good (nothing more will be queued).
+    pub(crate) fn sampling_is_over(&self) -> bool {
+        self.sampling_over
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks the sampler stopped and wakes the sender.
+    fn end_sampling(&self) {
+        self.sampling_over
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.queued.notify_one();
     }
 
     /// Backs the outbox with `spool`, whose `stored` records (an earlier run's) are
@@ -211,6 +228,14 @@ pub(crate) async fn sample_loop(
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) -> Result<(), String> {
+    /// Marks sampling over however the loop ends.
+    struct Ended(Arc<Shared>);
+    impl Drop for Ended {
+        fn drop(&mut self) {
+            self.0.end_sampling();
+        }
+    }
+    let _ended = Ended(Arc::clone(&shared));
     let mut jitter = Jitter::new();
     loop {
         let s = Arc::clone(&shared);

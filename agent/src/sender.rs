@@ -211,7 +211,9 @@ async fn stream_once(
             tracing::info!(epoch, "an earlier run's spooled batches are delivered");
             return StreamEnd::NextEpoch;
         }
-        if draining && shared.outbox().len_bytes().0 == 0 {
+        // Done once the sampler has stopped (a cycle running at stop is sent too)
+        // and everything queued is acknowledged.
+        if draining && shared.sampling_is_over() && shared.outbox().len_bytes().0 == 0 {
             tracing::info!("every batch acknowledged");
             return StreamEnd::Stopped;
         }
