@@ -20,6 +20,7 @@ pub mod query;
 pub mod query_service;
 pub mod report;
 pub mod service;
+pub mod shed;
 pub mod store;
 pub mod telemetry;
 pub mod validate;
