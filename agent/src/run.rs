@@ -26,6 +26,9 @@ pub(crate) struct Shared {
     pub(crate) queued: Notify,
     /// Sample now: a new stream (or a resync) needs a full table.
     pub(crate) sample_now: Notify,
+    /// Where the sender reports what it saw (in-process fleets and tests); `None` in
+    /// the `run` command.
+    pub(crate) probe: Option<Arc<crate::probe::Probe>>,
 }
 
 impl Shared {
@@ -35,7 +38,14 @@ impl Shared {
             outbox: Mutex::new(Outbox::new(epoch, buffer_bytes)),
             queued: Notify::new(),
             sample_now: Notify::new(),
+            probe: None,
         }
+    }
+
+    /// The same, reporting to `probe`.
+    pub(crate) fn with_probe(mut self, probe: Arc<crate::probe::Probe>) -> Shared {
+        self.probe = Some(probe);
+        self
     }
 
     /// The outbox, locked.

@@ -6,8 +6,9 @@
 //! the sender waits for the acknowledgements; [`crate::app::App`] bounds that wait with
 //! its grace period. Without a live stream there is nothing to drain.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use finwait_proto::v1 as pb;
 use finwait_proto::v1::collector_message::Body;
@@ -46,6 +47,8 @@ enum StreamEnd {
     Stopped,
     /// Transport or collector trouble: retry.
     Retry(String),
+    /// The collector is shedding load: retry after (about) the delay it gave.
+    Pushback(String, Duration),
 }
 
 /// The sender task: streams until `stop`, then drains the live stream, if any.
@@ -57,20 +60,30 @@ pub(crate) async fn send_loop(
     let mut backoff = Backoff::new();
     loop {
         let span = tracing::info_span!("stream", collector = %link.collector);
-        match stream_once(&link, &shared, &stop, &mut backoff)
+        let (why, wait) = match stream_once(&link, &shared, &stop, &mut backoff)
             .instrument(span)
             .await
         {
             StreamEnd::Stopped => return Ok(()),
-            StreamEnd::Retry(_) if stop.is_cancelled() => return Ok(()),
-            StreamEnd::Retry(why) => {
-                let wait = backoff.step();
-                tracing::warn!(reason = %why, retry_in_ms = wait.as_millis() as u64, "stream ended");
-                tokio::select! {
-                    _ = stop.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(wait) => {}
+            _ if stop.is_cancelled() => return Ok(()),
+            StreamEnd::Pushback(why, told) => {
+                let wait = backoff.after_pushback(told);
+                if let Some(p) = &shared.probe {
+                    p.ended(Some((told, wait)));
                 }
+                (why, wait)
             }
+            StreamEnd::Retry(why) => {
+                if let Some(p) = &shared.probe {
+                    p.ended(None);
+                }
+                (why, backoff.step())
+            }
+        };
+        tracing::warn!(reason = %why, retry_in_ms = wait.as_millis() as u64, "stream ended");
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -134,6 +147,9 @@ async fn stream_once(
         Err(_) => return StreamEnd::Retry("no welcome within 30 s".into()),
     };
     backoff.reset();
+    if let Some(p) = &shared.probe {
+        p.welcomed();
+    }
     tracing::info!(
         host_id = welcome.host_id,
         last_epoch = welcome.last_epoch,
@@ -159,10 +175,19 @@ async fn stream_once(
     shared.sample_now.notify_one();
     // Set once stop is requested: send what is queued, wait for the acks, then end.
     let mut draining = false;
+    // Batches sent and not yet acknowledged, with when they were sent (probe only).
+    let mut in_flight: VecDeque<(u64, Instant, u64)> = VecDeque::new();
     loop {
         let unsent = shared.outbox().unsent();
         for b in unsent {
             let seq = b.seq;
+            if shared.probe.is_some() {
+                let rows = records(&b);
+                match in_flight.back_mut() {
+                    Some((s, _, n)) if *s == seq => *n += rows,
+                    _ => in_flight.push_back((seq, Instant::now(), rows)),
+                }
+            }
             let m = pb::AgentMessage {
                 body: Some(pb::agent_message::Body::Batch(b)),
             };
@@ -186,6 +211,12 @@ async fn stream_once(
                 Ok(Some(pb::CollectorMessage { body: Some(Body::Ack(a)) })) => {
                     if a.epoch == epoch {
                         shared.outbox().ack(a.seq);
+                        if let Some(p) = &shared.probe {
+                            while let Some((_, sent, rows)) = in_flight.front().copied().filter(|(s, ..)| *s <= a.seq) {
+                                in_flight.pop_front();
+                                p.acked(sent.elapsed(), rows);
+                            }
+                        }
                     }
                 }
                 Ok(Some(pb::CollectorMessage { body: Some(Body::Resync(r)) })) => {
@@ -221,7 +252,31 @@ fn refused(s: tonic::Status) -> StreamEnd {
         tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
             tracing::error!(status = %s.message(), "the collector refused our token (agents need one with the ingest role)")
         }
+        tonic::Code::Unavailable => {
+            if let Some(told) = pushback(&s) {
+                return StreamEnd::Pushback(format!("{}: {}", s.code(), s.message()), told);
+            }
+        }
         _ => {}
     }
     StreamEnd::Retry(format!("{}: {}", s.code(), s.message()))
+}
+
+/// The retry delay the collector put on a status (`grpc-retry-pushback-ms`, gRPC's
+/// retry pushback: milliseconds; anything unparsable is ignored).
+fn pushback(s: &tonic::Status) -> Option<Duration> {
+    s.metadata()
+        .get("grpc-retry-pushback-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_millis)
+}
+
+/// Socket records in one batch message (for the probe).
+fn records(b: &pb::Batch) -> u64 {
+    match &b.payload {
+        Some(pb::batch::Payload::Full(f)) => f.sockets.len() as u64,
+        Some(pb::batch::Payload::Delta(d)) => (d.added.len() + d.removed.len() + d.changed.len()) as u64,
+        None => 0,
+    }
 }
