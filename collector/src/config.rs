@@ -116,9 +116,15 @@ pub struct Config {
     /// UNAVAILABLE with a retry delay (README, "Load shedding").
     #[arg(long, env = "FINWAIT_INGEST_WRITES", default_value_t = 0)]
     pub ingest_writes: usize,
-    /// Milliseconds an ingest write may wait for its turn before it is shed.
+    /// Milliseconds a hello (a new agent stream) may wait for a write slot before it
+    /// is shed.
     #[arg(long, env = "FINWAIT_INGEST_WRITE_WAIT_MS", default_value_t = 500)]
     pub ingest_write_wait_ms: u64,
+    /// Milliseconds a batch on an established stream may wait for a write slot before
+    /// it is shed (longer: shedding it ends the stream, and reconnecting costs a hello
+    /// and a full table).
+    #[arg(long, env = "FINWAIT_INGEST_BATCH_WAIT_MS", default_value_t = 10_000)]
+    pub ingest_batch_wait_ms: u64,
     /// Shortest retry delay handed to a shed agent, in milliseconds (before jitter);
     /// it grows with the pressure up to --ingest-retry-max-ms.
     #[arg(long, env = "FINWAIT_INGEST_RETRY_MIN_MS", default_value_t = 1_000)]
@@ -177,6 +183,7 @@ impl Config {
         crate::shed::ShedConfig {
             writes,
             wait: Duration::from_millis(self.ingest_write_wait_ms),
+            batch_wait: Duration::from_millis(self.ingest_batch_wait_ms),
             retry_min: Duration::from_millis(self.ingest_retry_min_ms),
             retry_max: Duration::from_millis(self.ingest_retry_max_ms),
         }

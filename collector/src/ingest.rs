@@ -307,7 +307,7 @@ impl IngestService {
                 let _ = out.send(Err(status)).await;
                 return;
             }
-            let slot = match self.shed.admit().await {
+            let slot = match self.shed.admit_hello().await {
                 Ok(slot) => slot,
                 Err(status) => {
                     let _ = out.send(Err(status)).await;
@@ -475,7 +475,7 @@ impl IngestService {
             return Err(Some(status));
         }
         // Held until the batch is settled: its transaction is one of the bounded writes.
-        let _slot = self.shed.admit().await.map_err(Some)?;
+        let _slot = self.shed.admit_batch().await.map_err(Some)?;
         // A chunked table takes its slot before any memory (see `open_tables`).
         let head = finwait_proto::BatchHead::decode(raw.clone()).map_err(|e| {
             Some(refuse(

@@ -3,15 +3,16 @@
 //! arrives while the database is down, is refused with UNAVAILABLE and a retry delay
 //! instead of queueing until a pool timeout fails it.
 //!
-//! The delay is chosen here, not by the agent, so a herd spreads itself out: it grows
-//! with the pressure (writes waiting plus refusals in the last second, per permit) and
-//! is jittered. It travels twice on the status: as gRPC retry pushback
+//! The delay is chosen here, not by the agent, so a herd spreads itself out: it is
+//! about the time the collector needs to get through what it is refusing (writes
+//! refused in the last second over writes admitted in it), plus the minimum scaled by
+//! the writes waiting per slot, and jittered. It travels twice on the status: as gRPC retry pushback
 //! (`grpc-retry-pushback-ms`, milliseconds in the trailers, what finwait agents read)
 //! and as a `google.rpc.RetryInfo` in the status details (`grpc-status-details-bin`)
 //! for other gRPC clients. Each refusal counts in `finwait_ingest_shed_total{reason}`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -30,8 +31,11 @@ const RETRY_INFO_URL: &str = "type.googleapis.com/google.rpc.RetryInfo";
 pub struct ShedConfig {
     /// Database writes (hellos, batch transactions) in progress at once.
     pub writes: usize,
-    /// How long a write may wait for its turn before it is shed.
+    /// How long a hello (a new stream) may wait for its turn before it is shed.
     pub wait: Duration,
+    /// How long a batch on an established stream may wait: longer, because shedding it
+    /// ends the stream and its reconnection costs a hello and a full table.
+    pub batch_wait: Duration,
     /// The retry delay at no pressure (before jitter).
     pub retry_min: Duration,
     /// The longest retry delay handed out.
@@ -63,11 +67,44 @@ pub struct Shedder {
     config: ShedConfig,
     /// Writes waiting for a permit now.
     waiting: Arc<AtomicUsize>,
-    /// Refusals in the current one-second window: (window start in ms since `born`) << 32 | count.
-    recent: Arc<AtomicU64>,
+    /// Admissions and refusals in the current and the previous second.
+    window: Arc<Mutex<Window>>,
     born: Instant,
     /// Jitter state (splitmix64 over a counter).
     rng: Arc<AtomicU64>,
+}
+
+/// Counts per one-second window (seconds since the shedder was made).
+#[derive(Debug, Default, Clone, Copy)]
+struct Window {
+    second: u64,
+    admitted: u32,
+    refused: u32,
+    prev_admitted: u32,
+    prev_refused: u32,
+}
+
+impl Window {
+    /// Moves to `second`, keeping the last complete second.
+    fn at(&mut self, second: u64) -> &mut Window {
+        if second != self.second {
+            let adjacent = second == self.second + 1;
+            self.prev_admitted = if adjacent { self.admitted } else { 0 };
+            self.prev_refused = if adjacent { self.refused } else { 0 };
+            self.admitted = 0;
+            self.refused = 0;
+            self.second = second;
+        }
+        self
+    }
+
+    /// (admitted, refused) over about the last second.
+    fn rates(&self) -> (u32, u32) {
+        (
+            self.admitted.max(self.prev_admitted),
+            self.refused.max(self.prev_refused),
+        )
+    }
 }
 
 /// A write slot, released when dropped.
@@ -89,26 +126,40 @@ impl Shedder {
                 ..config
             },
             waiting: Arc::new(AtomicUsize::new(0)),
-            recent: Arc::new(AtomicU64::new(0)),
+            window: Arc::new(Mutex::new(Window::default())),
             born: Instant::now(),
             rng: Arc::new(AtomicU64::new(seed)),
         }
     }
 
-    /// A write slot within the wait, or UNAVAILABLE with a retry delay.
-    pub async fn admit(&self) -> Result<WriteSlot, tonic::Status> {
+    /// A write slot for a hello within the wait, or UNAVAILABLE with a retry delay.
+    pub async fn admit_hello(&self) -> Result<WriteSlot, tonic::Status> {
+        self.admit(self.config.wait).await
+    }
+
+    /// A write slot for a batch within the (longer) batch wait, or UNAVAILABLE.
+    pub async fn admit_batch(&self) -> Result<WriteSlot, tonic::Status> {
+        self.admit(self.config.batch_wait).await
+    }
+
+    /// A write slot within `wait`, or UNAVAILABLE with a retry delay.
+    async fn admit(&self, wait: Duration) -> Result<WriteSlot, tonic::Status> {
         if let Ok(p) = Arc::clone(&self.permits).try_acquire_owned() {
+            self.count(true);
             return Ok(WriteSlot { _permit: p });
         }
         self.waiting.fetch_add(1, Ordering::Relaxed);
         let got = tokio::time::timeout(
-            self.config.wait,
+            wait,
             Arc::clone(&self.permits).acquire_owned(),
         )
         .await;
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         match got {
-            Ok(Ok(p)) => Ok(WriteSlot { _permit: p }),
+            Ok(Ok(p)) => {
+                self.count(true);
+                Ok(WriteSlot { _permit: p })
+            }
             // Timed out (or the semaphore closed, which it never is).
             _ => Err(self.refuse(
                 ShedReason::Saturated,
@@ -119,8 +170,8 @@ impl Shedder {
 
     /// UNAVAILABLE for `reason`, carrying a retry delay; counted.
     pub fn refuse(&self, reason: ShedReason, message: &str) -> tonic::Status {
-        let recent = self.note_refusal();
-        let delay = self.delay(recent);
+        let (admitted, refused) = self.count(false);
+        let delay = self.delay(admitted, refused);
         metrics::counter!("finwait_ingest_shed_total", "reason" => reason.label()).increment(1);
         tracing::debug!(
             reason = reason.label(),
@@ -135,37 +186,30 @@ impl Shedder {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    /// Counts one refusal in the current second; returns the count in it.
-    fn note_refusal(&self) -> u32 {
-        let now_s = self.born.elapsed().as_secs();
-        let mut cur = self.recent.load(Ordering::Relaxed);
-        loop {
-            let (win, n) = (cur >> 32, cur as u32);
-            let next = if win == now_s {
-                (win << 32) | u64::from(n.saturating_add(1))
-            } else {
-                (now_s << 32) | 1
-            };
-            match self
-                .recent
-                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return next as u32,
-                Err(c) => cur = c,
-            }
+    /// Counts an admission or a refusal; returns (admitted, refused) over about the
+    /// last second.
+    fn count(&self, admitted: bool) -> (u32, u32) {
+        let second = self.born.elapsed().as_secs();
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let w = w.at(second);
+        if admitted {
+            w.admitted = w.admitted.saturating_add(1);
+        } else {
+            w.refused = w.refused.saturating_add(1);
         }
+        w.rates()
     }
 
-    /// The delay for a refusal: `retry_min × (1 + pressure)`, where pressure is the
-    /// writes waiting plus the refusals in the last second, per write slot; capped at
-    /// `retry_max`, then scaled by a uniform factor in [0.5, 1.5) and capped again.
-    fn delay(&self, recent: u32) -> Duration {
-        let pressure = (self.waiting() as f64 + f64::from(recent)) / self.config.writes as f64;
-        let base = self
-            .config
-            .retry_min
-            .mul_f64(1.0 + pressure)
-            .min(self.config.retry_max);
+    /// The delay for a refusal: `retry_min × (1 + waiting / writes)` plus the seconds
+    /// the collector needs to admit what it refused in the last second at the rate it
+    /// admitted in it (`refused / max(admitted, writes)`); capped at `retry_max`, then
+    /// scaled by a uniform factor in [0.5, 1.5) and capped again. A herd is thus told
+    /// to come back over a window as wide as the time it takes to serve it.
+    fn delay(&self, admitted: u32, refused: u32) -> Duration {
+        let writes = self.config.writes as f64;
+        let queue = self.config.retry_min.mul_f64(1.0 + self.waiting() as f64 / writes);
+        let drain = Duration::from_secs_f64(f64::from(refused) / f64::from(admitted).max(writes));
+        let base = (queue + drain).min(self.config.retry_max);
         base.mul_f64(0.5 + self.unit()).min(self.config.retry_max)
     }
 
@@ -272,6 +316,7 @@ mod tests {
         Shedder::new(ShedConfig {
             writes,
             wait: Duration::from_millis(20),
+            batch_wait: Duration::from_millis(20),
             retry_min: Duration::from_secs(1),
             retry_max: Duration::from_secs(20),
         })
@@ -298,8 +343,8 @@ mod tests {
     #[test]
     fn delays_grow_with_pressure_and_stay_within_bounds() {
         let s = shedder(4);
-        let calm: Vec<Duration> = (0..200).map(|_| s.delay(0)).collect();
-        let busy: Vec<Duration> = (0..200).map(|_| s.delay(40)).collect();
+        let calm: Vec<Duration> = (0..200).map(|_| s.delay(100, 1)).collect();
+        let busy: Vec<Duration> = (0..200).map(|_| s.delay(4, 40)).collect();
         let mean = |v: &[Duration]| v.iter().map(Duration::as_secs_f64).sum::<f64>() / v.len() as f64;
         assert!(mean(&busy) > 3.0 * mean(&calm), "{} vs {}", mean(&busy), mean(&calm));
         for d in calm.iter().chain(&busy) {
@@ -312,11 +357,11 @@ mod tests {
     #[tokio::test]
     async fn a_write_waits_for_a_slot_then_is_shed_with_a_delay() {
         let s = shedder(1);
-        let held = s.admit().await.expect("a free slot");
-        let refused = s.admit().await.expect_err("the only slot is held");
+        let held = s.admit_hello().await.expect("a free slot");
+        let refused = s.admit_hello().await.expect_err("the only slot is held");
         assert_eq!(refused.code(), tonic::Code::Unavailable);
         assert!(retry_delay(&refused).is_some());
         drop(held);
-        s.admit().await.expect("free again");
+        s.admit_hello().await.expect("free again");
     }
 }
