@@ -76,9 +76,7 @@ impl Backoff {
     /// never more than [`PUSHBACK_MAX`].
     pub(crate) fn after_pushback(&mut self, told: Duration) -> Duration {
         let own = self.step();
-        let told = self
-            .jitter
-            .around(told.min(PUSHBACK_MAX), PUSHBACK_SPREAD);
+        let told = self.jitter.around(told.min(PUSHBACK_MAX), PUSHBACK_SPREAD);
         told.max(own).min(PUSHBACK_MAX)
     }
 }
@@ -108,8 +106,14 @@ mod tests {
                 b.after_pushback(told)
             })
             .collect();
-        assert!(waits.iter().all(|w| *w >= Duration::from_secs(8) && *w < Duration::from_secs(12)), "{waits:?}");
-        let distinct: std::collections::BTreeSet<u128> = waits.iter().map(Duration::as_millis).collect();
+        assert!(
+            waits
+                .iter()
+                .all(|w| *w >= Duration::from_secs(8) && *w < Duration::from_secs(12)),
+            "{waits:?}"
+        );
+        let distinct: std::collections::BTreeSet<u128> =
+            waits.iter().map(Duration::as_millis).collect();
         assert!(distinct.len() > 20, "spread: {distinct:?}");
         // A tiny delay does not undercut our own backoff, which keeps growing.
         let mut b = Backoff::new();

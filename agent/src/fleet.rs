@@ -153,7 +153,12 @@ impl Fleet {
                     _ = stop_m.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
                 }
-                t.spawn(run::sample_loop(cycler, interval, Arc::clone(&s), stop_m.clone()));
+                t.spawn(run::sample_loop(
+                    cycler,
+                    interval,
+                    Arc::clone(&s),
+                    stop_m.clone(),
+                ));
                 t.spawn(sender::send_loop(link, s, stop_m));
             });
             members.push(Member { probe, shared });

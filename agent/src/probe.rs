@@ -68,7 +68,9 @@ impl Latency {
         for (i, n) in diff.iter().enumerate() {
             seen += n;
             if seen >= rank {
-                return Some(Duration::from_secs_f64(BASE_US * GROWTH.powi(i as i32) / 1e6));
+                return Some(Duration::from_secs_f64(
+                    BASE_US * GROWTH.powi(i as i32) / 1e6,
+                ));
             }
         }
         None
@@ -169,8 +171,14 @@ mod tests {
         }
         let p50 = h.quantile_since(&before, 0.5).expect("recorded");
         let p99 = h.quantile_since(&before, 0.99).expect("recorded");
-        assert!(p50 >= Duration::from_millis(50) && p50 < Duration::from_millis(57), "{p50:?}");
-        assert!(p99 >= Duration::from_millis(99) && p99 < Duration::from_millis(112), "{p99:?}");
+        assert!(
+            p50 >= Duration::from_millis(50) && p50 < Duration::from_millis(57),
+            "{p50:?}"
+        );
+        assert!(
+            p99 >= Duration::from_millis(99) && p99 < Duration::from_millis(112),
+            "{p99:?}"
+        );
         assert_eq!(h.count_since(&before), 100);
         assert!(h.quantile_since(&h.snapshot(), 0.5).is_none());
     }

@@ -276,7 +276,9 @@ fn pushback(s: &tonic::Status) -> Option<Duration> {
 fn records(b: &pb::Batch) -> u64 {
     match &b.payload {
         Some(pb::batch::Payload::Full(f)) => f.sockets.len() as u64,
-        Some(pb::batch::Payload::Delta(d)) => (d.added.len() + d.removed.len() + d.changed.len()) as u64,
+        Some(pb::batch::Payload::Delta(d)) => {
+            (d.added.len() + d.removed.len() + d.changed.len()) as u64
+        }
         None => 0,
     }
 }

@@ -91,13 +91,19 @@ impl SyntheticTable {
         let c = self.next_cookie;
         let state = MIX[(c as usize) % MIX.len()];
         let (local_port, remote) = match state {
-            TcpState::Listen => (8000 + (c % 1000) as u16, SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+            TcpState::Listen => (
+                8000 + (c % 1000) as u16,
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            ),
             TcpState::SynSent | TcpState::FinWait2 => (
                 32768 + (c % 28_000) as u16,
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 250, (c >> 8) as u8, c as u8)), 5432),
+                SocketAddr::new(
+                    IpAddr::V4(Ipv4Addr::new(10, 250, (c >> 8) as u8, c as u8)),
+                    5432,
+                ),
             ),
             _ => (
-                if c % 2 == 0 { 443 } else { 5432 },
+                if c.is_multiple_of(2) { 443 } else { 5432 },
                 SocketAddr::new(
                     IpAddr::V4(Ipv4Addr::new(10, 200, (c >> 16) as u8, (c >> 8) as u8)),
                     1024 + (c % 60_000) as u16,

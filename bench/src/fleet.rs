@@ -69,7 +69,9 @@ fn parse(args: &[String]) -> Result<Params> {
             p.herd = false;
             continue;
         }
-        let v = it.next().with_context(|| format!("{a} needs a value; {USAGE}"))?;
+        let v = it
+            .next()
+            .with_context(|| format!("{a} needs a value; {USAGE}"))?;
         let bad = |e: &dyn std::fmt::Display| anyhow::anyhow!("{a} {v}: {e}");
         match a.as_str() {
             "--agents" => p.agents = v.parse().map_err(|e| bad(&e))?,

@@ -145,7 +145,12 @@ fn spawn_collector(
         .append(true)
         .open(dir.join("collector.log"))?;
     let mut collector = cmd
-        .args(["--insecure-loopback", "--listen", listen, "--database-url-file"])
+        .args([
+            "--insecure-loopback",
+            "--listen",
+            listen,
+            "--database-url-file",
+        ])
         .arg(dir.join("url"))
         .args(["--data-dir"])
         .arg(dir.join("c"))

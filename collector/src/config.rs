@@ -137,7 +137,11 @@ pub struct Config {
     /// balancer; 0 keeps connections for ever. The age is not jittered (tonic has no
     /// such option): agents connected at once leave at once, and their jittered
     /// reconnections plus load shedding spread them out.
-    #[arg(long, env = "FINWAIT_MAX_CONNECTION_AGE_SECONDS", default_value_t = 3_600)]
+    #[arg(
+        long,
+        env = "FINWAIT_MAX_CONNECTION_AGE_SECONDS",
+        default_value_t = 3_600
+    )]
     pub max_connection_age_seconds: u64,
     /// Seconds a connection past its age gets to finish its requests (an agent's
     /// stream is cut after it and the agent resends what was not acknowledged).

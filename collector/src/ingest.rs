@@ -169,8 +169,10 @@ impl IngestService {
     fn db_down(&self) -> Option<Status> {
         self.db.as_ref().filter(|d| !d.is_up()).map(|_| {
             reject("database_down");
-            self.shed
-                .refuse(ShedReason::DatabaseDown, "database unreachable; retry later")
+            self.shed.refuse(
+                ShedReason::DatabaseDown,
+                "database unreachable; retry later",
+            )
         })
     }
 

@@ -149,11 +149,7 @@ impl Shedder {
             return Ok(WriteSlot { _permit: p });
         }
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        let got = tokio::time::timeout(
-            wait,
-            Arc::clone(&self.permits).acquire_owned(),
-        )
-        .await;
+        let got = tokio::time::timeout(wait, Arc::clone(&self.permits).acquire_owned()).await;
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         match got {
             Ok(Ok(p)) => {
@@ -207,7 +203,10 @@ impl Shedder {
     /// to come back over a window as wide as the time it takes to serve it.
     fn delay(&self, admitted: u32, refused: u32) -> Duration {
         let writes = self.config.writes as f64;
-        let queue = self.config.retry_min.mul_f64(1.0 + self.waiting() as f64 / writes);
+        let queue = self
+            .config
+            .retry_min
+            .mul_f64(1.0 + self.waiting() as f64 / writes);
         let drain = Duration::from_secs_f64(f64::from(refused) / f64::from(admitted).max(writes));
         let base = (queue + drain).min(self.config.retry_max);
         base.mul_f64(0.5 + self.unit()).min(self.config.retry_max)
@@ -345,13 +344,27 @@ mod tests {
         let s = shedder(4);
         let calm: Vec<Duration> = (0..200).map(|_| s.delay(100, 1)).collect();
         let busy: Vec<Duration> = (0..200).map(|_| s.delay(4, 40)).collect();
-        let mean = |v: &[Duration]| v.iter().map(Duration::as_secs_f64).sum::<f64>() / v.len() as f64;
-        assert!(mean(&busy) > 3.0 * mean(&calm), "{} vs {}", mean(&busy), mean(&calm));
+        let mean =
+            |v: &[Duration]| v.iter().map(Duration::as_secs_f64).sum::<f64>() / v.len() as f64;
+        assert!(
+            mean(&busy) > 3.0 * mean(&calm),
+            "{} vs {}",
+            mean(&busy),
+            mean(&calm)
+        );
         for d in calm.iter().chain(&busy) {
-            assert!(*d >= Duration::from_millis(500) && *d <= Duration::from_secs(20), "{d:?}");
+            assert!(
+                *d >= Duration::from_millis(500) && *d <= Duration::from_secs(20),
+                "{d:?}"
+            );
         }
-        let distinct: std::collections::BTreeSet<u128> = busy.iter().map(Duration::as_millis).collect();
-        assert!(distinct.len() > 50, "jittered: {} distinct delays", distinct.len());
+        let distinct: std::collections::BTreeSet<u128> =
+            busy.iter().map(Duration::as_millis).collect();
+        assert!(
+            distinct.len() > 50,
+            "jittered: {} distinct delays",
+            distinct.len()
+        );
     }
 
     #[tokio::test]

@@ -31,7 +31,8 @@ async fn until(fleet: &Fleet, what: &str, limit: Duration, done: impl Fn(&Fleet)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_agents_come_back_after_a_collector_restart_with_nothing_lost_or_twice() {
-    if require_root("three_hundred_agents_come_back_after_a_collector_restart") == Privilege::OptedOut
+    if require_root("three_hundred_agents_come_back_after_a_collector_restart")
+        == Privilege::OptedOut
     {
         return;
     }
@@ -50,9 +51,16 @@ async fn three_hundred_agents_come_back_after_a_collector_restart_with_nothing_l
     })
     .expect("fleet starts");
     let t = Instant::now();
-    until(&fleet, "every agent's first batch acknowledged", Duration::from_secs(180), |f| {
-        f.members().iter().all(|m| m.probe.acks.load(Ordering::Relaxed) > 0)
-    })
+    until(
+        &fleet,
+        "every agent's first batch acknowledged",
+        Duration::from_secs(180),
+        |f| {
+            f.members()
+                .iter()
+                .all(|m| m.probe.acks.load(Ordering::Relaxed) > 0)
+        },
+    )
     .await;
     eprintln!("fleet up in {:?}: {:?}", t.elapsed(), fleet.status());
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -75,24 +83,40 @@ async fn three_hundred_agents_come_back_after_a_collector_restart_with_nothing_l
     let t = Instant::now();
     c.stop().await;
     let c = Collector::start_listening(database, &addr.to_string(), &[]).await;
-    until(&fleet, "every agent back and acknowledged by the new collector", Duration::from_secs(180), |f| {
-        f.members().iter().zip(&before).all(|(m, (connects, acks))| {
-            m.probe.connected.load(Ordering::Relaxed)
-                && m.probe.connects.load(Ordering::Relaxed) > *connects
-                && m.probe.acks.load(Ordering::Relaxed) > *acks
-        })
-    })
+    until(
+        &fleet,
+        "every agent back and acknowledged by the new collector",
+        Duration::from_secs(180),
+        |f| {
+            f.members()
+                .iter()
+                .zip(&before)
+                .all(|(m, (connects, acks))| {
+                    m.probe.connected.load(Ordering::Relaxed)
+                        && m.probe.connects.load(Ordering::Relaxed) > *connects
+                        && m.probe.acks.load(Ordering::Relaxed) > *acks
+                })
+        },
+    )
     .await;
     let s = fleet.status();
-    eprintln!("every agent back {:?} after the stop began: {s:?}", t.elapsed());
+    eprintln!(
+        "every agent back {:?} after the stop began: {s:?}",
+        t.elapsed()
+    );
     assert_eq!(s.dropped, 0, "no outbox dropped anything");
     // Quiet: every agent on a live stream with nothing unacknowledged, so stopping
     // drains them all (an agent waiting out a retry delay would keep its batches).
-    until(&fleet, "every agent caught up", Duration::from_secs(120), |f| {
-        f.members()
-            .iter()
-            .all(|m| m.probe.connected.load(Ordering::Relaxed) && m.outbox().0 == 0)
-    })
+    until(
+        &fleet,
+        "every agent caught up",
+        Duration::from_secs(120),
+        |f| {
+            f.members()
+                .iter()
+                .all(|m| m.probe.connected.load(Ordering::Relaxed) && m.outbox().0 == 0)
+        },
+    )
     .await;
     let left = fleet.stop(Duration::from_secs(20)).await;
     assert_eq!(left, 0, "batches left unacknowledged after draining");
@@ -111,8 +135,14 @@ async fn three_hundred_agents_come_back_after_a_collector_restart_with_nothing_l
     .await
     .expect("ledger");
     assert_eq!(hosts, AGENTS as i64, "every agent has a ledger");
-    assert_eq!(bad, 0, "a host with a gap, a second epoch or a missing first batch");
-    assert!(batches >= 2 * AGENTS as i64, "{batches} batches in the ledger");
+    assert_eq!(
+        bad, 0,
+        "a host with a gap, a second epoch or a missing first batch"
+    );
+    assert!(
+        batches >= 2 * AGENTS as i64,
+        "{batches} batches in the ledger"
+    );
     eprintln!("ledger: {hosts} hosts, {batches} batches, each once, no gap");
     db.close().await;
     c.stop().await;

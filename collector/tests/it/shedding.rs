@@ -113,10 +113,13 @@ async fn a_saturated_database_sheds_agents_with_a_delay_they_spread_over_while_q
             eprintln!("shedding: {s:?}; {shed_agents} agents shed twice or more");
             break;
         }
-        let status = tokio::time::timeout(Duration::from_secs(15), get_status(c.addr, "/api/v1/hosts"))
-            .await
-            .expect("a query took longer than 15 s (its timeout is 5 s) while ingest was shedding")
-            .expect("query transport");
+        let status =
+            tokio::time::timeout(Duration::from_secs(15), get_status(c.addr, "/api/v1/hosts"))
+                .await
+                .expect(
+                    "a query took longer than 15 s (its timeout is 5 s) while ingest was shedding",
+                )
+                .expect("query transport");
         answered.push(status);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -207,7 +210,11 @@ async fn a_saturated_database_sheds_agents_with_a_delay_they_spread_over_while_q
     .fetch_one(&db)
     .await
     .expect("ledger");
-    assert_eq!((hosts, gaps), (AGENTS as i64, 0), "every host, every batch once, no gap");
+    assert_eq!(
+        (hosts, gaps),
+        (AGENTS as i64, 0),
+        "every host, every batch once, no gap"
+    );
     db.close().await;
     c.stop().await;
 }
