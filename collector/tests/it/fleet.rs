@@ -147,3 +147,75 @@ async fn three_hundred_agents_come_back_after_a_collector_restart_with_nothing_l
     db.close().await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_ended_for_their_age_reconnect_and_lose_nothing() {
+    if require_root("streams_ended_for_their_age_reconnect_and_lose_nothing") == Privilege::OptedOut
+    {
+        return;
+    }
+    const N: usize = 5;
+    let c = Collector::start(&[
+        "--keepalive-seconds",
+        "1",
+        "--max-connection-age-seconds",
+        "2",
+        "--max-connection-age-grace-seconds",
+        "1",
+    ])
+    .await;
+    let fleet = Fleet::start(FleetConfig {
+        template: agent_config(c.addr, Duration::from_millis(500)),
+        agents: N,
+        sockets: 20,
+        churn: 0.1,
+        source_addrs: Vec::new(),
+        ramp: Duration::ZERO,
+        name: "aged".into(),
+    })
+    .expect("fleet starts");
+    // Each connection lives about 3 s (age + grace): three connections each at least.
+    until(
+        &fleet,
+        "every agent reconnected twice after its connection aged out",
+        Duration::from_secs(90),
+        |f| {
+            f.members()
+                .iter()
+                .all(|m| m.probe.connects.load(Ordering::Relaxed) >= 3)
+        },
+    )
+    .await;
+    until(
+        &fleet,
+        "every agent caught up",
+        Duration::from_secs(60),
+        |f| {
+            f.members()
+                .iter()
+                .all(|m| m.probe.connected.load(Ordering::Relaxed) && m.outbox().0 == 0)
+        },
+    )
+    .await;
+    let s = fleet.status();
+    let left = fleet.stop(Duration::from_secs(10)).await;
+    eprintln!("aged streams: {s:?}; {left} left");
+    assert_eq!(left, 0, "batches left unacknowledged after draining");
+    assert_eq!(s.pushbacks, 0, "nothing was shed");
+    let db = c.db().await;
+    let (hosts, bad): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE n <> hi - lo + 1 OR lo <> 1 OR epochs <> 1) \
+         FROM (SELECT host_id, count(*) AS n, min(seq) AS lo, max(seq) AS hi, \
+                      count(DISTINCT epoch) AS epochs FROM ingest_batches GROUP BY host_id) per_host",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("ledger");
+    assert_eq!(
+        (hosts, bad),
+        (N as i64, 0),
+        "every batch of every agent once, no gap"
+    );
+    db.close().await;
+    c.stop().await;
+}
