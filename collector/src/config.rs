@@ -347,6 +347,38 @@ mod tests {
     }
 
     #[test]
+    fn shedding_and_connection_age_flags_are_checked_and_default_to_the_pool() {
+        let e = parse(&[
+            "--insecure-loopback",
+            "--ingest-retry-min-ms",
+            "5000",
+            "--ingest-retry-max-ms",
+            "1000",
+            "--max-connection-age-seconds",
+            "10",
+        ])
+        .validate()
+        .expect_err("min above max, age below keepalive");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("--ingest-retry-min-ms"), "{e:?}");
+        assert!(e[1].starts_with("--max-connection-age-seconds"), "{e:?}");
+        let c = parse(&["--insecure-loopback", "--db-connections", "10"]);
+        assert_eq!(c.shed().writes, 8, "--db-connections minus 2");
+        assert_eq!(
+            parse(&["--insecure-loopback", "--db-connections", "1"])
+                .shed()
+                .writes,
+            1
+        );
+        assert!(
+            parse(&["--insecure-loopback", "--max-connection-age-seconds", "0"])
+                .validate()
+                .is_ok(),
+            "0: no age"
+        );
+    }
+
+    #[test]
     fn a_zero_limit_or_timeout_is_refused_naming_its_flag() {
         let e = parse(&[
             "--insecure-loopback",
