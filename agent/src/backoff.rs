@@ -24,6 +24,11 @@ impl Jitter {
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// Uniform in 0..n (0 when n is 0).
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        ((self.unit() * n as f64) as u64).min(n.saturating_sub(1))
+    }
+
     /// `d` scaled by a factor in [1 - spread, 1 + spread).
     pub(crate) fn around(&mut self, d: Duration, spread: f64) -> Duration {
         d.mul_f64(1.0 - spread + 2.0 * spread * self.unit())
@@ -38,6 +43,12 @@ pub(crate) struct Backoff {
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// The longest wait a collector's retry pushback can impose: a wrong or hostile
+/// value must not park the agent for hours.
+pub(crate) const PUSHBACK_MAX: Duration = Duration::from_secs(300);
+/// Spread applied to the collector's delay, on top of its own jitter, so agents told
+/// the same delay still do not come back in step.
+const PUSHBACK_SPREAD: f64 = 0.2;
 
 impl Backoff {
     /// Starts at the shortest wait.
@@ -59,6 +70,15 @@ impl Backoff {
         self.next = (self.next * 2).min(BACKOFF_MAX);
         d
     }
+
+    /// The wait after the collector shed us with a retry delay (`grpc-retry-pushback-ms`):
+    /// its delay ±20 %, never less than our own next backoff step (which still grows),
+    /// never more than [`PUSHBACK_MAX`].
+    pub(crate) fn after_pushback(&mut self, told: Duration) -> Duration {
+        let own = self.step();
+        let told = self.jitter.around(told.min(PUSHBACK_MAX), PUSHBACK_SPREAD);
+        told.max(own).min(PUSHBACK_MAX)
+    }
 }
 
 #[cfg(test)]
@@ -74,6 +94,35 @@ mod tests {
         assert_eq!(b.next, BACKOFF_MAX);
         b.reset();
         assert!(b.step() <= BACKOFF_MIN);
+    }
+
+    #[test]
+    fn pushback_is_honoured_jittered_bounded_and_never_below_our_own_floor() {
+        let mut b = Backoff::new();
+        let told = Duration::from_secs(10);
+        let waits: Vec<Duration> = (0..200)
+            .map(|_| {
+                b.reset();
+                b.after_pushback(told)
+            })
+            .collect();
+        assert!(
+            waits
+                .iter()
+                .all(|w| *w >= Duration::from_secs(8) && *w < Duration::from_secs(12)),
+            "{waits:?}"
+        );
+        let distinct: std::collections::BTreeSet<u128> =
+            waits.iter().map(Duration::as_millis).collect();
+        assert!(distinct.len() > 20, "spread: {distinct:?}");
+        // A tiny delay does not undercut our own backoff, which keeps growing.
+        let mut b = Backoff::new();
+        for _ in 0..10 {
+            b.after_pushback(Duration::from_millis(1));
+        }
+        assert_eq!(b.next, BACKOFF_MAX);
+        // An absurd one is capped.
+        assert!(b.after_pushback(Duration::from_secs(86_400)) <= PUSHBACK_MAX);
     }
 
     #[test]

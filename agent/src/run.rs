@@ -37,6 +37,9 @@ pub(crate) struct Shared {
     /// The sampler has stopped: nothing more will be queued (a stopping sender drains
     /// until then, so a cycle that was running when stop came is delivered too).
     sampling_over: std::sync::atomic::AtomicBool,
+    /// Where the sender reports what it saw (in-process fleets and tests); `None` in
+    /// the `run` command.
+    pub(crate) probe: Option<Arc<crate::probe::Probe>>,
 }
 
 impl Shared {
@@ -48,7 +51,14 @@ impl Shared {
             sample_now: Notify::new(),
             spool: None,
             sampling_over: std::sync::atomic::AtomicBool::new(false),
+            probe: None,
         }
+    }
+
+    /// The same, reporting to `probe`.
+    pub(crate) fn with_probe(mut self, probe: Arc<crate::probe::Probe>) -> Shared {
+        self.probe = Some(probe);
+        self
     }
 
     /// Whether the sampler has stopped for good (nothing more will be queued).

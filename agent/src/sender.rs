@@ -11,8 +11,9 @@
 //! what it already committed); when an epoch is fully acknowledged its stream ends and
 //! the next begins at once.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use finwait_proto::v1 as pb;
 use finwait_proto::v1::collector_message::Body;
@@ -58,6 +59,8 @@ enum StreamEnd {
     Retry(String),
     /// An earlier run's epoch is done: stream the next one now.
     NextEpoch,
+    /// The collector is shedding load: retry after (about) the delay it gave.
+    Pushback(String, Duration),
 }
 
 /// The sender task: streams until `stop`, then drains the live stream, if any.
@@ -78,13 +81,28 @@ pub(crate) async fn send_loop(
             .await
         {
             StreamEnd::Stopped => return Ok(()),
-            StreamEnd::Retry(_) | StreamEnd::NextEpoch if stop.is_cancelled() => return Ok(()),
+            _ if stop.is_cancelled() => return Ok(()),
             StreamEnd::NextEpoch => {}
-            StreamEnd::Retry(why) => {
+            end @ (StreamEnd::Retry(_) | StreamEnd::Pushback(..)) => {
                 // The next stream goes to the next collector of the list (a spooled
-                // epoch's end is no reason to leave this one).
+                // epoch's end is no reason to leave this one; a shedding one is).
                 turn = turn.wrapping_add(1);
-                let wait = backoff.step();
+                let (why, wait) = match end {
+                    StreamEnd::Pushback(why, told) => {
+                        let wait = backoff.after_pushback(told);
+                        if let Some(p) = &shared.probe {
+                            p.ended(Some((told, wait)));
+                        }
+                        (why, wait)
+                    }
+                    StreamEnd::Retry(why) => {
+                        if let Some(p) = &shared.probe {
+                            p.ended(None);
+                        }
+                        (why, backoff.step())
+                    }
+                    StreamEnd::Stopped | StreamEnd::NextEpoch => continue,
+                };
                 tracing::warn!(reason = %why, retry_in_ms = wait.as_millis() as u64, "stream ended");
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(()),
@@ -156,6 +174,9 @@ async fn stream_once(
         Err(_) => return StreamEnd::Retry("no welcome within 30 s".into()),
     };
     backoff.reset();
+    if let Some(p) = &shared.probe {
+        p.welcomed();
+    }
     tracing::info!(
         host_id = welcome.host_id,
         last_epoch = welcome.last_epoch,
@@ -192,11 +213,17 @@ async fn stream_once(
     shared.sample_now.notify_one();
     // Set once stop is requested: send what is queued, wait for the acks, then end.
     let mut draining = false;
+    // Batches sent and not yet acknowledged, with when they were sent (probe only).
+    let mut in_flight: VecDeque<(u64, Instant, u64)> = VecDeque::new();
     loop {
         while shared.outbox().in_flight(epoch) < MAX_IN_FLIGHT {
             let Some((seq, parts)) = shared.next_unsent(epoch).await else {
                 break;
             };
+            if shared.probe.is_some() {
+                let rows = parts.iter().map(records).sum();
+                in_flight.push_back((seq, Instant::now(), rows));
+            }
             for b in parts {
                 let m = pb::AgentMessage {
                     body: Some(pb::agent_message::Body::Batch(b)),
@@ -228,6 +255,12 @@ async fn stream_once(
                 Ok(Some(pb::CollectorMessage { body: Some(Body::Ack(a)) })) => {
                     if a.epoch == epoch {
                         shared.outbox().ack_in(epoch, a.seq);
+                        if let Some(p) = &shared.probe {
+                            while let Some((_, sent, rows)) = in_flight.front().copied().filter(|(s, ..)| *s <= a.seq) {
+                                in_flight.pop_front();
+                                p.acked(sent.elapsed(), rows);
+                            }
+                        }
                     }
                 }
                 Ok(Some(pb::CollectorMessage { body: Some(Body::Resync(r)) })) => {
@@ -263,7 +296,33 @@ fn refused(s: tonic::Status) -> StreamEnd {
         tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
             tracing::error!(status = %s.message(), "the collector refused our token (agents need one with the ingest role)")
         }
+        tonic::Code::Unavailable => {
+            if let Some(told) = pushback(&s) {
+                return StreamEnd::Pushback(format!("{}: {}", s.code(), s.message()), told);
+            }
+        }
         _ => {}
     }
     StreamEnd::Retry(format!("{}: {}", s.code(), s.message()))
+}
+
+/// The retry delay the collector put on a status (`grpc-retry-pushback-ms`, gRPC's
+/// retry pushback: milliseconds; anything unparsable is ignored).
+fn pushback(s: &tonic::Status) -> Option<Duration> {
+    s.metadata()
+        .get("grpc-retry-pushback-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_millis)
+}
+
+/// Socket records in one batch message (for the probe).
+fn records(b: &pb::Batch) -> u64 {
+    match &b.payload {
+        Some(pb::batch::Payload::Full(f)) => f.sockets.len() as u64,
+        Some(pb::batch::Payload::Delta(d)) => {
+            (d.added.len() + d.removed.len() + d.changed.len()) as u64
+        }
+        None => 0,
+    }
 }

@@ -14,6 +14,10 @@
 //! query API (leaks, groups, who, sockets, hosts, timeline) over a generated day of a
 //! 1,000-host fleet against hand-written SQL through psql (`history --help`).
 //!
+//! `finwait-bench fleet` plays N real agents (default 10,000 x 1,000 sockets) in one
+//! process against the release collector: acks/s, latency, CPU, memory, backlog and a
+//! thundering herd after a collector restart (`fleet.rs`).
+//!
 //! Needs root (namespaces) and a release build: `cargo build --release --workspace`.
 //! Timings on shared machines are noisy: read the medians and ratios, not one run.
 
@@ -189,6 +193,7 @@ fn agent_bench(args: &[String]) -> Result<()> {
 }
 
 mod agent_cpu;
+mod fleet;
 mod history;
 mod ingest;
 mod service;
@@ -198,7 +203,8 @@ const USAGE: &str = "usage: finwait-bench agent [--sockets N] [--runs R]\n\
        finwait-bench ingest [--agents N] [--sockets M] [--deltas D] [--churn F]\n\
        finwait-bench wire [--sockets N] [--churn F]\n\
        finwait-bench agent-cpu [--sockets N] [--seconds S] [--interval I]\n\
-       finwait-bench history [--hosts N] [--hours H] [--runs R] [--keep] (see history --help)";
+       finwait-bench history [--hosts N] [--hours H] [--runs R] [--keep] (see history --help)\n\
+       finwait-bench fleet [--agents N] [--sockets M] [--interval S] [--churn F] [--seconds S] [--ramp S] ...";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -208,6 +214,7 @@ fn main() -> Result<()> {
         Some("wire") => wire::run(&args[1..]),
         Some("agent-cpu") => agent_cpu::run(&args[1..]),
         Some("history") => history::run(&args[1..]),
+        Some("fleet") => fleet::run(&args[1..]),
         _ => bail!("{USAGE}"),
     }
 }

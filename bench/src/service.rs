@@ -20,6 +20,8 @@ pub struct Service {
     pub collector: Child,
     /// Its gRPC address.
     pub addr: String,
+    /// The collector's extra flags, for restarts.
+    extra: Vec<String>,
 }
 
 impl Service {
@@ -56,43 +58,34 @@ impl Service {
                 );
             }
         }
-        let url_file = dir.join("url");
-        std::fs::write(&url_file, pg.url(dbs[0]))?;
-        let bin = workspace_bin("finwait-collector")?;
-        let mut cmd = match wrap {
-            Some(ns) => ns.command(&bin),
-            None => Command::new(&bin),
-        };
-        let mut collector = cmd
-            .args([
-                "--insecure-loopback",
-                "--listen",
-                "127.0.0.1:0",
-                "--database-url-file",
-            ])
-            .arg(&url_file)
-            .args(["--data-dir"])
-            .arg(dir.join("c"))
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.join("collector.log"))?)
-            .spawn()
-            .context("starting finwait-collector")?;
-        let mut line = String::new();
-        BufReader::new(collector.stdout.take().context("stdout")?).read_line(&mut line)?;
-        let addr = line.trim().rsplit(' ').next().unwrap_or("").to_owned();
-        if !line.contains("listening on") {
-            bail!(
-                "collector did not start; see {}",
-                dir.join("collector.log").display()
-            );
-        }
+        std::fs::write(dir.join("url"), pg.url(dbs[0]))?;
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let (collector, addr) = spawn_collector(&dir, wrap, "127.0.0.1:0", &extra)?;
         Ok(Service {
             dir,
             pg: Some(pg),
             collector,
             addr,
+            extra,
         })
+    }
+
+    /// Stops the collector (SIGTERM, its graceful shutdown) and starts it again on the
+    /// same address (not in a namespace).
+    pub fn restart_collector(&mut self) -> Result<()> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.collector.id().to_string()])
+            .status();
+        let _ = self.collector.wait();
+        let (collector, addr) = spawn_collector(&self.dir, None, &self.addr, &self.extra)?;
+        self.collector = collector;
+        self.addr = addr;
+        Ok(())
+    }
+
+    /// The PostgreSQL postmaster's process id.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        self.pg.as_ref()?.pid()
     }
 
     /// Connection options for database `db` on the bench's server.
@@ -132,4 +125,48 @@ impl Drop for Service {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Starts the release collector on `listen` against the database URL in `dir/url`;
+/// returns it and the address it printed.
+fn spawn_collector(
+    dir: &std::path::Path,
+    wrap: Option<&finwait_testkit::NetNs>,
+    listen: &str,
+    extra: &[String],
+) -> Result<(Child, String)> {
+    let bin = workspace_bin("finwait-collector")?;
+    let mut cmd = match wrap {
+        Some(ns) => ns.command(&bin),
+        None => Command::new(&bin),
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("collector.log"))?;
+    let mut collector = cmd
+        .args([
+            "--insecure-loopback",
+            "--listen",
+            listen,
+            "--database-url-file",
+        ])
+        .arg(dir.join("url"))
+        .args(["--data-dir"])
+        .arg(dir.join("c"))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .context("starting finwait-collector")?;
+    let mut line = String::new();
+    BufReader::new(collector.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let addr = line.trim().rsplit(' ').next().unwrap_or("").to_owned();
+    if !line.contains("listening on") {
+        bail!(
+            "collector did not start; see {}",
+            dir.join("collector.log").display()
+        );
+    }
+    Ok((collector, addr))
 }

@@ -304,6 +304,7 @@ impl App {
                 max_streams: self.config.max_streams,
                 budget: Budget::new(self.config.ingest_memory_bytes),
                 db_connections: self.config.db_connections as usize,
+                shed: self.config.shed(),
             },
             stop.clone(),
             tracker.clone(),
@@ -369,6 +370,17 @@ impl App {
         let server = Server::builder()
             .http2_keepalive_interval(Some(keepalive))
             .http2_keepalive_timeout(Some(keepalive.min(Duration::from_secs(20))));
+        let server = if self.config.max_connection_age_seconds > 0 {
+            // GOAWAY at the age, so streams rebalance across collectors; the grace lets
+            // a batch in flight finish before the stream is cut (agents resend).
+            server
+                .max_connection_age(Duration::from_secs(self.config.max_connection_age_seconds))
+                .max_connection_age_grace(Duration::from_secs(
+                    self.config.max_connection_age_grace_seconds,
+                ))
+        } else {
+            server
+        };
         let tls = match &self.certs {
             Some(store) => {
                 Some(crate::tls::server_config(store.clone()).context("TLS configuration")?)

@@ -116,6 +116,47 @@ pub struct Config {
     /// seconds again (at most 20) closes the connection.
     #[arg(long, env = "FINWAIT_KEEPALIVE_SECONDS", default_value_t = 30)]
     pub keepalive_seconds: u64,
+    /// Database writes of ingest (hellos, batch transactions) in progress at once;
+    /// 0 means --db-connections minus 2 (maintenance and lease releases keep theirs),
+    /// at least 1. A write that finds them all busy for --ingest-write-wait-ms is shed:
+    /// UNAVAILABLE with a retry delay (README, "Load shedding").
+    #[arg(long, env = "FINWAIT_INGEST_WRITES", default_value_t = 0)]
+    pub ingest_writes: usize,
+    /// Milliseconds a hello (a new agent stream) may wait for a write slot before it
+    /// is shed.
+    #[arg(long, env = "FINWAIT_INGEST_WRITE_WAIT_MS", default_value_t = 500)]
+    pub ingest_write_wait_ms: u64,
+    /// Milliseconds a batch on an established stream may wait for a write slot before
+    /// it is shed (longer: shedding it ends the stream, and reconnecting costs a hello
+    /// and a full table).
+    #[arg(long, env = "FINWAIT_INGEST_BATCH_WAIT_MS", default_value_t = 10_000)]
+    pub ingest_batch_wait_ms: u64,
+    /// Shortest retry delay handed to a shed agent, in milliseconds (before jitter);
+    /// it grows with the pressure up to --ingest-retry-max-ms.
+    #[arg(long, env = "FINWAIT_INGEST_RETRY_MIN_MS", default_value_t = 1_000)]
+    pub ingest_retry_min_ms: u64,
+    /// Longest retry delay handed to a shed agent, in milliseconds.
+    #[arg(long, env = "FINWAIT_INGEST_RETRY_MAX_MS", default_value_t = 30_000)]
+    pub ingest_retry_max_ms: u64,
+    /// Seconds after which a connection is asked to go away (HTTP/2 GOAWAY), so agents
+    /// reconnect and long-lived streams rebalance across collectors behind a load
+    /// balancer; 0 keeps connections for ever. The age is not jittered (tonic has no
+    /// such option): agents connected at once leave at once, and their jittered
+    /// reconnections plus load shedding spread them out.
+    #[arg(
+        long,
+        env = "FINWAIT_MAX_CONNECTION_AGE_SECONDS",
+        default_value_t = 3_600
+    )]
+    pub max_connection_age_seconds: u64,
+    /// Seconds a connection past its age gets to finish its requests (an agent's
+    /// stream is cut after it and the agent resends what was not acknowledged).
+    #[arg(
+        long,
+        env = "FINWAIT_MAX_CONNECTION_AGE_GRACE_SECONDS",
+        default_value_t = 30
+    )]
+    pub max_connection_age_grace_seconds: u64,
     /// Log format on stderr (filter with RUST_LOG, default info).
     #[arg(long, env = "FINWAIT_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::LogFormat::Text)]
     pub log_format: crate::telemetry::LogFormat,
@@ -153,6 +194,22 @@ pub enum Command {
 }
 
 impl Config {
+    /// Load shedding as configured (README, "Load shedding").
+    pub fn shed(&self) -> crate::shed::ShedConfig {
+        let writes = if self.ingest_writes == 0 {
+            (self.db_connections as usize).saturating_sub(2).max(1)
+        } else {
+            self.ingest_writes
+        };
+        crate::shed::ShedConfig {
+            writes,
+            wait: Duration::from_millis(self.ingest_write_wait_ms),
+            batch_wait: Duration::from_millis(self.ingest_batch_wait_ms),
+            retry_min: Duration::from_millis(self.ingest_retry_min_ms),
+            retry_max: Duration::from_millis(self.ingest_retry_max_ms),
+        }
+    }
+
     /// The lease as a duration.
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_seconds)
@@ -213,6 +270,20 @@ impl Config {
             if value == 0 {
                 problems.push(format!("{flag} must be at least 1"));
             }
+        }
+        if self.ingest_retry_min_ms == 0 || self.ingest_retry_max_ms < self.ingest_retry_min_ms {
+            problems.push(format!(
+                "--ingest-retry-min-ms must be at least 1 and at most --ingest-retry-max-ms ({} > {})",
+                self.ingest_retry_min_ms, self.ingest_retry_max_ms
+            ));
+        }
+        if self.max_connection_age_seconds != 0
+            && self.max_connection_age_seconds < self.keepalive_seconds
+        {
+            problems.push(format!(
+                "--max-connection-age-seconds {} is shorter than --keepalive-seconds {}: give 0 (no age) or more",
+                self.max_connection_age_seconds, self.keepalive_seconds
+            ));
         }
         let need = crate::budget::Budget::need(self.max_message_bytes);
         if self.ingest_memory_bytes < need {
@@ -289,6 +360,38 @@ mod tests {
         assert!(
             Config::try_parse_from(["finwait-collector", "--tls-cert", "c"]).is_err(),
             "cert needs key"
+        );
+    }
+
+    #[test]
+    fn shedding_and_connection_age_flags_are_checked_and_default_to_the_pool() {
+        let e = parse(&[
+            "--insecure-loopback",
+            "--ingest-retry-min-ms",
+            "5000",
+            "--ingest-retry-max-ms",
+            "1000",
+            "--max-connection-age-seconds",
+            "10",
+        ])
+        .validate()
+        .expect_err("min above max, age below keepalive");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("--ingest-retry-min-ms"), "{e:?}");
+        assert!(e[1].starts_with("--max-connection-age-seconds"), "{e:?}");
+        let c = parse(&["--insecure-loopback", "--db-connections", "10"]);
+        assert_eq!(c.shed().writes, 8, "--db-connections minus 2");
+        assert_eq!(
+            parse(&["--insecure-loopback", "--db-connections", "1"])
+                .shed()
+                .writes,
+            1
+        );
+        assert!(
+            parse(&["--insecure-loopback", "--max-connection-age-seconds", "0"])
+                .validate()
+                .is_ok(),
+            "0: no age"
         );
     }
 

@@ -44,6 +44,7 @@ use crate::auth::{self, LiveTokens};
 use crate::budget::{Budget, Reserved};
 use crate::error::{ErrorCode, store_status};
 use crate::model::{Batch, Payload};
+use crate::shed::{ShedConfig, ShedReason, Shedder};
 use crate::store::{Applied, BatchHead, BatchTx, Begun, Store, StreamLease};
 use crate::validate::{self, Limits};
 
@@ -77,6 +78,9 @@ pub struct IngestService {
     /// tables waiting for budget could hold every connection while the budget is held
     /// by batches waiting for a connection.
     open_tables: Arc<Semaphore>,
+    /// Bounds the database writes (hellos, batch transactions) in progress; a write
+    /// that cannot start in time is shed with a retry delay ([`crate::shed`]).
+    shed: Shedder,
     /// Stops every stream on shutdown.
     stop: CancellationToken,
     /// Owns the stream tasks.
@@ -115,6 +119,8 @@ pub struct Capacity {
     pub budget: Budget,
     /// The database pool's size (--db-connections): half of it may hold chunked tables.
     pub db_connections: usize,
+    /// Concurrent writes and retry delays (--ingest-writes and friends).
+    pub shed: ShedConfig,
 }
 
 /// One stream's position, fixed at hello except for the resync bookkeeping.
@@ -146,6 +152,7 @@ impl IngestService {
             streams: Arc::new(Semaphore::new(capacity.max_streams)),
             budget: capacity.budget,
             open_tables: Arc::new(Semaphore::new((capacity.db_connections / 2).max(1))),
+            shed: Shedder::new(capacity.shed),
             stop,
             tracker,
             db: None,
@@ -162,7 +169,10 @@ impl IngestService {
     fn db_down(&self) -> Option<Status> {
         self.db.as_ref().filter(|d| !d.is_up()).map(|_| {
             reject("database_down");
-            ErrorCode::Unavailable.status("database unreachable; retry later")
+            self.shed.refuse(
+                ShedReason::DatabaseDown,
+                "database unreachable; retry later",
+            )
         })
     }
 
@@ -300,7 +310,16 @@ impl IngestService {
                 let _ = out.send(Err(status)).await;
                 return;
             }
-            let welcome = match self.store.hello(&hello, lease.stream).await {
+            let slot = match self.shed.admit_hello().await {
+                Ok(slot) => slot,
+                Err(status) => {
+                    let _ = out.send(Err(status)).await;
+                    return;
+                }
+            };
+            let welcome = self.store.hello(&hello, lease.stream).await;
+            drop(slot);
+            let welcome = match welcome {
                 Ok(w) => w,
                 Err(e) => {
                     // A live agent holding the identity is the client's problem; storage down is ours.
@@ -458,6 +477,8 @@ impl IngestService {
         if let Some(status) = self.db_down() {
             return Err(Some(status));
         }
+        // Held until the batch is settled: its transaction is one of the bounded writes.
+        let _slot = self.shed.admit_batch().await.map_err(Some)?;
         // A chunked table takes its slot before any memory (see `open_tables`).
         let head = finwait_proto::BatchHead::decode(raw.clone()).map_err(|e| {
             Some(refuse(

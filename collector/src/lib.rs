@@ -23,6 +23,7 @@ pub mod query_service;
 pub mod reload;
 pub mod report;
 pub mod service;
+pub mod shed;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

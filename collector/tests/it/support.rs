@@ -266,10 +266,15 @@ impl Collector {
     /// Starts one with extra flags on an existing database (a restart, or a second
     /// collector sharing it).
     pub async fn start_on(database: TestDb, extra: &[&str]) -> Collector {
+        Collector::start_listening(database, "127.0.0.1:0", extra).await
+    }
+
+    /// Starts one on `listen` (a restart on the address agents already know).
+    pub async fn start_listening(database: TestDb, listen: &str, extra: &[&str]) -> Collector {
         let mut args = vec![
             "finwait-collector".to_owned(),
             "--listen".into(),
-            "127.0.0.1:0".into(),
+            listen.to_owned(),
             "--database-url-file".into(),
             database.url_file_arg().to_owned(),
         ];

@@ -469,6 +469,11 @@ async fn tables_larger_together_than_the_memory_budget_wait_their_turn_and_all_l
         "2621440",
         "--db-connections",
         "2",
+        // Waiting for the one write slot is the point here, not shedding.
+        "--ingest-write-wait-ms",
+        "120000",
+        "--ingest-batch-wait-ms",
+        "120000",
     ])
     .await;
     let e = now_ms() as u64;
