@@ -18,6 +18,7 @@ pub mod config;
 pub mod decimal;
 pub mod delta;
 pub mod identity;
+pub mod metrics;
 pub mod outbox;
 pub mod run;
 pub mod sampler;

@@ -12,6 +12,7 @@
 //! the next begins at once.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use finwait_proto::v1 as pb;
@@ -73,10 +74,11 @@ pub(crate) async fn send_loop(
             return Err("no collector to connect to".into());
         };
         let span = tracing::info_span!("stream", collector = %url);
-        match stream_once(&link, endpoint, &shared, &stop, &mut backoff)
+        let end = stream_once(&link, endpoint, &shared, &stop, &mut backoff)
             .instrument(span)
-            .await
-        {
+            .await;
+        crate::metrics::AGENT.connected.store(0, Ordering::Relaxed);
+        match end {
             StreamEnd::Stopped => return Ok(()),
             StreamEnd::Retry(_) | StreamEnd::NextEpoch if stop.is_cancelled() => return Ok(()),
             StreamEnd::NextEpoch => {}
@@ -84,6 +86,9 @@ pub(crate) async fn send_loop(
                 // The next stream goes to the next collector of the list (a spooled
                 // epoch's end is no reason to leave this one).
                 turn = turn.wrapping_add(1);
+                crate::metrics::AGENT
+                    .reconnects
+                    .fetch_add(1, Ordering::Relaxed);
                 let wait = backoff.step();
                 tracing::warn!(reason = %why, retry_in_ms = wait.as_millis() as u64, "stream ended");
                 tokio::select! {
@@ -156,6 +161,7 @@ async fn stream_once(
         Err(_) => return StreamEnd::Retry("no welcome within 30 s".into()),
     };
     backoff.reset();
+    crate::metrics::AGENT.connected.store(1, Ordering::Relaxed);
     tracing::info!(
         host_id = welcome.host_id,
         last_epoch = welcome.last_epoch,

@@ -141,6 +141,14 @@ fn describe() {
     for pool in ["ingest", "query"] {
         metrics::counter!("finwait_db_pool_timeouts_total", "pool" => pool).absolute(0);
     }
+    for table in ["socket_lifetimes", "state_counts", "time_wait_counts"] {
+        metrics::counter!("finwait_retention_partitions_dropped_total", "table" => table)
+            .absolute(0);
+        metrics::counter!("finwait_retention_rows_deleted_total", "table" => table).absolute(0);
+    }
+    for table in ["ingest_batches", "fleet_minutes", "state_hours"] {
+        metrics::counter!("finwait_retention_rows_deleted_total", "table" => table).absolute(0);
+    }
     for task in ["silent_sweep", "retention", "fleet_rollup", "state_hours"] {
         metrics::counter!("finwait_maintenance_failures_total", "task" => task).absolute(0);
     }
