@@ -17,6 +17,7 @@ mod hostile_api;
 mod ingest;
 mod leaks;
 mod logging;
+mod metrics;
 mod nat;
 mod nsclient;
 mod outage;
