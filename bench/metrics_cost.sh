@@ -19,7 +19,7 @@ for i in $(seq 1 120); do grep -q "listening on" $D/col.out && break; sleep 0.5;
 ADDR=$(awk '/listening on/{print $NF}' $D/col.out)
 run() { # $1 = on|off
   local extra=() ; [ "$1" = on ] && extra=(--metrics-listen 127.0.0.1:0)
-  ip netns exec $NS $T/release/finwait-agent run --insecure-loopback --collector http://$ADDR --interval 0.2 --hostname meas-$1 "${extra[@]}" > $D/ag-$1.out 2> $D/ag-$1.log &
+  ip netns exec $NS $T/release/finwait-agent run --insecure-loopback --collector http://$ADDR --interval 0.2 --hostname meas-$1 --spool-dir $D/spool-$1 "${extra[@]}" > $D/ag-$1.out 2> $D/ag-$1.log &
   local AP=$!
   sleep 1
   local MA=$(awk '/listening on/{print $NF}' $D/ag-$1.out 2>/dev/null || true)

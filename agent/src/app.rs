@@ -172,6 +172,7 @@ impl App {
                 listener,
                 Arc::clone(&shared),
                 config.buffer_bytes as u64,
+                config.spool.as_ref().map_or(0, |c| c.max_bytes),
                 stop.clone(),
             );
             tracker.spawn(async move {

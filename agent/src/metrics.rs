@@ -3,7 +3,8 @@
 //!
 //! Deliberately small: the figures live in process-wide atomics ([`AGENT`]) that the
 //! sampler and sender bump once per cycle or per reconnect, the queue figures are read
-//! from the outbox when scraped, and the text is written by hand. No metrics crate, no
+//! from the outbox and the spool when scraped (on a blocking thread: the spool's lock
+//! may be held across a sync), and the text is written by hand. No metrics crate, no
 //! HTTP framework: a scrape costs one short-lived task and a few hundred bytes, and the
 //! steady cycle pays a handful of relaxed atomic adds. The server answers `GET
 //! /metrics` over HTTP/1.1, one request per connection, with bounded request size,
@@ -86,10 +87,6 @@ pub struct AgentMetrics {
     pub reconnects: AtomicU64,
     /// 1 while a stream is open past the collector's welcome.
     pub connected: AtomicU64,
-    /// Bytes held in the disk spool (set by the spool; 0 without one).
-    pub spool_bytes: AtomicU64,
-    /// The spool's bound in bytes (set by the spool; 0 without one).
-    pub spool_limit_bytes: AtomicU64,
 }
 
 /// The process's figures.
@@ -101,17 +98,7 @@ pub static AGENT: AgentMetrics = AgentMetrics {
     sockets: AtomicU64::new(0),
     reconnects: AtomicU64::new(0),
     connected: AtomicU64::new(0),
-    spool_bytes: AtomicU64::new(0),
-    spool_limit_bytes: AtomicU64::new(0),
 };
-
-/// Records what the spool holds and may hold: the hook the disk spool calls.
-pub fn set_spool(bytes: u64, limit_bytes: u64) {
-    AGENT.spool_bytes.store(bytes, Ordering::Relaxed);
-    AGENT
-        .spool_limit_bytes
-        .store(limit_bytes, Ordering::Relaxed);
-}
 
 /// Records one successful cycle's account.
 pub fn cycle_done(stats: &crate::sampler::CycleStats) {
@@ -121,9 +108,13 @@ pub fn cycle_done(stats: &crate::sampler::CycleStats) {
     AGENT.sockets.store(stats.sockets, Ordering::Relaxed);
 }
 
-/// The queue figures read from the outbox when scraped.
+/// The queue figures read from the outbox and the spool when scraped.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Queue {
+    /// The spool's figures (`None`: `--no-spool`).
+    pub spool: Option<crate::spool::SpoolStats>,
+    /// The spool's bound in bytes (`--spool-max-bytes`; 0 without a spool).
+    pub spool_limit_bytes: u64,
     /// Unacknowledged batches.
     pub batches: u64,
     /// Their encoded bytes.
@@ -214,19 +205,48 @@ pub fn render(m: &AgentMetrics, q: Queue) -> String {
         "Batches dropped unacknowledged (buffer full, or refused by the collector as invalid); a full table follows",
         q.dropped,
     );
+    let sp = q.spool.unwrap_or_default();
     one(
         o,
         "finwait_agent_spool_bytes",
         "gauge",
-        "Bytes held in the disk spool (0 without one)",
-        load(&m.spool_bytes),
+        "Size of the disk spool's segment files (0 without a spool)",
+        sp.bytes,
     );
     one(
         o,
         "finwait_agent_spool_limit_bytes",
         "gauge",
-        "Bound of the disk spool in bytes (0 without one)",
-        load(&m.spool_limit_bytes),
+        "Bound of the disk spool (--spool-max-bytes; 0 without a spool)",
+        q.spool_limit_bytes,
+    );
+    one(
+        o,
+        "finwait_agent_spool_records",
+        "gauge",
+        "Batches in the spool not yet acknowledged",
+        sp.records,
+    );
+    one(
+        o,
+        "finwait_agent_spool_dropped_total",
+        "counter",
+        "Spooled batches dropped unacknowledged to stay within the spool's byte or age bound",
+        sp.dropped,
+    );
+    one(
+        o,
+        "finwait_agent_spool_torn_total",
+        "counter",
+        "Torn or corrupt spool records found at start-up and cut off",
+        sp.torn,
+    );
+    one(
+        o,
+        "finwait_agent_spool_unspooled_total",
+        "counter",
+        "Batches that could not be written to the spool (kept in memory only)",
+        sp.unspooled,
     );
     one(
         o,
@@ -297,6 +317,7 @@ pub(crate) async fn serve(
     listener: Listener,
     shared: Arc<Shared>,
     limit_bytes: u64,
+    spool_limit_bytes: u64,
     stop: CancellationToken,
 ) -> Result<(), String> {
     let listener =
@@ -321,14 +342,19 @@ pub(crate) async fn serve(
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let _permit = permit;
-            let queue = || {
-                let o = shared.outbox();
-                let (batches, bytes) = o.len_bytes();
+            let queue = move || {
+                let (batches, bytes, dropped) = {
+                    let o = shared.outbox();
+                    let (n, b) = o.len_bytes();
+                    (n as u64, b as u64, o.dropped)
+                };
                 Queue {
-                    batches: batches as u64,
-                    bytes: bytes as u64,
+                    spool: shared.spool_stats(),
+                    spool_limit_bytes,
+                    batches,
+                    bytes,
                     limit_bytes,
-                    dropped: o.dropped,
+                    dropped,
                 }
             };
             if let Err(e) = answer(conn, queue).await {
@@ -339,7 +365,10 @@ pub(crate) async fn serve(
 }
 
 /// Reads one request head and answers it.
-async fn answer(mut conn: TcpStream, queue: impl FnOnce() -> Queue) -> std::io::Result<()> {
+async fn answer(
+    mut conn: TcpStream,
+    queue: impl FnOnce() -> Queue + Send + 'static,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let read = async {
         let mut chunk = [0u8; 1024];
@@ -368,7 +397,12 @@ async fn answer(mut conn: TcpStream, queue: impl FnOnce() -> Queue) -> std::io::
     );
     let path = target.split(|b| *b == b'?').next().unwrap_or_default();
     let (status, body) = match (method, path) {
-        (b"GET", b"/metrics") => ("200 OK", render(&AGENT, queue())),
+        (b"GET", b"/metrics") => {
+            let q = tokio::task::spawn_blocking(queue)
+                .await
+                .map_err(std::io::Error::other)?;
+            ("200 OK", render(&AGENT, q))
+        }
         (b"GET", _) => ("404 Not Found", "only /metrics is served here\n".to_owned()),
         _ => ("405 Method Not Allowed", "only GET /metrics\n".to_owned()),
     };
@@ -395,8 +429,6 @@ mod tests {
             sockets: AtomicU64::new(7),
             reconnects: AtomicU64::new(1),
             connected: AtomicU64::new(1),
-            spool_bytes: AtomicU64::new(0),
-            spool_limit_bytes: AtomicU64::new(0),
         };
         m.cycle.record_us(800);
         m.cycle.record_us(3_000);
@@ -404,6 +436,14 @@ mod tests {
         let out = render(
             &m,
             Queue {
+                spool: Some(crate::spool::SpoolStats {
+                    bytes: 4096,
+                    records: 2,
+                    dropped: 1,
+                    torn: 0,
+                    unspooled: 0,
+                }),
+                spool_limit_bytes: 1 << 28,
                 batches: 1,
                 bytes: 300,
                 limit_bytes: 1 << 20,
@@ -423,6 +463,9 @@ mod tests {
         assert!(out.contains("finwait_agent_batches_dropped_total 4\n"));
         assert!(out.contains("finwait_agent_outbox_bytes 300\n"));
         assert!(out.contains("finwait_agent_sockets 7\n"));
+        assert!(out.contains("finwait_agent_spool_bytes 4096\n"));
+        assert!(out.contains("finwait_agent_spool_limit_bytes 268435456\n"));
+        assert!(out.contains("finwait_agent_spool_dropped_total 1\n"));
         for line in out.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap_or_default();
             let base = name

@@ -77,6 +77,8 @@ fn start_agent(ns: &NetNs, addr: &str, data: &Path) -> (Proc, String) {
         .args(["--hostname", "e2e", "--machine-id", "metrics-machine"])
         .args(["--metrics-listen", "127.0.0.1:0", "--token-file"])
         .arg(&token)
+        .arg("--spool-dir")
+        .arg(data.join("agent-spool"))
         .args(["--collector", &format!("http://{addr}")])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(data.join("agent.log")).expect("agent log"))
@@ -220,11 +222,16 @@ async fn metrics_of_a_real_collector_and_agent_pass_promtool_and_follow_real_ing
         must(&agent_m, "finwait_agent_outbox_limit_bytes"),
         64.0 * 1024.0 * 1024.0
     );
-    assert_eq!(must(&agent_m, "finwait_agent_spool_bytes"), 0.0);
+    assert_eq!(
+        must(&agent_m, "finwait_agent_spool_limit_bytes"),
+        256.0 * 1024.0 * 1024.0
+    );
+    assert_eq!(must(&agent_m, "finwait_agent_spool_dropped_total"), 0.0);
     assert!(must(&agent_m, "process_resident_memory_bytes") > 0.0);
     assert_eq!(get(&ns, &format!("http://{maddr}/other"), None).0, 404);
 
-    // The collector goes away: the agent counts the lost stream and queues batches.
+    // The collector goes away: the agent counts the lost stream and queues batches,
+    // in memory and in its spool.
     collector.signal("-TERM");
     let gone = scrape_until(
         &ns,
@@ -235,8 +242,10 @@ async fn metrics_of_a_real_collector_and_agent_pass_promtool_and_follow_real_ing
             value(m, "finwait_agent_reconnects_total").is_some_and(|v| v >= 1.0)
                 && value(m, "finwait_agent_connected") == Some(0.0)
                 && value(m, "finwait_agent_outbox_bytes").is_some_and(|v| v > 0.0)
+                && value(m, "finwait_agent_spool_records").is_some_and(|v| v >= 1.0)
         },
     );
+    assert!(must(&gone, "finwait_agent_spool_bytes") > 0.0, "{gone}");
     let lint = check_metrics(&gone);
     assert!(
         lint.ok,
