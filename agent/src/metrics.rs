@@ -3,8 +3,9 @@
 //!
 //! Deliberately small: the figures live in process-wide atomics ([`AGENT`]) that the
 //! sampler and sender bump once per cycle or per reconnect, the queue figures are read
-//! from the outbox and the spool when scraped (on a blocking thread: the spool's lock
-//! may be held across a sync), and the text is written by hand. No metrics crate, no
+//! from the outbox when scraped, the spool's are copied at the end of each cycle (on
+//! the cycle's blocking thread: the spool's lock may be held across a sync, so a
+//! scrape never takes it), and the text is written by hand. No metrics crate, no
 //! HTTP framework: a scrape costs one short-lived task and a few hundred bytes, and the
 //! steady cycle pays a handful of relaxed atomic adds. The server answers `GET
 //! /metrics` over HTTP/1.1, one request per connection, with bounded request size,
@@ -87,6 +88,9 @@ pub struct AgentMetrics {
     pub reconnects: AtomicU64,
     /// 1 while a stream is open past the collector's welcome.
     pub connected: AtomicU64,
+    /// The spool's figures as of the last cycle: bytes, records, dropped, torn,
+    /// unspooled (all 0 without a spool).
+    pub spool: [AtomicU64; 5],
 }
 
 /// The process's figures.
@@ -98,7 +102,20 @@ pub static AGENT: AgentMetrics = AgentMetrics {
     sockets: AtomicU64::new(0),
     reconnects: AtomicU64::new(0),
     connected: AtomicU64::new(0),
+    spool: [const { AtomicU64::new(0) }; 5],
 };
+
+/// Copies the spool's figures (called by the cycle, after it queued its batch).
+pub fn spool_seen(stats: Option<crate::spool::SpoolStats>) {
+    let s = stats.unwrap_or_default();
+    for (cell, v) in AGENT
+        .spool
+        .iter()
+        .zip([s.bytes, s.records, s.dropped, s.torn, s.unspooled])
+    {
+        cell.store(v, Ordering::Relaxed);
+    }
+}
 
 /// Records one successful cycle's account.
 pub fn cycle_done(stats: &crate::sampler::CycleStats) {
@@ -108,11 +125,9 @@ pub fn cycle_done(stats: &crate::sampler::CycleStats) {
     AGENT.sockets.store(stats.sockets, Ordering::Relaxed);
 }
 
-/// The queue figures read from the outbox and the spool when scraped.
+/// The queue figures read from the outbox when scraped, and the spool's bound.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Queue {
-    /// The spool's figures (`None`: `--no-spool`).
-    pub spool: Option<crate::spool::SpoolStats>,
     /// The spool's bound in bytes (`--spool-max-bytes`; 0 without a spool).
     pub spool_limit_bytes: u64,
     /// Unacknowledged batches.
@@ -205,13 +220,13 @@ pub fn render(m: &AgentMetrics, q: Queue) -> String {
         "Batches dropped unacknowledged (buffer full, or refused by the collector as invalid); a full table follows",
         q.dropped,
     );
-    let sp = q.spool.unwrap_or_default();
+    let [bytes, records, dropped, torn, unspooled] = m.spool.each_ref().map(load);
     one(
         o,
         "finwait_agent_spool_bytes",
         "gauge",
         "Size of the disk spool's segment files (0 without a spool)",
-        sp.bytes,
+        bytes,
     );
     one(
         o,
@@ -225,28 +240,28 @@ pub fn render(m: &AgentMetrics, q: Queue) -> String {
         "finwait_agent_spool_records",
         "gauge",
         "Batches in the spool not yet acknowledged",
-        sp.records,
+        records,
     );
     one(
         o,
         "finwait_agent_spool_dropped_total",
         "counter",
         "Spooled batches dropped unacknowledged to stay within the spool's byte or age bound",
-        sp.dropped,
+        dropped,
     );
     one(
         o,
         "finwait_agent_spool_torn_total",
         "counter",
         "Torn or corrupt spool records found at start-up and cut off",
-        sp.torn,
+        torn,
     );
     one(
         o,
         "finwait_agent_spool_unspooled_total",
         "counter",
         "Batches that could not be written to the spool (kept in memory only)",
-        sp.unspooled,
+        unspooled,
     );
     one(
         o,
@@ -349,7 +364,6 @@ pub(crate) async fn serve(
                     (n as u64, b as u64, o.dropped)
                 };
                 Queue {
-                    spool: shared.spool_stats(),
                     spool_limit_bytes,
                     batches,
                     bytes,
@@ -365,10 +379,7 @@ pub(crate) async fn serve(
 }
 
 /// Reads one request head and answers it.
-async fn answer(
-    mut conn: TcpStream,
-    queue: impl FnOnce() -> Queue + Send + 'static,
-) -> std::io::Result<()> {
+async fn answer(mut conn: TcpStream, queue: impl FnOnce() -> Queue) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let read = async {
         let mut chunk = [0u8; 1024];
@@ -397,12 +408,7 @@ async fn answer(
     );
     let path = target.split(|b| *b == b'?').next().unwrap_or_default();
     let (status, body) = match (method, path) {
-        (b"GET", b"/metrics") => {
-            let q = tokio::task::spawn_blocking(queue)
-                .await
-                .map_err(std::io::Error::other)?;
-            ("200 OK", render(&AGENT, q))
-        }
+        (b"GET", b"/metrics") => ("200 OK", render(&AGENT, queue())),
         (b"GET", _) => ("404 Not Found", "only /metrics is served here\n".to_owned()),
         _ => ("405 Method Not Allowed", "only GET /metrics\n".to_owned()),
     };
@@ -429,6 +435,7 @@ mod tests {
             sockets: AtomicU64::new(7),
             reconnects: AtomicU64::new(1),
             connected: AtomicU64::new(1),
+            spool: [4096, 2, 1, 0, 0].map(AtomicU64::new),
         };
         m.cycle.record_us(800);
         m.cycle.record_us(3_000);
@@ -436,13 +443,6 @@ mod tests {
         let out = render(
             &m,
             Queue {
-                spool: Some(crate::spool::SpoolStats {
-                    bytes: 4096,
-                    records: 2,
-                    dropped: 1,
-                    torn: 0,
-                    unspooled: 0,
-                }),
                 spool_limit_bytes: 1 << 28,
                 batches: 1,
                 bytes: 300,

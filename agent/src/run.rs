@@ -192,6 +192,7 @@ impl Cycler {
         let batch = wire::batch(epoch, seq, &sample, payload, &time_wait, &state_counts);
         let parts = wire::chunks(batch, wire::CHUNK_SOCKETS);
         shared.queue(epoch, seq, full, parts);
+        crate::metrics::spool_seen(shared.spool_stats());
         {
             let o = shared.outbox();
             let (n, bytes) = o.len_bytes();
