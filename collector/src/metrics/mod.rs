@@ -131,6 +131,13 @@ fn describe() {
         "finwait_maintenance_failures_total",
         "Failed steps of the once-a-minute maintenance task, by task"
     );
+    describe_counter!(
+        "finwait_reloads_total",
+        "SIGHUP reloads of the tokens file and certificate, by result: ok or refused (the old set kept)"
+    );
+    for result in ["ok", "refused"] {
+        metrics::counter!("finwait_reloads_total", "result" => result).absolute(0);
+    }
     metrics::counter!("finwait_ingest_shed_total").absolute(0);
     metrics::counter!("finwait_ingest_rows_total").absolute(0);
     metrics::counter!("finwait_accept_errors_total").absolute(0);
