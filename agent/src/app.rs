@@ -40,6 +40,8 @@ pub struct App {
     source: Box<dyn TableSource>,
     /// The spool, open and locked, with what earlier runs left in it.
     spool: Option<(Spool, Vec<Stored>)>,
+    /// The `/metrics` listener, when `--metrics-listen` was given.
+    metrics: Option<crate::metrics::Listener>,
 }
 
 impl std::fmt::Debug for App {
@@ -75,12 +77,27 @@ impl App {
             Some(c) => Some(Spool::open(c)?),
             None => None,
         };
+        // Bound now, so a taken address stops the agent before it starts.
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(crate::metrics::Listener::bind(addr).map_err(|e| {
+                AgentError::Config(crate::config::ConfigError {
+                    problems: vec![format!("--metrics-listen {addr}: cannot listen: {e}")],
+                })
+            })?),
+            None => None,
+        };
         Ok(App {
             config,
             endpoints,
             source,
             spool,
+            metrics,
         })
+    }
+
+    /// Where `/metrics` is served (the bound address: port 0 resolved), if it is.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The configuration in use.
@@ -99,6 +116,7 @@ impl App {
             endpoints,
             source,
             spool,
+            metrics,
         } = self;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -145,6 +163,24 @@ impl App {
             stop.clone(),
         ));
         let sender = tracker.spawn(sender::send_loop(link, Arc::clone(&shared), stop.clone()));
+        if let Some(listener) = metrics {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "serving /metrics");
+            }
+            // Not worth stopping the agent for: a failed metrics server is logged.
+            let serve = crate::metrics::serve(
+                listener,
+                Arc::clone(&shared),
+                config.buffer_bytes as u64,
+                config.spool.as_ref().map_or(0, |c| c.max_bytes),
+                stop.clone(),
+            );
+            tracker.spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "metrics server stopped");
+                }
+            });
+        }
         tracker.close();
 
         tokio::select! {

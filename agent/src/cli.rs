@@ -25,6 +25,8 @@ pub struct Cli {
 
 /// Agent commands.
 #[derive(Debug, Subcommand)]
+// Parsed once at start-up and matched once: boxing `run`'s flags would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Print the local TCP table once, like `ss -tanp` with timers, owners and namespaces.
     Snapshot(SnapshotArgs),
@@ -78,6 +80,10 @@ pub struct RunArgs {
     /// The disk spool of unacknowledged batches.
     #[command(flatten)]
     pub spool: SpoolArgs,
+    /// Serve the agent's own Prometheus metrics at http://ADDR/metrics (off unless
+    /// given; e.g. 127.0.0.1:9465). No token: only aggregate figures are shown.
+    #[arg(long, env = "FINWAIT_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The disk spool's flags (`finwait-agent run`).

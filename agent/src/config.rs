@@ -148,6 +148,8 @@ pub struct Config {
     pub instance_id: String,
     /// The disk spool; `None` with `--no-spool`.
     pub spool: Option<SpoolConfig>,
+    /// Where to serve `/metrics` (`--metrics-listen`); `None`: not served.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Records the problem of a step that failed and yields its value if it did not.
@@ -235,6 +237,7 @@ impl Config {
             identity: identity.unwrap_or_default(),
             instance_id: identity::instance_id(),
             spool,
+            metrics_listen: args.metrics_listen,
         };
         // A file that was given but could not be read is reported once, above, not
         // again as missing.

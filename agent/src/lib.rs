@@ -19,6 +19,7 @@ pub mod decimal;
 pub mod delta;
 pub mod fleet;
 pub mod identity;
+pub mod metrics;
 pub mod outbox;
 pub mod probe;
 pub mod run;

@@ -33,5 +33,9 @@ fn main() -> std::process::ExitCode {
 /// and stream until SIGINT or SIGTERM.
 fn run(args: &RunArgs) -> Result<(), AgentError> {
     let app = App::build(Config::from_args(args)?)?;
+    if let Some(addr) = app.metrics_addr() {
+        // For scripts and tests that asked for port 0, like the collector's line.
+        println!("finwait-agent metrics listening on {addr}");
+    }
     app::runtime()?.block_on(app.run_until_stopped(app::shutdown_signal()))
 }

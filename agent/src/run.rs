@@ -191,6 +191,7 @@ impl Cycler {
     /// handed out only for batches that exist, so a failed read leaves no gap.
     fn cycle(&mut self, shared: &Shared) -> Result<(), SampleError> {
         let mut sample = self.source.sample()?;
+        crate::metrics::cycle_done(&sample.stats);
         let time_wait = if self.time_wait == TimeWaitMode::Summarise {
             delta::summarise_time_wait(&sample.sockets)
         } else {
@@ -218,6 +219,7 @@ impl Cycler {
         let batch = wire::batch(epoch, seq, &sample, payload, &time_wait, &state_counts);
         let parts = wire::chunks(batch, wire::CHUNK_SOCKETS);
         shared.queue(epoch, seq, full, parts);
+        crate::metrics::spool_seen(shared.spool_stats());
         {
             let o = shared.outbox();
             let (n, bytes) = o.len_bytes();
@@ -265,7 +267,12 @@ pub(crate) async fn sample_loop(
         cycler = back;
         match res {
             Ok(()) => shared.queued.notify_one(),
-            Err(e) => tracing::warn!(error = %e, "sampling failed"),
+            Err(e) => {
+                crate::metrics::AGENT
+                    .cycles_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(error = %e, "sampling failed");
+            }
         }
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),

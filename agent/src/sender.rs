@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use finwait_proto::v1 as pb;
@@ -76,10 +77,11 @@ pub(crate) async fn send_loop(
             return Err("no collector to connect to".into());
         };
         let span = tracing::info_span!("stream", collector = %url);
-        match stream_once(&link, endpoint, &shared, &stop, &mut backoff)
+        let end = stream_once(&link, endpoint, &shared, &stop, &mut backoff)
             .instrument(span)
-            .await
-        {
+            .await;
+        crate::metrics::AGENT.connected.store(0, Ordering::Relaxed);
+        match end {
             StreamEnd::Stopped => return Ok(()),
             _ if stop.is_cancelled() => return Ok(()),
             StreamEnd::NextEpoch => {}
@@ -87,6 +89,9 @@ pub(crate) async fn send_loop(
                 // The next stream goes to the next collector of the list (a spooled
                 // epoch's end is no reason to leave this one; a shedding one is).
                 turn = turn.wrapping_add(1);
+                crate::metrics::AGENT
+                    .reconnects
+                    .fetch_add(1, Ordering::Relaxed);
                 let (why, wait) = match end {
                     StreamEnd::Pushback(why, told) => {
                         let wait = backoff.after_pushback(told);
@@ -177,6 +182,7 @@ async fn stream_once(
     if let Some(p) = &shared.probe {
         p.welcomed();
     }
+    crate::metrics::AGENT.connected.store(1, Ordering::Relaxed);
     tracing::info!(
         host_id = welcome.host_id,
         last_epoch = welcome.last_epoch,

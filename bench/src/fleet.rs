@@ -274,6 +274,7 @@ pub fn run(args: &[String]) -> Result<()> {
         instance_id: String::new(),
         // In-process members keep their batches in memory (no spool).
         spool: None,
+        metrics_listen: None,
     };
     let sources: Vec<IpAddr> = (1..=p.source_addrs)
         .map(|k| IpAddr::V4(Ipv4Addr::new(127, 0, 0, k)))

@@ -129,6 +129,8 @@ impl App {
         if let Err(problems) = config.validate() {
             bail!("invalid configuration:\n  {}", problems.join("\n  "));
         }
+        // Before anything records: the macros feed the recorder installed first.
+        crate::metrics::install();
         let tokens = match &config.tokens_file {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
@@ -316,7 +318,10 @@ impl App {
             self.config.max_message_bytes,
         );
 
+        // The fleet gauges of /metrics, refreshed by maintenance after each rollup.
+        let fleet_gauges = Arc::new(crate::metrics::fleet::FleetGauges::default());
         let maintenance = {
+            let fleet_gauges = fleet_gauges.clone();
             let (store, stop, lease, retention, every, threshold) = (
                 self.store.clone(),
                 stop.clone(),
@@ -334,15 +339,24 @@ impl App {
                             match store.close_silent(lease).await {
                                 Ok(0) => {}
                                 Ok(n) => tracing::info!(lifetimes = n, "ended lifetimes of silent agents at their last report"),
-                                Err(e) => tracing::warn!(error = %e, "silent-agent sweep failed"),
+                                Err(e) => {
+                                    crate::metrics::maintenance_failed("silent_sweep");
+                                    tracing::warn!(error = %e, "silent-agent sweep failed");
+                                }
                             }
                             if let Err(e) = store.maintain_partitions(2, retention).await {
+                                crate::metrics::maintenance_failed("retention");
                                 tracing::warn!(error = %e, "partition maintenance failed");
                             }
                             if let Err(e) = store.record_fleet_minute(threshold, retention).await {
+                                crate::metrics::maintenance_failed("fleet_rollup");
                                 tracing::warn!(error = %e, "fleet rollup failed");
+                            } else if fleet_gauges.refresh(store.pool(), threshold).await.is_err() {
+                                // Logged by its span.
+                                crate::metrics::maintenance_failed("fleet_rollup");
                             }
                             if let Err(e) = store.roll_state_hours(retention).await {
+                                crate::metrics::maintenance_failed("state_hours");
                                 tracing::warn!(error = %e, "hourly state peaks rollup failed");
                             }
                         }
@@ -422,6 +436,13 @@ impl App {
         // Pages and the API: sessions (with tokens) are signed with a key derived
         // from the same tokens, and the API accepts them too (the charts' fetches).
         let dash_auth = read_tokens.clone();
+        let metrics_routes = crate::metrics::router(crate::metrics::MetricsState {
+            registry: crate::metrics::install(),
+            tokens: read_tokens.clone(),
+            store: self.store.clone(),
+            db: db_status.clone(),
+            fleet: fleet_gauges,
+        });
         let api = crate::api::router(crate::api::ApiState {
             ctx: ctx.clone(),
             tokens: read_tokens,
@@ -430,7 +451,8 @@ impl App {
         .merge(crate::dashboard::router(crate::dashboard::DashState {
             ctx,
             auth: dash_auth,
-        }));
+        }))
+        .merge(metrics_routes);
         let routes = tonic::service::Routes::from(api)
             .add_service(health)
             .add_service(reflection)

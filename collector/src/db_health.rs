@@ -179,7 +179,7 @@ impl Supervisor {
         if !self.status.set(up) {
             return;
         }
-        metrics::gauge!("finwait_database_up").set(if up { 1.0 } else { 0.0 });
+        // finwait_database_up is read from `status` when /metrics is scraped.
         let status = if up {
             tracing::info!("database reachable again; health SERVING");
             ServingStatus::Serving

@@ -70,6 +70,22 @@ impl ErrorCode {
         }
     }
 
+    /// The code as one snake_case word (a metric label).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => "invalid_argument",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::AlreadyExists => "already_exists",
+            ErrorCode::ResourceExhausted => "resource_exhausted",
+            ErrorCode::FailedPrecondition => "failed_precondition",
+            ErrorCode::Aborted => "aborted",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
     /// A gRPC status with this code.
     pub fn status(self, message: impl Into<String>) -> tonic::Status {
         tonic::Status::new(self.grpc(), message)

@@ -16,6 +16,7 @@ pub mod inbound;
 pub mod ingest;
 pub mod ingest_server;
 pub mod init;
+pub mod metrics;
 pub mod model;
 pub mod postgres;
 pub mod query;

@@ -52,7 +52,11 @@ pub enum ShedReason {
 }
 
 impl ShedReason {
-    fn label(self) -> &'static str {
+    /// Every reason (the metric's series are exported from start, at 0).
+    pub const ALL: [ShedReason; 2] = [ShedReason::Saturated, ShedReason::DatabaseDown];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
         match self {
             ShedReason::Saturated => "saturated",
             ShedReason::DatabaseDown => "database_down",

@@ -91,6 +91,11 @@ pub struct Store {
     lease: Duration,
 }
 
+/// Counts rows removed past retention from `table` (a fixed name).
+fn retention_deleted(table: &'static str, rows: u64) {
+    metrics::counter!("finwait_retention_rows_deleted_total", "table" => table).increment(rows);
+}
+
 fn interval(d: Duration) -> String {
     format!("{} milliseconds", d.as_millis())
 }
@@ -242,10 +247,13 @@ impl Store {
             .bind(leak_threshold_s)
             .execute(&self.pool)
             .await?;
-        sqlx::query("DELETE FROM fleet_minutes WHERE ts < now() - $1 * interval '1 day'")
-            .bind(retention_days as f64)
-            .execute(&self.pool)
-            .await?;
+        let gone =
+            sqlx::query("DELETE FROM fleet_minutes WHERE ts < now() - $1 * interval '1 day'")
+                .bind(retention_days as f64)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        retention_deleted("fleet_minutes", gone);
         Ok(())
     }
 
@@ -292,10 +300,13 @@ impl Store {
             .bind(upto)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM state_hours WHERE hour < now() - $1 * interval '1 day'")
-            .bind(retention_days as f64)
-            .execute(&mut *tx)
-            .await?;
+        let gone =
+            sqlx::query("DELETE FROM state_hours WHERE hour < now() - $1 * interval '1 day'")
+                .bind(retention_days as f64)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        retention_deleted("state_hours", gone);
         tx.commit().await?;
         Ok(rows)
     }
@@ -330,12 +341,14 @@ impl Store {
             let cutoff = today - chrono::Duration::days(retention_days);
             if table == "socket_lifetimes" {
                 // The idempotency ledger only needs recent batches.
-                sqlx::query(
+                let gone = sqlx::query(
                     "DELETE FROM ingest_batches WHERE committed_at < now() - make_interval(days => $1)",
                 )
                 .bind(retention_days as i32)
                 .execute(&self.pool)
-                .await?;
+                .await?
+                .rows_affected();
+                retention_deleted("ingest_batches", gone);
             }
             let old: Vec<String> = sqlx::query_scalar(
                 "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
@@ -354,12 +367,23 @@ impl Store {
                 };
                 if day < cutoff {
                     tracing::info!(partition = %name, "dropping partition past retention");
+                    // Counted exactly, once a day per table: the figure /metrics shows.
+                    let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                        "SELECT count(*) FROM {name}"
+                    )))
+                    .fetch_one(&self.pool)
+                    .await?;
                     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {name}")))
                         .execute(&self.pool)
                         .await?;
+                    metrics::counter!("finwait_retention_partitions_dropped_total", "table" => table)
+                        .increment(1);
+                    retention_deleted(table, rows as u64);
                 }
             }
         }
+        metrics::gauge!("finwait_retention_last_run_timestamp_seconds")
+            .set(Utc::now().timestamp() as f64);
         Ok(())
     }
 
@@ -455,7 +479,15 @@ impl Store {
         stream: &StreamLease,
         head: &BatchHead,
     ) -> Result<Begun, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let acquiring = std::time::Instant::now();
+        let mut tx = self.pool.begin().await.inspect_err(|e| {
+            if matches!(e, sqlx::Error::PoolTimedOut) {
+                metrics::counter!("finwait_db_pool_timeouts_total", "pool" => "ingest")
+                    .increment(1);
+            }
+        })?;
+        metrics::histogram!("finwait_db_acquire_seconds", "pool" => "ingest")
+            .record(acquiring.elapsed().as_secs_f64());
         let host = sqlx::query(
             "SELECT last_epoch, last_seq, last_report, live_instance, live_stream \
              FROM hosts WHERE host_id = $1 FOR UPDATE",

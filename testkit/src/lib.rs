@@ -6,6 +6,7 @@
 //! headless Chromium ([`browser`]); screenshots go to [`artifacts_dir`].
 
 pub mod browser;
+pub mod promtool;
 
 pub use browser::{
     Browser, Cookie, Element, SKIP_BROWSER_ENV, require_browser, require_browser_in,

@@ -29,6 +29,7 @@ pub struct FleetQuery {
 }
 
 impl Question for FleetQuery {
+    const NAME: &'static str = "fleet";
     const PARAMS: &'static [&'static str] = PARAMS;
     type Answer = FleetPage;
 

@@ -39,6 +39,7 @@ pub struct GroupsQuery {
 }
 
 impl Question for GroupsQuery {
+    const NAME: &'static str = "leak_groups";
     const PARAMS: &'static [&'static str] = PARAMS;
     type Answer = GroupsPage;
 

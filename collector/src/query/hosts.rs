@@ -23,6 +23,7 @@ pub struct HostsQuery {
 }
 
 impl Question for HostsQuery {
+    const NAME: &'static str = "hosts";
     const PARAMS: &'static [&'static str] = PARAMS;
     type Answer = HostsPage;
 

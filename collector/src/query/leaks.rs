@@ -81,6 +81,7 @@ impl LeakQuery {
 }
 
 impl Question for LeakQuery {
+    const NAME: &'static str = "leaks";
     const PARAMS: &'static [&'static str] = PARAMS;
     type Answer = LeaksPage;
 

@@ -96,7 +96,10 @@ impl From<sqlx::Error> for QueryError {
                 "query ran past the collector's statement timeout (--query-timeout-seconds); \
                  narrow it (host, since, limit) or retry later"
             }
-            sqlx::Error::PoolTimedOut => "too many queries at once; retry later",
+            sqlx::Error::PoolTimedOut => {
+                metrics::counter!("finwait_db_pool_timeouts_total", "pool" => "query").increment(1);
+                "too many queries at once; retry later"
+            }
             _ => "storage unavailable; retry later",
         };
         tracing::warn!(error = %e, "query failed");
@@ -156,6 +159,8 @@ pub(crate) async fn host_id(pool: &PgPool, hostname: &str) -> Result<i64, QueryE
 pub trait Question: Sized {
     /// The parameter names it accepts (anything else is refused, named).
     const PARAMS: &'static [&'static str];
+    /// Its name in metrics (`finwait_query_seconds{question=...}`): a fixed word.
+    const NAME: &'static str;
     /// Its answer, serialised as is by the HTTP API.
     type Answer: Serialize + Send;
     /// Reads and checks the parameters.
@@ -183,9 +188,22 @@ pub async fn ask<Q: Question>(p: &Params, ctx: &Context) -> Result<Q::Answer, Qu
         });
     }
     let bound = Q::budget(ctx);
-    match tokio::time::timeout(bound, q.run(ctx)).await {
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(bound, q.run(ctx)).await;
+    metrics::histogram!("finwait_query_seconds", "question" => Q::NAME)
+        .record(started.elapsed().as_secs_f64());
+    let failed = |code: ErrorCode| {
+        metrics::counter!("finwait_query_failures_total", "question" => Q::NAME, "code" => code.name())
+            .increment(1);
+    };
+    match answer {
+        Ok(Err(e)) => {
+            failed(e.code);
+            Err(e)
+        }
         Ok(answer) => answer,
         Err(_) => {
+            failed(ErrorCode::Unavailable);
             tracing::warn!(
                 after_s = bound.as_secs(),
                 "query abandoned: no answer from the database"

@@ -26,6 +26,7 @@ pub struct ReportsQuery {
 }
 
 impl Question for ReportsQuery {
+    const NAME: &'static str = "reports";
     const PARAMS: &'static [&'static str] = &["schedule", "limit", "page_token"];
     type Answer = ReportsPage;
 
@@ -54,6 +55,7 @@ pub struct ReportQuery {
 }
 
 impl Question for ReportQuery {
+    const NAME: &'static str = "report";
     const PARAMS: &'static [&'static str] = &["id", "format"];
     type Answer = Rendered;
 
@@ -97,6 +99,7 @@ fn list(p: &Params, k: &str) -> Vec<String> {
 }
 
 impl Question for RunReportQuery {
+    const NAME: &'static str = "report_run";
     const PARAMS: &'static [&'static str] =
         &["since", "window", "host", "service", "time_zone", "format"];
     type Answer = Rendered;

@@ -42,6 +42,7 @@ pub struct SocketsQuery {
 }
 
 impl Question for SocketsQuery {
+    const NAME: &'static str = "sockets";
     const PARAMS: &'static [&'static str] = PARAMS;
     type Answer = SocketsPage;
 

@@ -31,6 +31,7 @@ pub struct TimelineQuery {
 }
 
 impl Question for TimelineQuery {
+    const NAME: &'static str = "timeline";
     const PARAMS: &'static [&'static str] = PARAMS;
     type Answer = TimelinePage;
 

@@ -25,6 +25,7 @@ pub struct WhoQuery {
 }
 
 impl Question for WhoQuery {
+    const NAME: &'static str = "who";
     const PARAMS: &'static [&'static str] = PARAMS;
     type Answer = WhoPage;
 

@@ -18,6 +18,7 @@ mod hostile_api;
 mod ingest;
 mod leaks;
 mod logging;
+mod metrics;
 mod nat;
 mod nsclient;
 mod outage;

@@ -41,6 +41,7 @@ pub fn agent_config(addr: std::net::SocketAddr, interval: Duration) -> Config {
         instance_id: String::new(),
         // In-process members keep their batches in memory (no spool).
         spool: None,
+        metrics_listen: None,
     }
 }
 
