@@ -213,7 +213,7 @@ mod tests {
                                 retransmits: 0,
                             })
                         }),
-                        owners,
+                        owners: owners.into(),
                     }
                 },
             )
@@ -264,7 +264,7 @@ mod tests {
             rx_queue: 0,
             tx_queue: 0,
             timer: None,
-            owners: vec![],
+            owners: Arc::default(),
         };
         let old = Table::from_sockets([s.clone()], TimeWaitMode::Summarise);
         let mut q = s.clone();

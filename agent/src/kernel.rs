@@ -2,6 +2,7 @@
 //! fallback), then the owner scan. Linux only.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::fasthash::{IntMap, IntSet};
@@ -251,7 +252,7 @@ impl TableSource for KernelSampler {
             let map = self.owners.owners();
             for s in sockets.iter_mut().filter(|s| s.inode != 0) {
                 match map.get(&s.inode) {
-                    Some(owners) => s.owners.clone_from(owners),
+                    Some(owners) => s.owners = Arc::clone(owners),
                     None => stats.sockets_without_owner += 1,
                 }
             }

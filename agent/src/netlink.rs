@@ -116,7 +116,7 @@ impl DiagMsg {
                 expires_ms: self.expires_ms,
                 retransmits: self.retrans,
             }),
-            owners: Vec::new(),
+            owners: std::sync::Arc::default(),
         })
     }
 }

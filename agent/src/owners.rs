@@ -75,8 +75,9 @@ struct ProcEntry {
     denied: bool,
 }
 
-/// The owner map of one cycle: inode → holders, each list sorted by (pid, fd).
-pub type OwnerMap = IntMap<u64, Vec<Owner>>;
+/// The owner map of one cycle: inode → holders, each list sorted by (pid, fd), shared
+/// with the sockets that carry it.
+pub type OwnerMap = IntMap<u64, Arc<[Owner]>>;
 
 /// What listing one process gave (phase one of a scan).
 #[derive(Debug)]
@@ -449,8 +450,11 @@ impl OwnerScanner {
     }
 
     /// Builds inode → owners for the wanted inodes from the cache.
+    /// Lists equal to the last listing's are that list again (shared, not copied), so
+    /// an unchanged socket compares equal by pointer.
     fn owner_map(&self, inodes: &IntSet<u64>) -> OwnerMap {
-        let mut map: OwnerMap = IntMap::with_capacity_and_hasher(inodes.len(), Default::default());
+        let mut map: IntMap<u64, Vec<Owner>> =
+            IntMap::with_capacity_and_hasher(inodes.len(), Default::default());
         for entry in self.procs.values() {
             for (&fd, &inode) in &entry.fds {
                 if inode != 0 && inodes.contains(&inode) {
@@ -461,10 +465,18 @@ impl OwnerScanner {
                 }
             }
         }
-        for owners in map.values_mut().filter(|o| o.len() > 1) {
-            owners.sort_unstable_by_key(|o| (o.process.pid, o.fd));
-        }
-        map
+        map.into_iter()
+            .map(|(inode, mut owners)| {
+                if owners.len() > 1 {
+                    owners.sort_unstable_by_key(|o| (o.process.pid, o.fd));
+                }
+                let shared = match self.last_owners.get(&inode) {
+                    Some(prev) if **prev == *owners => Arc::clone(prev),
+                    _ => Arc::from(owners),
+                };
+                (inode, shared)
+            })
+            .collect()
     }
 }
 
