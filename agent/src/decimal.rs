@@ -47,7 +47,19 @@ mod tests {
     #[test]
     fn matches_std_formatting() {
         let mut b = [0u8; 20];
-        for n in [0u64, 7, 10, 42, 99, 100, 255, 1000, 65_535, u64::from(u32::MAX), u64::MAX] {
+        for n in [
+            0u64,
+            7,
+            10,
+            42,
+            99,
+            100,
+            255,
+            1000,
+            65_535,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
             assert_eq!(super::format(&mut b, n), n.to_string());
             let mut s = String::from("x");
             super::push(&mut s, n);

@@ -244,9 +244,7 @@ impl TableSource for KernelSampler {
                 None => None,
             };
             let (scan, list_time) = match listing {
-                Some((listing, list_time)) => {
-                    (self.owners.resolve(listing, &inodes), list_time)
-                }
+                Some((listing, list_time)) => (self.owners.resolve(listing, &inodes), list_time),
                 None => (self.owners.reuse(), Duration::ZERO),
             };
             let map = self.owners.owners();

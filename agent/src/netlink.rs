@@ -248,10 +248,7 @@ pub fn for_each_record(
 }
 
 /// Decodes every netlink message in one received buffer, handing each socket to `f`.
-pub fn decode_buffer(
-    buf: &[u8],
-    f: &mut impl FnMut(DiagMsg),
-) -> Result<Progress, NetlinkError> {
+pub fn decode_buffer(buf: &[u8], f: &mut impl FnMut(DiagMsg)) -> Result<Progress, NetlinkError> {
     for_each_record(buf, &mut |p| {
         f(decode_diag_msg(p)?);
         Ok(())

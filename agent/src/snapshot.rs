@@ -286,7 +286,11 @@ mod tests {
     fn write_table_two_pass(out: &mut Vec<u8>, sample: &Sample, filter: &Filter) {
         let mut buf: [String; 8] = Default::default();
         let mut width: [usize; 8] = HEADERS.map(str::len);
-        let rows: Vec<&Socket> = sample.sockets.iter().filter(|s| filter.matches(s)).collect();
+        let rows: Vec<&Socket> = sample
+            .sockets
+            .iter()
+            .filter(|s| filter.matches(s))
+            .collect();
         for s in &rows {
             cells(s, &mut buf);
             for (w, c) in width.iter_mut().zip(&buf) {
@@ -337,24 +341,39 @@ mod tests {
             let (local, remote): (SocketAddr, SocketAddr) = if v6 {
                 (
                     format!("[2001:db8::{i:x}]:{}", 80 + i).parse().expect("v6"),
-                    format!("[::ffff:10.0.0.{i}]:{}", 40_000 + i).parse().expect("v6"),
+                    format!("[::ffff:10.0.0.{i}]:{}", 40_000 + i)
+                        .parse()
+                        .expect("v6"),
                 )
             } else {
                 (
-                    format!("10.{i}.0.1:{}", i * 997 % 65_536).parse().expect("v4"),
+                    format!("10.{i}.0.1:{}", i * 997 % 65_536)
+                        .parse()
+                        .expect("v4"),
                     if i % 5 == 0 {
                         "0.0.0.0:0".parse().expect("v4")
                     } else {
-                        format!("192.168.{i}.200:{}", 50_000 + i).parse().expect("v4")
+                        format!("192.168.{i}.200:{}", 50_000 + i)
+                            .parse()
+                            .expect("v4")
                     },
                 )
             };
             let owners: Vec<Owner> = match i % 4 {
                 0 => vec![],
-                1 => vec![Owner { process: Arc::clone(&nginx), fd: i }],
+                1 => vec![Owner {
+                    process: Arc::clone(&nginx),
+                    fd: i,
+                }],
                 _ => vec![
-                    Owner { process: Arc::clone(&odd), fd: 3 },
-                    Owner { process: Arc::clone(&nginx), fd: 1000 + i },
+                    Owner {
+                        process: Arc::clone(&odd),
+                        fd: 3,
+                    },
+                    Owner {
+                        process: Arc::clone(&nginx),
+                        fd: 1000 + i,
+                    },
                 ],
             };
             sockets.push(Socket {
@@ -388,8 +407,14 @@ mod tests {
         let sample = sample_of_every_shape();
         for filter in [
             Filter::default(),
-            Filter { pid: Some(7), ..Filter::default() },
-            Filter { port: Some(1), ..Filter::default() },
+            Filter {
+                pid: Some(7),
+                ..Filter::default()
+            },
+            Filter {
+                port: Some(1),
+                ..Filter::default()
+            },
         ] {
             let mut want = Vec::new();
             write_table_two_pass(&mut want, &sample, &filter);
