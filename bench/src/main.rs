@@ -170,7 +170,7 @@ fn agent_bench(args: &[String]) -> Result<()> {
         mp / ma
     );
     println!(
-        "  ss -tan  (no owners)             {mn:>8.3}s   agent / ss -tan = {:.2} (target <= 1.5)",
+        "  ss -tan  (no owners)             {mn:>8.3}s   agent / ss -tan = {:.2} (target <= 1.3)",
         ma / mn
     );
     println!("  agent cycle, cold (in-process)   {first:>8.3}s");
