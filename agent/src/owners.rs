@@ -650,6 +650,55 @@ mod tests {
     }
 
     #[test]
+    fn a_quiet_table_reuses_the_listing_but_a_new_socket_and_the_sixth_cycle_list_again() {
+        use std::os::fd::AsRawFd;
+        let inode_of = |l: &std::net::TcpListener| {
+            let link = std::fs::read_link(format!("/proc/self/fd/{}", l.as_raw_fd()))
+                .expect("read own fd link");
+            parse_socket_link(link.to_string_lossy().as_bytes()).expect("a socket link")
+        };
+        let first = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let mut scanner = OwnerScanner::new(1);
+        let mut wanted: IntSet<u64> = [inode_of(&first)].into_iter().collect();
+        assert!(scanner.listing_due(), "the first cycle lists");
+        let listing = scanner.list();
+        scanner.resolve(listing, &wanted);
+        assert!(
+            !scanner.needs_listing(&wanted),
+            "same table: the listing stands"
+        );
+        let reused = scanner.reuse();
+        assert_eq!(reused.links_read, 0);
+        assert!(
+            reused.processes_scanned > 0,
+            "the listing's counts are reported again"
+        );
+        assert!(scanner.owners().contains_key(&inode_of(&first)));
+
+        // A socket the listing did not see: listed at once, and found.
+        let second = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        wanted.insert(inode_of(&second));
+        assert!(
+            scanner.needs_listing(&wanted),
+            "a new inode needs a listing"
+        );
+        let listing = scanner.list();
+        scanner.resolve(listing, &wanted);
+        let owners = scanner
+            .owners()
+            .get(&inode_of(&second))
+            .expect("new socket owned");
+        assert_eq!(owners[0].fd, second.as_raw_fd() as u32);
+
+        // However quiet the table, every LIST_EVERY-th cycle lists.
+        for _ in 1..LIST_EVERY {
+            assert!(!scanner.needs_listing(&wanted));
+            scanner.reuse();
+        }
+        assert!(scanner.listing_due() && scanner.needs_listing(&wanted));
+    }
+
+    #[test]
     fn own_sockets_are_found_with_pid_and_fd() {
         use std::os::fd::AsRawFd;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
