@@ -7,9 +7,10 @@
 //! so by default they leave the socket stream and are summarised per
 //! (namespace, local address, remote address, remote port) every cycle.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use crate::fasthash::IntMap;
 use crate::socket::{Socket, SocketKey, TcpState};
 
 /// How TIME_WAIT sockets are sent.
@@ -25,19 +26,23 @@ pub enum TimeWaitMode {
 /// The sockets the delta engine tracks, by identity.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Table {
-    /// Sockets by key.
-    pub sockets: HashMap<SocketKey, Socket>,
+    /// Sockets by key (kernel-assigned numbers: hashed with [`crate::fasthash`], as
+    /// SipHash was a quarter of a steady cycle).
+    pub sockets: IntMap<SocketKey, Socket>,
 }
 
 impl Table {
     /// Builds the tracked table from one cycle's sockets.
     pub fn from_sockets(sockets: impl IntoIterator<Item = Socket>, mode: TimeWaitMode) -> Table {
-        let sockets = sockets
-            .into_iter()
-            .filter(|s| mode == TimeWaitMode::Individual || s.state != TcpState::TimeWait)
-            .map(|s| (s.key(), s))
-            .collect();
-        Table { sockets }
+        let sockets = sockets.into_iter();
+        // Sized once: growing a 10,000-entry map step by step cost more than filling it.
+        let mut map = IntMap::with_capacity_and_hasher(sockets.size_hint().0, Default::default());
+        map.extend(
+            sockets
+                .filter(|s| mode == TimeWaitMode::Individual || s.state != TcpState::TimeWait)
+                .map(|s| (s.key(), s)),
+        );
+        Table { sockets: map }
     }
 
     /// Number of tracked sockets.
@@ -98,12 +103,17 @@ pub fn diff(old: &Table, new: &Table) -> Delta {
             Some(_) => {}
         }
     }
-    d.removed = old
-        .sockets
-        .keys()
-        .filter(|k| !new.sockets.contains_key(k))
-        .copied()
-        .collect();
+    // Every key of `new` was looked up in `old`: when as many matched as `old` holds,
+    // nothing was removed and the second pass is skipped.
+    let matched = new.sockets.len() - d.added.len();
+    if matched != old.sockets.len() {
+        d.removed = old
+            .sockets
+            .keys()
+            .filter(|k| !new.sockets.contains_key(k))
+            .copied()
+            .collect();
+    }
     d
 }
 
@@ -203,7 +213,7 @@ mod tests {
                                 retransmits: 0,
                             })
                         }),
-                        owners,
+                        owners: owners.into(),
                     }
                 },
             )
@@ -254,7 +264,7 @@ mod tests {
             rx_queue: 0,
             tx_queue: 0,
             timer: None,
-            owners: vec![],
+            owners: Arc::default(),
         };
         let old = Table::from_sockets([s.clone()], TimeWaitMode::Summarise);
         let mut q = s.clone();

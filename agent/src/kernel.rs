@@ -2,7 +2,8 @@
 //! fallback), then the owner scan. Linux only.
 
 use std::path::Path;
-use std::time::{Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::fasthash::{IntMap, IntSet};
 use crate::netlink::{DiagSocket, Family, NetlinkError};
@@ -206,8 +207,9 @@ impl TableSource for KernelSampler {
         let mut sockets = Vec::with_capacity(self.last_len + self.last_len / 8);
         let (tables, owners) = (&mut self.tables, &self.owners);
         // The table dump and the listing of every process's descriptors are
-        // independent kernel work: do them at once.
-        let (read, listing) = if self.config.owners {
+        // independent kernel work: when a listing is due anyway, do them at once.
+        let eager = self.config.owners && owners.listing_due();
+        let (read, listing) = if eager {
             std::thread::scope(|s| {
                 let lister = s.spawn(|| {
                     let t = Instant::now();
@@ -224,23 +226,41 @@ impl TableSource for KernelSampler {
         stats.sockets = sockets.len() as u64;
         self.last_len = sockets.len();
 
-        if let Some((listing, list_time)) = listing {
+        if self.config.owners {
             let t1 = Instant::now();
             let inodes: IntSet<u64> = sockets
                 .iter()
                 .map(|s| s.inode)
                 .filter(|&i| i != 0)
                 .collect();
-            let (mut map, scan) = self.owners.resolve(listing, &inodes);
+            // Otherwise a listing is needed only for a socket inode the last one did
+            // not see; without one, its owners stand (see `owners`).
+            let listing = match listing {
+                Some(l) => Some(l),
+                None if self.owners.needs_listing(&inodes) => {
+                    let t = Instant::now();
+                    Some((self.owners.list(), t.elapsed()))
+                }
+                None => None,
+            };
+            let (scan, list_time) = match listing {
+                Some((listing, list_time)) => (self.owners.resolve(listing, &inodes), list_time),
+                None => (self.owners.reuse(), Duration::ZERO),
+            };
+            let map = self.owners.owners();
             for s in sockets.iter_mut().filter(|s| s.inode != 0) {
-                match map.remove(&s.inode) {
-                    Some(owners) => s.owners = owners,
+                match map.get(&s.inode) {
+                    Some(owners) => s.owners = Arc::clone(owners),
                     None => stats.sockets_without_owner += 1,
                 }
             }
             stats.owner_scan = scan.into();
-            // Listing overlapped the dump; count it once, plus the resolution.
-            stats.owner_scan_us = (list_time + t1.elapsed()).as_micros() as u64;
+            // An eager listing overlapped the dump; count it once, plus the resolution.
+            stats.owner_scan_us = if eager {
+                (list_time + t1.elapsed()).as_micros() as u64
+            } else {
+                t1.elapsed().as_micros() as u64
+            };
         }
         for s in &sockets {
             stats.per_state[s.state.index()] += 1;

@@ -116,7 +116,7 @@ impl DiagMsg {
                 expires_ms: self.expires_ms,
                 retransmits: self.retrans,
             }),
-            owners: Vec::new(),
+            owners: std::sync::Arc::default(),
         })
     }
 }
@@ -201,10 +201,12 @@ pub fn decode_diag_msg(p: &[u8]) -> Result<DiagMsg, NetlinkError> {
     })
 }
 
-/// Decodes every netlink message in one received buffer, handing each socket to `f`.
-pub fn decode_buffer(
+/// Walks every netlink message in one received buffer, handing each socket record's
+/// raw `struct inet_diag_msg` payload (attributes included) to `f` undecoded; checks
+/// lengths, errors and the end of the dump.
+pub fn for_each_record(
     mut buf: &[u8],
-    f: &mut impl FnMut(DiagMsg),
+    f: &mut impl FnMut(&[u8]) -> Result<(), NetlinkError>,
 ) -> Result<Progress, NetlinkError> {
     while buf.len() >= NLMSG_HDR_LEN {
         let len = ne_u32(buf, 0) as usize;
@@ -236,13 +238,21 @@ pub fn decode_buffer(
                 }
             }
             NLMSG_NOOP => {}
-            SOCK_DIAG_BY_FAMILY => f(decode_diag_msg(payload)?),
+            SOCK_DIAG_BY_FAMILY => f(payload)?,
             _ => return Err(NetlinkError::Malformed("unexpected netlink message type")),
         }
         let aligned = (len + 3) & !3;
         buf = &buf[aligned.min(buf.len())..];
     }
     Ok(Progress::More)
+}
+
+/// Decodes every netlink message in one received buffer, handing each socket to `f`.
+pub fn decode_buffer(buf: &[u8], f: &mut impl FnMut(DiagMsg)) -> Result<Progress, NetlinkError> {
+    for_each_record(buf, &mut |p| {
+        f(decode_diag_msg(p)?);
+        Ok(())
+    })
 }
 
 /// A sock_diag netlink socket, bound to the network namespace it was created in.

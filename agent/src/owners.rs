@@ -11,6 +11,15 @@
 //! between cycles), so every link is read again once; inodes still unowned after a
 //! full read are remembered and do not trigger another.
 //!
+//! Listing every process's descriptors (getdents on `/proc/PID/fd`, which the kernel
+//! answers with a dentry lookup per descriptor) costs about as much as the table dump
+//! itself, so a cycle whose table holds no socket inode the last listing did not see
+//! reuses that listing's owners ([`OwnerScanner::needs_listing`]): a new socket always
+//! gets its owners in the cycle it first appears, and a full listing still happens at
+//! least every [`LIST_EVERY`] cycles, which bounds how long an owner change of a socket
+//! already in the table (a descriptor passed to, inherited by or closed in another
+//! process while the socket lives on) can go unseen.
+//!
 //! Link reads are spread over worker threads (one per core by default): the kernel
 //! work per link is the floor, and it parallelises.
 
@@ -27,6 +36,10 @@ use rustix::fs::{Mode, OFlags, RawDir};
 use crate::decimal::{self, DecimalBuf};
 use crate::fasthash::{IntMap, IntSet};
 use crate::socket::{CMDLINE_MAX, Owner, Process};
+
+/// A full listing happens at least once in this many cycles (one minute at the default
+/// 10 s interval), however quiet the table.
+pub const LIST_EVERY: u32 = 6;
 
 /// Work below this many links is done on the calling thread.
 const PARALLEL_MIN_LINKS: usize = 2048;
@@ -62,8 +75,9 @@ struct ProcEntry {
     denied: bool,
 }
 
-/// The owner map of one cycle: inode → holders, each list sorted by (pid, fd).
-pub type OwnerMap = IntMap<u64, Vec<Owner>>;
+/// The owner map of one cycle: inode → holders, each list sorted by (pid, fd), shared
+/// with the sockets that carry it.
+pub type OwnerMap = IntMap<u64, Arc<[Owner]>>;
 
 /// What listing one process gave (phase one of a scan).
 #[derive(Debug)]
@@ -104,8 +118,15 @@ pub struct OwnerScanner {
     prev_inodes: IntSet<u64>,
     /// Inodes left unowned after a full read; they do not trigger another.
     known_unowned: IntSet<u64>,
-    /// Cycle counter.
+    /// Listing counter (cycles that listed descriptors).
     cycle: u64,
+    /// Cycles since the last listing.
+    since_listing: u32,
+    /// The last listing's owners, by inode, reused by cycles that need no listing.
+    last_owners: OwnerMap,
+    /// Processes listed and unreadable in the last listing, reported again by cycles
+    /// that reuse it (the owners they carry come from it).
+    last_counts: (u32, u32),
     /// Hostnames of the UTS namespaces processes run in.
     uts: crate::uts::UtsNames,
 }
@@ -159,6 +180,9 @@ impl OwnerScanner {
             prev_inodes: IntSet::default(),
             known_unowned: IntSet::default(),
             cycle: 0,
+            since_listing: 0,
+            last_owners: OwnerMap::default(),
+            last_counts: (0, 0),
             uts: crate::uts::UtsNames::new("/proc"),
         }
     }
@@ -166,7 +190,41 @@ impl OwnerScanner {
     /// Lists and resolves in one go: the holders of every inode in `inodes`.
     pub fn scan(&mut self, inodes: &IntSet<u64>) -> (OwnerMap, OwnerScanStats) {
         let listing = self.list();
-        self.resolve(listing, inodes)
+        let stats = self.resolve(listing, inodes);
+        (self.last_owners.clone(), stats)
+    }
+
+    /// True when the next cycle must list descriptors whatever its table holds: the
+    /// first cycle, and every [`LIST_EVERY`]th. Known before the table is read, so the
+    /// listing can overlap the dump.
+    pub fn listing_due(&self) -> bool {
+        self.cycle == 0 || self.since_listing + 1 >= LIST_EVERY
+    }
+
+    /// True when this cycle's table (`inodes`, its non-zero inodes) needs a listing: it
+    /// is due, or the table holds a socket inode the last listing did not see (and that
+    /// a full read did not already find unowned).
+    pub fn needs_listing(&self, inodes: &IntSet<u64>) -> bool {
+        self.listing_due()
+            || inodes
+                .iter()
+                .any(|i| !self.prev_inodes.contains(i) && !self.known_unowned.contains(i))
+    }
+
+    /// A cycle without a listing: the last listing's owners stand (every inode in the
+    /// table was in it), and its process counts are reported again.
+    pub fn reuse(&mut self) -> OwnerScanStats {
+        self.since_listing += 1;
+        OwnerScanStats {
+            processes_scanned: self.last_counts.0,
+            processes_unreadable: self.last_counts.1,
+            ..OwnerScanStats::default()
+        }
+    }
+
+    /// The owners found by the last listing, by inode (see [`OwnerScanner::resolve`]).
+    pub fn owners(&self) -> &OwnerMap {
+        &self.last_owners
     }
 
     /// Phase one: every process's descriptor numbers, listed in parallel.
@@ -210,14 +268,12 @@ impl OwnerScanner {
         }
     }
 
-    /// Phase two: updates the cache from `listing`, reads the links it must, and
-    /// returns the holders of every inode in `inodes` (the table's non-zero inodes).
-    pub fn resolve(
-        &mut self,
-        listing: Listing,
-        inodes: &IntSet<u64>,
-    ) -> (OwnerMap, OwnerScanStats) {
+    /// Phase two: updates the cache from `listing`, reads the links it must, and finds
+    /// the holders of every inode in `inodes` (the table's non-zero inodes), which
+    /// [`OwnerScanner::owners`] then returns.
+    pub fn resolve(&mut self, listing: Listing, inodes: &IntSet<u64>) -> OwnerScanStats {
         self.cycle += 1;
+        self.since_listing = 0;
         let mut stats = OwnerScanStats::default();
         let gone: IntSet<u64> = self
             .prev_inodes
@@ -254,7 +310,9 @@ impl OwnerScanner {
             self.known_unowned.retain(|i| inodes.contains(i));
         }
         self.prev_inodes.clone_from(inodes);
-        (owners, stats)
+        self.last_owners = owners;
+        self.last_counts = (stats.processes_scanned, stats.processes_unreadable);
+        stats
     }
 
     /// Brings the cache up to date with a listing and returns the links to read.
@@ -392,8 +450,11 @@ impl OwnerScanner {
     }
 
     /// Builds inode → owners for the wanted inodes from the cache.
+    /// Lists equal to the last listing's are that list again (shared, not copied), so
+    /// an unchanged socket compares equal by pointer.
     fn owner_map(&self, inodes: &IntSet<u64>) -> OwnerMap {
-        let mut map: OwnerMap = IntMap::with_capacity_and_hasher(inodes.len(), Default::default());
+        let mut map: IntMap<u64, Vec<Owner>> =
+            IntMap::with_capacity_and_hasher(inodes.len(), Default::default());
         for entry in self.procs.values() {
             for (&fd, &inode) in &entry.fds {
                 if inode != 0 && inodes.contains(&inode) {
@@ -404,10 +465,18 @@ impl OwnerScanner {
                 }
             }
         }
-        for owners in map.values_mut().filter(|o| o.len() > 1) {
-            owners.sort_unstable_by_key(|o| (o.process.pid, o.fd));
-        }
-        map
+        map.into_iter()
+            .map(|(inode, mut owners)| {
+                if owners.len() > 1 {
+                    owners.sort_unstable_by_key(|o| (o.process.pid, o.fd));
+                }
+                let shared = match self.last_owners.get(&inode) {
+                    Some(prev) if **prev == *owners => Arc::clone(prev),
+                    _ => Arc::from(owners),
+                };
+                (inode, shared)
+            })
+            .collect()
     }
 }
 
@@ -578,6 +647,55 @@ mod tests {
         assert_eq!(parse_fd_name(c"."), None);
         assert_eq!(parse_fd_name(c".."), None);
         assert_eq!(parse_fd_name(c"99999999999"), None);
+    }
+
+    #[test]
+    fn a_quiet_table_reuses_the_listing_but_a_new_socket_and_the_sixth_cycle_list_again() {
+        use std::os::fd::AsRawFd;
+        let inode_of = |l: &std::net::TcpListener| {
+            let link = std::fs::read_link(format!("/proc/self/fd/{}", l.as_raw_fd()))
+                .expect("read own fd link");
+            parse_socket_link(link.to_string_lossy().as_bytes()).expect("a socket link")
+        };
+        let first = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let mut scanner = OwnerScanner::new(1);
+        let mut wanted: IntSet<u64> = [inode_of(&first)].into_iter().collect();
+        assert!(scanner.listing_due(), "the first cycle lists");
+        let listing = scanner.list();
+        scanner.resolve(listing, &wanted);
+        assert!(
+            !scanner.needs_listing(&wanted),
+            "same table: the listing stands"
+        );
+        let reused = scanner.reuse();
+        assert_eq!(reused.links_read, 0);
+        assert!(
+            reused.processes_scanned > 0,
+            "the listing's counts are reported again"
+        );
+        assert!(scanner.owners().contains_key(&inode_of(&first)));
+
+        // A socket the listing did not see: listed at once, and found.
+        let second = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        wanted.insert(inode_of(&second));
+        assert!(
+            scanner.needs_listing(&wanted),
+            "a new inode needs a listing"
+        );
+        let listing = scanner.list();
+        scanner.resolve(listing, &wanted);
+        let owners = scanner
+            .owners()
+            .get(&inode_of(&second))
+            .expect("new socket owned");
+        assert_eq!(owners[0].fd, second.as_raw_fd() as u32);
+
+        // However quiet the table, every LIST_EVERY-th cycle lists.
+        for _ in 1..LIST_EVERY {
+            assert!(!scanner.needs_listing(&wanted));
+            scanner.reuse();
+        }
+        assert!(scanner.listing_due() && scanner.needs_listing(&wanted));
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub fn parse(
             rx_queue: e.rx_queue,
             tx_queue: e.tx_queue,
             timer: None,
-            owners: Vec::new(),
+            owners: std::sync::Arc::default(),
         });
     }
     Ok(())

@@ -214,51 +214,219 @@ fn width_of(c: &str) -> usize {
 }
 
 /// Writes the matching sockets as an aligned table with a header line.
+///
+/// Every cell is formatted once, into one arena, with the column widths taken on the
+/// way; the second pass only pads and copies (formatting 100,000 rows twice was a
+/// sizeable part of a cold snapshot).
 pub fn write_table(out: &mut impl Write, sample: &Sample, filter: &Filter) -> io::Result<()> {
     let mut buf: [String; 8] = Default::default();
     let mut width: [usize; 8] = HEADERS.map(str::len);
-    let rows: Vec<&Socket> = sample
-        .sockets
-        .iter()
-        .filter(|s| filter.matches(s))
-        .collect();
-    for s in &rows {
+    let mut arena = String::with_capacity(sample.sockets.len() * 80);
+    // End offset of each cell in `arena`, eight per row.
+    let mut ends: Vec<u32> = Vec::with_capacity(sample.sockets.len() * 8);
+    for s in sample.sockets.iter().filter(|s| filter.matches(s)) {
         cells(s, &mut buf);
         for (w, c) in width.iter_mut().zip(&buf) {
             *w = (*w).max(width_of(c));
+            arena.push_str(c);
+            let end = u32::try_from(arena.len())
+                .map_err(|_| io::Error::other("table larger than 4 GiB"))?;
+            ends.push(end);
         }
     }
-    let mut line = String::with_capacity(256);
-    let emit = |line: &mut String, cols: &[&str; 8], out: &mut dyn Write| -> io::Result<()> {
-        line.clear();
-        for (i, (c, w)) in cols.iter().zip(width).enumerate() {
-            let pad = w.saturating_sub(width_of(c));
+    const SPACES: &[u8] = &[b' '; 256];
+    let pad = |out: &mut dyn Write, mut n: usize| -> io::Result<()> {
+        while n > 0 {
+            let k = n.min(SPACES.len());
+            out.write_all(&SPACES[..k])?;
+            n -= k;
+        }
+        Ok(())
+    };
+    let emit = |cols: &mut dyn Iterator<Item = &str>, out: &mut dyn Write| -> io::Result<()> {
+        for (i, (c, w)) in cols.zip(width).enumerate() {
+            let fill = w.saturating_sub(width_of(c));
             if i < 2 {
-                line.extend(std::iter::repeat_n(' ', pad));
-                line.push_str(c);
-                line.push(' ');
-            } else if i == cols.len() - 1 {
-                line.push_str(c);
+                pad(out, fill)?;
+                out.write_all(c.as_bytes())?;
+                out.write_all(b" ")?;
+            } else if i == HEADERS.len() - 1 {
+                out.write_all(c.as_bytes())?;
             } else {
-                line.push_str(c);
-                line.extend(std::iter::repeat_n(' ', pad + 1));
+                out.write_all(c.as_bytes())?;
+                pad(out, fill + 1)?;
             }
         }
-        line.push('\n');
-        out.write_all(line.as_bytes())
+        out.write_all(b"\n")
     };
-    emit(&mut line, &HEADERS, out)?;
-    for s in rows {
-        cells(s, &mut buf);
-        let cols: [&str; 8] = std::array::from_fn(|i| buf[i].as_str());
-        emit(&mut line, &cols, out)?;
+    emit(&mut HEADERS.iter().copied(), out)?;
+    let mut start = 0usize;
+    for row in ends.chunks_exact(HEADERS.len()) {
+        let mut cols = row.iter().map(|&end| {
+            let end = end as usize;
+            let c = &arena[start..end];
+            start = end;
+            c
+        });
+        emit(&mut cols, out)?;
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
     use super::*;
+    use crate::socket::{Owner, Process, TimerKind};
+
+    /// The table writer as it was before it formatted each cell once: two formatting
+    /// passes, a line buffer. The reference the one-pass writer must match byte for byte.
+    fn write_table_two_pass(out: &mut Vec<u8>, sample: &Sample, filter: &Filter) {
+        let mut buf: [String; 8] = Default::default();
+        let mut width: [usize; 8] = HEADERS.map(str::len);
+        let rows: Vec<&Socket> = sample
+            .sockets
+            .iter()
+            .filter(|s| filter.matches(s))
+            .collect();
+        for s in &rows {
+            cells(s, &mut buf);
+            for (w, c) in width.iter_mut().zip(&buf) {
+                *w = (*w).max(width_of(c));
+            }
+        }
+        let emit = |cols: &[&str; 8], out: &mut Vec<u8>| {
+            let mut line = String::new();
+            for (i, (c, w)) in cols.iter().zip(width).enumerate() {
+                let pad = w.saturating_sub(width_of(c));
+                if i < 2 {
+                    line.extend(std::iter::repeat_n(' ', pad));
+                    line.push_str(c);
+                    line.push(' ');
+                } else if i == cols.len() - 1 {
+                    line.push_str(c);
+                } else {
+                    line.push_str(c);
+                    line.extend(std::iter::repeat_n(' ', pad + 1));
+                }
+            }
+            line.push('\n');
+            out.extend_from_slice(line.as_bytes());
+        };
+        emit(&HEADERS, out);
+        for s in rows {
+            cells(s, &mut buf);
+            let cols: [&str; 8] = std::array::from_fn(|i| buf[i].as_str());
+            emit(&cols, out);
+        }
+    }
+
+    fn sample_of_every_shape() -> Sample {
+        let proc_of = |pid: u32, comm: &str| {
+            Arc::new(Process {
+                pid,
+                start_ticks: 1,
+                comm: comm.to_owned(),
+                cmdline: String::new(),
+                cgroup: String::new(),
+                hostname: String::new(),
+            })
+        };
+        let (nginx, odd) = (proc_of(42, "nginx"), proc_of(7, "dämon"));
+        let mut sockets = Vec::new();
+        for i in 0..40u32 {
+            let v6 = i % 3 == 0;
+            let (local, remote): (SocketAddr, SocketAddr) = if v6 {
+                (
+                    format!("[2001:db8::{i:x}]:{}", 80 + i).parse().expect("v6"),
+                    format!("[::ffff:10.0.0.{i}]:{}", 40_000 + i)
+                        .parse()
+                        .expect("v6"),
+                )
+            } else {
+                (
+                    format!("10.{i}.0.1:{}", i * 997 % 65_536)
+                        .parse()
+                        .expect("v4"),
+                    if i % 5 == 0 {
+                        "0.0.0.0:0".parse().expect("v4")
+                    } else {
+                        format!("192.168.{i}.200:{}", 50_000 + i)
+                            .parse()
+                            .expect("v4")
+                    },
+                )
+            };
+            let owners: Vec<Owner> = match i % 4 {
+                0 => vec![],
+                1 => vec![Owner {
+                    process: Arc::clone(&nginx),
+                    fd: i,
+                }],
+                _ => vec![
+                    Owner {
+                        process: Arc::clone(&odd),
+                        fd: 3,
+                    },
+                    Owner {
+                        process: Arc::clone(&nginx),
+                        fd: 1000 + i,
+                    },
+                ],
+            };
+            sockets.push(Socket {
+                netns: 4_026_531_840 + u64::from(i % 2),
+                cookie: Some(u64::from(i)),
+                state: TcpState::ALL[i as usize % TcpState::ALL.len()],
+                local,
+                remote,
+                inode: u64::from(i) * 1_000,
+                uid: 0,
+                rx_queue: i * 12_345,
+                tx_queue: i,
+                timer: (i % 3 == 1).then_some(Timer {
+                    kind: TimerKind::Retransmit,
+                    expires_ms: i * 1_234,
+                    retransmits: (i % 7) as u8,
+                }),
+                owners: owners.into(),
+            });
+        }
+        Sample {
+            taken_at: SystemTime::UNIX_EPOCH,
+            sockets,
+            namespaces: Vec::new(),
+            stats: crate::sampler::CycleStats::default(),
+        }
+    }
+
+    #[test]
+    fn one_pass_table_is_byte_for_byte_the_two_pass_one() {
+        let sample = sample_of_every_shape();
+        for filter in [
+            Filter::default(),
+            Filter {
+                pid: Some(7),
+                ..Filter::default()
+            },
+            Filter {
+                port: Some(1),
+                ..Filter::default()
+            },
+        ] {
+            let mut want = Vec::new();
+            write_table_two_pass(&mut want, &sample, &filter);
+            let mut got = Vec::new();
+            write_table(&mut got, &sample, &filter).expect("write to memory");
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want),
+                "{filter:?}"
+            );
+        }
+    }
 
     #[test]
     fn addresses_and_numbers_print_like_ss() {

@@ -79,8 +79,10 @@ pub struct Socket {
     pub tx_queue: u32,
     /// Pending timer, if any (netlink only).
     pub timer: Option<Timer>,
-    /// Every (process, fd) holding the socket, sorted by (pid, fd).
-    pub owners: Vec<Owner>,
+    /// Every (process, fd) holding the socket, sorted by (pid, fd). Shared: the
+    /// sockets of a cycle hold the owner scan's lists, so a cycle neither copies nor
+    /// frees one per socket.
+    pub owners: Arc<[Owner]>,
 }
 
 impl Socket {
@@ -110,12 +112,13 @@ impl Socket {
             && self.inode == other.inode
             && self.uid == other.uid
             && self.timer.map(|t| t.kind) == other.timer.map(|t| t.kind)
-            && self.owners.len() == other.owners.len()
-            && self
-                .owners
-                .iter()
-                .zip(&other.owners)
-                .all(|(a, b)| a.fd == b.fd && a.process == b.process)
+            && (Arc::ptr_eq(&self.owners, &other.owners)
+                || (self.owners.len() == other.owners.len()
+                    && self
+                        .owners
+                        .iter()
+                        .zip(other.owners.iter())
+                        .all(|(a, b)| a.fd == b.fd && a.process == b.process)))
     }
 
     /// True for an IPv6 socket.

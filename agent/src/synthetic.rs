@@ -123,12 +123,12 @@ impl SyntheticTable {
             tx_queue: 0,
             timer: None,
             owners: if time_wait {
-                Vec::new()
+                Arc::from([])
             } else {
-                vec![Owner {
+                Arc::from([Owner {
                     process: Arc::clone(&self.processes[(i / PER_PROCESS) % self.processes.len()]),
                     fd: 3 + (i % PER_PROCESS) as u32,
-                }]
+                }])
             },
         }
     }

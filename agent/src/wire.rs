@@ -36,7 +36,7 @@ fn timer_kind(k: TimerKind) -> pb::TimerKind {
 
 /// Encodes one socket, recording its owners' processes in `processes`.
 pub fn socket(s: &Socket, processes: &mut BTreeMap<u32, pb::Process>) -> pb::Socket {
-    for o in &s.owners {
+    for o in s.owners.iter() {
         processes.entry(o.pid()).or_insert_with(|| pb::Process {
             pid: o.pid(),
             start_ticks: o.process.start_ticks,

@@ -33,10 +33,10 @@ fn socket(i: usize, procs: &[Arc<Process>]) -> Socket {
         rx_queue: 0,
         tx_queue: 0,
         timer: None,
-        owners: vec![Owner {
+        owners: Arc::from([Owner {
             process: Arc::clone(&procs[i / 500 % procs.len()]),
             fd: 3 + (i % 500) as u32,
-        }],
+        }]),
     }
 }
 
