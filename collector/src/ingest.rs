@@ -165,6 +165,20 @@ impl IngestService {
         self
     }
 
+    /// Resolves, with the UNAVAILABLE to send, once the supervisor knows the database
+    /// is unreachable (checked every 250 ms); never without a supervisor.
+    async fn database_lost(&self) -> Status {
+        if self.db.is_none() {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if let Some(status) = self.db_down() {
+                return status;
+            }
+        }
+    }
+
     /// UNAVAILABLE when the database is known to be unreachable.
     fn db_down(&self) -> Option<Status> {
         self.db.as_ref().filter(|d| !d.is_up()).map(|_| {
@@ -425,7 +439,14 @@ impl IngestService {
                 }
             };
             let started = Instant::now();
-            let reply = self.batch(inbound, s, raw).await;
+            // A batch caught by a database that stops answering (a stalled server)
+            // is abandoned as soon as the supervisor knows: the agent hears
+            // UNAVAILABLE with a retry delay now instead of holding its stream for as
+            // long as the stall lasts; its resend is a duplicate if the commit landed.
+            let reply = tokio::select! {
+                r = self.batch(inbound, s, raw) => r,
+                status = self.database_lost() => Err(Some(status)),
+            };
             metrics::histogram!("finwait_ingest_ack_seconds")
                 .record(started.elapsed().as_secs_f64());
             match reply {

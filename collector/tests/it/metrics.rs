@@ -144,7 +144,10 @@ async fn metrics_of_a_real_collector_and_agent_pass_promtool_and_follow_real_ing
         0.0
     );
     assert_eq!(must(&before, "finwait_ingest_streams_active"), 0.0);
-    assert_eq!(must(&before, "finwait_ingest_shed_total"), 0.0);
+    for reason in ["saturated", "database_down"] {
+        let series = format!("finwait_ingest_shed_total{{reason=\"{reason}\"}}");
+        assert_eq!(must(&before, &series), 0.0, "{series}");
+    }
 
     let (pop, pop_pid) = start_population(&ns);
     let (agent, maddr) = start_agent(&ns, &addr, &data);
@@ -177,7 +180,10 @@ async fn metrics_of_a_real_collector_and_agent_pass_promtool_and_follow_real_ing
     assert!(must(&after, "finwait_ingest_ack_seconds_count") >= committed);
     assert!(must(&after, "finwait_db_acquire_seconds_count{pool=\"ingest\"}") >= committed);
     assert_eq!(must(&after, "finwait_ingest_streams_active"), 1.0);
-    assert_eq!(must(&after, "finwait_ingest_shed_total"), 0.0);
+    for reason in ["saturated", "database_down"] {
+        let series = format!("finwait_ingest_shed_total{{reason=\"{reason}\"}}");
+        assert_eq!(must(&after, &series), 0.0, "{series}");
+    }
     assert_eq!(must(&after, "finwait_database_up"), 1.0);
     assert!(must(&after, "finwait_query_seconds_count{question=\"hosts\"}") >= 1.0);
     assert!(must(&after, "finwait_fleet_sockets{state=\"CLOSE_WAIT\"}") >= 1.0);
