@@ -95,6 +95,10 @@ pub(crate) async fn send_loop(
                 let (why, wait) = match end {
                     StreamEnd::Pushback(why, told) => {
                         let wait = backoff.after_pushback(told);
+                        tracing::info!(
+                            pushback_ms = told.as_millis() as u64,
+                            "the collector asked us to retry later; waiting about that long"
+                        );
                         if let Some(p) = &shared.probe {
                             p.ended(Some((told, wait)));
                         }

@@ -201,6 +201,17 @@ async fn external_postgres_paused_for_20_s_is_reported_and_ingest_recovers_witho
     // While the database was known to be away, the agent's stream was told so at once
     // (UNAVAILABLE, then its backoff) rather than left waiting on a connection.
     let agent_log = std::fs::read_to_string(data.join("agent.log")).unwrap_or_default();
+    // ... with a retry delay (gRPC retry pushback) that it honoured.
+    assert!(
+        agent_log.contains("pushback_ms"),
+        "the agent was never given a retry delay while the database was paused:\n{}",
+        agent_log
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(
         agent_log.contains("database unreachable; retry later"),
         "the agent was never told the database was unreachable:\n{}",
