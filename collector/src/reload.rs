@@ -187,15 +187,7 @@ pub async fn on_sighup(reloader: Reloader, stop: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pair(name: &str) -> (String, String) {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
-            .expect("params")
-            .self_signed(&key)
-            .expect("cert");
-        (cert.pem(), key.serialize_pem())
-    }
+    use crate::tls::tests::pair;
 
     #[test]
     fn a_bad_file_changes_nothing_and_a_good_set_replaces_everything() {

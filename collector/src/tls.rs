@@ -240,10 +240,11 @@ impl Connected for Io {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn pair(name: &str) -> (String, String) {
+    /// A self-signed certificate for `name` and its key, both PEM.
+    pub(crate) fn pair(name: &str) -> (String, String) {
         let key = rcgen::KeyPair::generate().expect("key");
         let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
             .expect("params")

@@ -92,6 +92,22 @@ pub fn workspace_bin(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Runs `systemd-analyze verify` on a unit file: `Err` with what it said when it fails
+/// or complains at all.
+pub fn systemd_verify(unit: &std::path::Path) -> std::result::Result<(), String> {
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(unit)
+        .output()
+        .map_err(|e| format!("systemd-analyze verify (apt-get install systemd): {e}"))?;
+    let complaints = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() && complaints.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(format!("systemd-analyze verify:\n{complaints}"))
+    }
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A network namespace created for one test, deleted on drop.

@@ -202,16 +202,9 @@ fn the_deb_holds_units_config_and_binaries_and_its_scripts_work() {
             text.replace(&installed, &extracted.display().to_string()),
         )
         .expect("unit copy");
-        let verify = Command::new("systemd-analyze")
-            .arg("verify")
-            .arg(&copy)
-            .output()
-            .expect("systemd-analyze verify");
-        let complaints = String::from_utf8_lossy(&verify.stderr);
-        assert!(
-            verify.status.success() && complaints.trim().is_empty(),
-            "{name}: systemd-analyze verify:\n{complaints}"
-        );
+        if let Err(e) = finwait_testkit::systemd_verify(&copy) {
+            panic!("{name}: {e}");
+        }
         assert!(
             text.contains(&format!(
                 "FINWAIT_CONFIG=/etc/finwait/{}.toml",

@@ -73,17 +73,22 @@ fn hello(name: &str) -> pb::AgentMessage {
     }
 }
 
+/// A plaintext HTTP/2 connection to `c`.
+async fn channel(c: &Collector) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect")
+}
+
 /// Opens a stream, sends `messages`, and returns every answer until the stream ends:
 /// the messages, then the final status (Ok when it ended cleanly).
 async fn exchange(
     c: &Collector,
     messages: Vec<Vec<u8>>,
 ) -> (Vec<pb::CollectorMessage>, Result<(), tonic::Status>) {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = channel(c).await;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
     let (tx, rx) = mpsc::channel(16);
@@ -560,11 +565,7 @@ async fn compressed_messages_are_refused_at_the_door_not_inflated() {
     let c = Collector::start(&["--max-message-bytes", "65536"]).await;
     let bomb = gzip_bomb(256 * 1024 * 1024);
     for encoding in ["gzip", "zstd", "deflate"] {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect");
+        let channel = channel(&c).await;
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.expect("ready");
         let (tx, rx) = mpsc::channel(4);
@@ -625,11 +626,7 @@ fn frames(parts: &[Frame]) -> Vec<u8> {
 async fn raw_body(c: &Collector, body: Vec<u8>) -> (i32, String) {
     use http_body_util::BodyExt;
     use tonic::codegen::Service;
-    let mut channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
+    let mut channel = channel(c).await;
     std::future::poll_fn(|cx| channel.poll_ready(cx))
         .await
         .expect("ready");
@@ -767,11 +764,7 @@ async fn oversized_metadata_is_refused_by_the_transport_and_costs_nothing() {
     }
     let c = Collector::start(&[]).await;
     // 64 KiB of metadata: four times HTTP/2's header-list limit (16 KiB).
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = channel(&c).await;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
     let (tx, rx) = mpsc::channel(4);

@@ -22,7 +22,7 @@ use pb::TcpState::{CloseWait, Established, FinWait2, LastAck, TimeWait};
 use sqlx::PgPool;
 
 use crate::nsclient::http_get;
-use crate::support::{AgentStream, Collector, delta, full, identity, now_ms, socket as s};
+use crate::support::{AgentStream, Collector, delta, full, identity, now_ms, socket as s, stable};
 
 const SRV: [u8; 4] = [10, 2, 0, 1];
 const CLI: [u8; 4] = [10, 2, 0, 2];
@@ -248,28 +248,6 @@ fn questions(t0: i64) -> Vec<String> {
         }
     }
     q
-}
-
-/// Drops what moves between two asks of one question: ages relative to now, and a
-/// report's generation time.
-fn stable(mut v: serde_json::Value) -> serde_json::Value {
-    match &mut v {
-        serde_json::Value::Object(m) => {
-            for k in ["age_s", "generated_at"] {
-                m.remove(k);
-            }
-            for x in m.values_mut() {
-                *x = stable(x.take());
-            }
-        }
-        serde_json::Value::Array(a) => {
-            for x in a.iter_mut() {
-                *x = stable(x.take());
-            }
-        }
-        _ => {}
-    }
-    v
 }
 
 /// An HTTP/1.1 chunked body's content (sizes count bytes, so bytes are cut, not text).

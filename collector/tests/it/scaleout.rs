@@ -16,7 +16,7 @@ use finwait_testkit::{Lan, NetNs, Privilege, require_root, workspace_bin};
 
 use crate::correlation::{poll, sockpop};
 use crate::e2e::Proc;
-use crate::support::{TestDb, certificates};
+use crate::support::{TestDb, certificates, stable};
 
 /// A collector process on the LAN's router.
 struct Node {
@@ -184,28 +184,6 @@ fn get(ns: &NetNs, ca: &str, token: &str, base: &str, path: &str) -> (u16, Strin
         .expect("curl");
     let (body, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", &out));
     (code.trim().parse().unwrap_or(0), body.to_owned())
-}
-
-/// Drops what grows between two requests for one instant's answer: ages (relative to
-/// now in answers about now) and the report's generation time.
-fn stable(mut v: serde_json::Value) -> serde_json::Value {
-    match &mut v {
-        serde_json::Value::Object(m) => {
-            for k in ["age_s", "generated_at"] {
-                m.remove(k);
-            }
-            for x in m.values_mut() {
-                *x = stable(x.take());
-            }
-        }
-        serde_json::Value::Array(a) => {
-            for x in a.iter_mut() {
-                *x = stable(x.take());
-            }
-        }
-        _ => {}
-    }
-    v
 }
 
 /// Drops what was learnt after `at` about `at`: a socket alive then whose end came

@@ -555,3 +555,25 @@ pub fn certificates(name: &str) -> (String, String, String) {
     let cert = params.signed_by(&key, &ca).expect("server certificate");
     (ca.pem(), cert.pem(), key.serialize_pem())
 }
+
+/// An answer without what moves between two asks of one question: ages relative to
+/// now (`age_s`) and a report's generation time (`generated_at`), at any depth.
+pub fn stable(mut v: serde_json::Value) -> serde_json::Value {
+    match &mut v {
+        serde_json::Value::Object(m) => {
+            for k in ["age_s", "generated_at"] {
+                m.remove(k);
+            }
+            for x in m.values_mut() {
+                *x = stable(x.take());
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for x in a.iter_mut() {
+                *x = stable(x.take());
+            }
+        }
+        _ => {}
+    }
+    v
+}
