@@ -126,7 +126,7 @@ fn raise_nofile(agents: usize) -> Result<u64> {
 }
 
 /// CPU seconds of a process (user + system), with its reaped children's when `children`.
-fn cpu_seconds(pid: u32, children: bool) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32, children: bool) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
@@ -157,7 +157,7 @@ fn ppid(pid: u32) -> Option<u32> {
 
 /// CPU seconds of PostgreSQL: the postmaster with its reaped children, plus every live
 /// child (backends, background workers).
-fn postgres_cpu(postmaster: u32) -> f64 {
+pub(crate) fn postgres_cpu(postmaster: u32) -> f64 {
     let mut total = cpu_seconds(postmaster, true);
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {

@@ -1,6 +1,8 @@
 //! `finwait-bench ingest`: many agents' full tables and deltas through a real collector
 //! into PostgreSQL, against raw COPY of the same rows into the same indexed table, in
-//! the same run; plus the collector's peak RSS.
+//! the same run, alternating round by round so that machine noise hits both alike; a
+//! full table again after an agent restart (mostly unchanged: the merge path); plus the
+//! collector's peak RSS. Raw COPY leaves `pair_key` NULL: the collector computes it.
 
 use std::time::Instant;
 
@@ -21,6 +23,8 @@ struct Params {
     chunk: usize,
     /// Extra collector flags, comma-separated (e.g. --ingest-memory-bytes,268435456).
     collector_flags: Vec<String>,
+    /// Rounds of (collector full tables, raw COPY), each into new hosts.
+    rounds: usize,
 }
 
 fn parse(args: &[String]) -> Result<Params> {
@@ -31,6 +35,7 @@ fn parse(args: &[String]) -> Result<Params> {
         churn: 0.01,
         chunk: finwait_agent::wire::CHUNK_SOCKETS,
         collector_flags: Vec::new(),
+        rounds: 3,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -41,11 +46,12 @@ fn parse(args: &[String]) -> Result<Params> {
             "--deltas" => p.deltas = v.parse()?,
             "--churn" => p.churn = v.parse()?,
             "--chunk" => p.chunk = v.parse()?,
+            "--rounds" => p.rounds = v.parse::<usize>()?.max(1),
             "--collector-flags" => {
                 p.collector_flags = v.split(',').map(str::to_owned).collect();
             }
             other => bail!(
-                "unknown flag {other}; usage: finwait-bench ingest [--agents N] [--sockets M] [--deltas D] [--churn F] [--chunk SOCKETS] [--collector-flags A,B]"
+                "unknown flag {other}; usage: finwait-bench ingest [--agents N] [--sockets M] [--deltas D] [--churn F] [--chunk SOCKETS] [--rounds R] [--collector-flags A,B]"
             ),
         }
     }
@@ -105,8 +111,9 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// One agent's stream: hello, then each batch awaited for its ack.
-async fn play(addr: String, agent: usize, batches: Vec<pb::Batch>) -> Result<()> {
+/// One agent's stream: hello (as host `name`, its run `epoch`), then each batch
+/// awaited for its ack.
+async fn play(addr: String, name: String, epoch: u64, batches: Vec<pb::Batch>) -> Result<()> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect()
         .await?;
@@ -117,15 +124,15 @@ async fn play(addr: String, agent: usize, batches: Vec<pb::Batch>) -> Result<()>
     tx.send(pb::AgentMessage {
         body: Some(pb::agent_message::Body::Hello(pb::Hello {
             host: Some(pb::HostIdentity {
-                hostname: format!("bench-{agent}"),
-                machine_id: format!("bench-machine-{agent}"),
+                hostname: name.clone(),
+                machine_id: format!("{name}-machine"),
                 boot_id: "b".into(),
                 ephemeral_port_low: 32768,
                 ephemeral_port_high: 60999,
                 ..Default::default()
             }),
-            epoch: 1,
-            instance_id: format!("bench-{agent}"),
+            epoch,
+            instance_id: format!("{name}-{epoch}"),
         })),
     })
     .await?;
@@ -143,18 +150,25 @@ async fn play(addr: String, agent: usize, batches: Vec<pb::Batch>) -> Result<()>
         }
         match inbound.message().await?.and_then(|m| m.body) {
             Some(pb::collector_message::Body::Ack(a)) if a.seq == seq => {}
-            other => bail!("agent {agent} batch {seq}: {other:?}"),
+            other => bail!("agent {name} batch {seq}: {other:?}"),
         }
     }
     Ok(())
 }
 
-async fn run_agents(addr: &str, per_agent: Vec<Vec<pb::Batch>>) -> Result<f64> {
+/// Plays agent `a`'s batches as host `{prefix}-{a}` in run `epoch`, every agent at
+/// once; the seconds until the last is acknowledged.
+async fn run_agents(
+    addr: &str,
+    prefix: &str,
+    epoch: u64,
+    per_agent: Vec<Vec<pb::Batch>>,
+) -> Result<f64> {
     let t = Instant::now();
     let tasks: Vec<_> = per_agent
         .into_iter()
         .enumerate()
-        .map(|(i, b)| tokio::spawn(play(addr.to_owned(), i, b)))
+        .map(|(i, b)| tokio::spawn(play(addr.to_owned(), format!("{prefix}-{i}"), epoch, b)))
         .collect();
     for t in tasks {
         t.await??;
@@ -195,6 +209,7 @@ fn copy_text(host_id: i64, agent: usize, n: usize) -> Vec<u8> {
 
 async fn raw_copy(
     db: sqlx::postgres::PgConnectOptions,
+    round: usize,
     agents: usize,
     sockets: usize,
 ) -> Result<f64> {
@@ -206,8 +221,8 @@ async fn raw_copy(
     let mut ids = Vec::new();
     for a in 0..agents {
         let id: i64 = sqlx::query_scalar("INSERT INTO hosts (machine_id, hostname, boot_id) VALUES ($1, $2, 'b') RETURNING host_id")
-            .bind(format!("copy-machine-{a}"))
-            .bind(format!("copy-{a}"))
+            .bind(format!("copy-machine-{round}-{a}"))
+            .bind(format!("copy-{round}-{a}"))
             .fetch_one(&pool)
             .await?;
         ids.push(id);
@@ -244,6 +259,58 @@ async fn raw_copy(
     Ok(s)
 }
 
+/// Agent `a`'s full table of `sockets`, taken at `at` in run `epoch`, chunked as the
+/// agent would.
+fn full_table(a: usize, sockets: usize, epoch: u64, at: i64, chunk: usize) -> Vec<pb::Batch> {
+    let table = pb::Batch {
+        epoch,
+        seq: 1,
+        taken_at_ms: at,
+        payload: Some(pb::batch::Payload::Full(pb::FullTable {
+            sockets: (0..sockets).map(|i| socket(a, i)).collect(),
+        })),
+        processes: processes(sockets),
+        ..Default::default()
+    };
+    if chunk == 0 {
+        vec![table]
+    } else {
+        finwait_agent::wire::chunks(table, chunk)
+    }
+}
+
+/// CPU seconds so far of the collector, PostgreSQL (every process) and this bench.
+#[derive(Clone, Copy)]
+struct Cpu {
+    collector: f64,
+    postgres: f64,
+    bench: f64,
+}
+
+impl Cpu {
+    fn now(svc: &Service) -> Cpu {
+        Cpu {
+            collector: crate::fleet::cpu_seconds(svc.collector.id(), true),
+            postgres: svc.postmaster_pid().map_or(0.0, crate::fleet::postgres_cpu),
+            bench: crate::fleet::cpu_seconds(std::process::id(), true),
+        }
+    }
+
+    /// The CPU used since `before`.
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            collector: self.collector - before.collector,
+            postgres: self.postgres - before.postgres,
+            bench: self.bench - before.bench,
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// Runs the ingest bench.
 pub fn run(args: &[String]) -> Result<()> {
     let p = parse(args)?;
@@ -255,28 +322,40 @@ pub fn run(args: &[String]) -> Result<()> {
     let idle_rss = svc.collector_peak_rss_mib();
     let rt = tokio::runtime::Runtime::new()?;
     let t0 = now_ms() - 3_600_000;
-    let fulls: Vec<Vec<pb::Batch>> = (0..p.agents)
-        .map(|a| {
-            let table = pb::Batch {
-                epoch: 1,
-                seq: 1,
-                taken_at_ms: t0,
-                payload: Some(pb::batch::Payload::Full(pb::FullTable {
-                    sockets: (0..p.sockets).map(|i| socket(a, i)).collect(),
-                })),
-                processes: processes(p.sockets),
-                ..Default::default()
-            };
-            if p.chunk == 0 {
-                vec![table]
-            } else {
-                finwait_agent::wire::chunks(table, p.chunk)
-            }
-        })
-        .collect();
     let full_rows = (p.agents * p.sockets) as f64;
-    let full_s = rt.block_on(run_agents(&svc.addr, fulls))?;
+
+    // Rounds of (collector, raw COPY), each into hosts of its own, so that a noisy
+    // moment hits both sides of one ratio alike.
+    let (mut full_s, mut copy_s, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut full_cpu, mut copy_cpu) = (Vec::new(), Vec::new());
+    for round in 0..p.rounds {
+        let fulls: Vec<Vec<pb::Batch>> = (0..p.agents)
+            .map(|a| full_table(a, p.sockets, 1, t0, p.chunk))
+            .collect();
+        let before = Cpu::now(&svc);
+        let f = rt.block_on(run_agents(&svc.addr, &format!("bench-{round}"), 1, fulls))?;
+        let between = Cpu::now(&svc);
+        full_cpu.push(between.since(before));
+        let c = rt.block_on(raw_copy(
+            svc.connect_options("copyraw")?,
+            round,
+            p.agents,
+            p.sockets,
+        ))?;
+        copy_cpu.push(Cpu::now(&svc).since(between));
+        eprintln!(
+            "round {}/{}: collector {f:.2}s  raw COPY {c:.2}s  ratio {:.2}",
+            round + 1,
+            p.rounds,
+            c / f
+        );
+        full_s.push(f);
+        copy_s.push(c);
+        ratios.push(c / f);
+    }
     let full_rss = svc.collector_peak_rss_mib();
+    // Deltas and the restart go to the last round's hosts.
+    let last = format!("bench-{}", p.rounds - 1);
 
     let churn = ((p.sockets as f64 * p.churn).round() as usize).max(1);
     let deltas: Vec<Vec<pb::Batch>> = (0..p.agents)
@@ -309,37 +388,64 @@ pub fn run(args: &[String]) -> Result<()> {
         })
         .collect();
     let delta_rows = (p.agents * p.deltas * churn * 2) as f64;
-    let delta_s = rt.block_on(run_agents(&svc.addr, deltas))?;
+    let delta_s = rt.block_on(run_agents(&svc.addr, &last, 1, deltas))?;
+
+    // Every agent restarts (a new run) and sends its first table again: most of it is
+    // what the host already holds, the rest (the deltas' churn) opens and ends lifetimes.
+    let again: Vec<Vec<pb::Batch>> = (0..p.agents)
+        .map(|a| {
+            full_table(
+                a,
+                p.sockets,
+                2,
+                t0 + 10_000 * (p.deltas as i64 + 1),
+                p.chunk,
+            )
+        })
+        .collect();
+    let again_s = rt.block_on(run_agents(&svc.addr, &last, 2, again))?;
     let rss = svc.collector_peak_rss_mib();
-    let copy_s = rt.block_on(raw_copy(
-        svc.connect_options("copyraw")?,
-        p.agents,
-        p.sockets,
-    ))?;
 
     println!(
-        "finwait-bench ingest: {} agents x {} sockets, {} deltas of {:.1} % churn each",
+        "finwait-bench ingest: {} agents x {} sockets, {} rounds, {} deltas of {:.1} % churn each",
         p.agents,
         p.sockets,
+        p.rounds,
         p.deltas,
         p.churn * 100.0
     );
+    let (mf, mc) = (median(full_s), median(copy_s));
     println!(
-        "  collector, full tables      {:>10.0} rows/s  ({full_rows} rows in {full_s:.2}s)",
-        full_rows / full_s
+        "  collector, full tables      {:>10.0} rows/s  (median of {} rounds, {full_rows} rows each)",
+        full_rows / mf,
+        p.rounds
     );
     println!(
-        "  raw COPY, same rows/table   {:>10.0} rows/s  ({full_rows} rows in {copy_s:.2}s, {} connections)",
-        full_rows / copy_s,
+        "  raw COPY, same rows/table   {:>10.0} rows/s  (median; {} connections)",
+        full_rows / mc,
         p.agents
     );
     println!(
-        "  collector / raw COPY        {:>10.2}   (target >= 0.70)",
-        copy_s / full_s
+        "  collector / raw COPY        {:>10.2}   (median of the rounds' ratios; target >= 0.8)",
+        median(ratios)
+    );
+    let cpu = |v: &[Cpu], f: fn(&Cpu) -> f64| median(v.iter().map(f).collect());
+    println!(
+        "  CPU s per round (median)    collector {:.2} + PostgreSQL {:.2} + bench {:.2};  raw COPY: PostgreSQL {:.2} + bench {:.2}",
+        cpu(&full_cpu, |c| c.collector),
+        cpu(&full_cpu, |c| c.postgres),
+        cpu(&full_cpu, |c| c.bench),
+        cpu(&copy_cpu, |c| c.postgres),
+        cpu(&copy_cpu, |c| c.bench),
     );
     println!(
         "  collector, deltas           {:>10.0} rows/s  ({delta_rows} lifetime rows opened+ended in {delta_s:.2}s)",
         delta_rows / delta_s
+    );
+    println!(
+        "  collector, table after a restart {:>5.0} rows/s  ({full_rows} rows, {:.0} % of them unchanged, in {again_s:.2}s)",
+        full_rows / again_s,
+        100.0 - (p.deltas * churn) as f64 * 100.0 / p.sockets as f64
     );
     println!(
         "  collector peak RSS          {rss:>10.1} MiB  (idle {idle_rss:.1}, after the full tables {full_rss:.1}; chunks of {} sockets)",

@@ -3,8 +3,12 @@
 //! [`BatchTx::finish`]): the host row is locked, the idempotency ledger is looked up
 //! (a resent batch is found with its digest and nothing is written), the writing
 //! stream's lease and delta continuity are checked, lifetimes are ended, opened or
-//! rewritten with set-based statements (UNNEST of column arrays), never row by row,
-//! and the batch enters the ledger with its digest just before the commit.
+//! rewritten with set-based statements, never row by row, and the batch enters the
+//! ledger with its digest just before the commit. Each message's records are
+//! binary-COPYed into the connection's staging table (`sql/batch_sockets.sql`,
+//! [`crate::copy_rows`]) and merged at the batch's end; the first full table of a host
+//! with no open lifetime is copied straight into `current_sockets`, its pair keys
+//! computed by the collector ([`crate::pair_key`]), as nothing can conflict with it.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -13,7 +17,12 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
+use crate::copy_rows::{CURRENT_COLUMNS, CopyRows};
 use crate::model::{Batch, HostHello, NamespaceRecord, Payload, SocketId, SocketRecord};
+use crate::pair_key::pair_key;
+
+/// Bytes of COPY data encoded before they are sent (a few thousand rows).
+const COPY_PIECE: usize = 256 * 1024;
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -100,49 +109,6 @@ fn interval(d: Duration) -> String {
     format!("{} milliseconds", d.as_millis())
 }
 
-/// Column arrays for UNNEST.
-#[derive(Default)]
-struct Columns {
-    netns: Vec<i64>,
-    key: Vec<i64>,
-    cookie: Vec<Option<i64>>,
-    state: Vec<i16>,
-    la: Vec<String>,
-    lp: Vec<i32>,
-    ra: Vec<String>,
-    rp: Vec<i32>,
-    inode: Vec<i64>,
-    uid: Vec<i64>,
-    rq: Vec<i64>,
-    tq: Vec<i64>,
-    timer: Vec<i16>,
-    owners: Vec<String>,
-}
-
-impl Columns {
-    fn of(records: &[&SocketRecord]) -> Columns {
-        let mut c = Columns::default();
-        for r in records {
-            c.netns.push(r.netns);
-            c.key.push(r.sock_key);
-            c.cookie.push(r.cookie);
-            c.state.push(r.state);
-            c.la.push(r.local_addr.to_string());
-            c.lp.push(i32::from(r.local_port));
-            c.ra.push(r.remote_addr.to_string());
-            c.rp.push(i32::from(r.remote_port));
-            c.inode.push(r.inode);
-            c.uid.push(r.uid);
-            c.rq.push(r.rx_queue);
-            c.tq.push(r.tx_queue);
-            c.timer.push(r.timer);
-            c.owners
-                .push(serde_json::to_string(&r.owners).unwrap_or_else(|_| "[]".to_owned()));
-        }
-        c
-    }
-}
-
 /// Keeps the last record per identity: one statement must not touch a row twice.
 fn dedup<'a>(records: impl Iterator<Item = &'a SocketRecord>) -> Vec<&'a SocketRecord> {
     let mut seen = std::collections::HashMap::new();
@@ -197,6 +163,15 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(pools.ingest)
             .acquire_timeout(Duration::from_secs(10))
+            // Every ingest connection gets its staging table once, when it opens.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::raw_sql(include_str!("sql/batch_sockets.sql"))
+                        .execute(conn)
+                        .await?;
+                    Ok(())
+                })
+            })
             .connect_with(options.clone())
             .await?;
         let query_options = match pools.query_timeout {
@@ -549,15 +524,16 @@ impl Store {
                 head.epoch, head.seq
             ))));
         }
-        if head.full {
-            // The identities a (possibly chunked) full table lists, for close_unlisted.
-            sqlx::query(
-                "CREATE TEMPORARY TABLE listed_sockets (netns bigint, sock_key bigint, \
-                 PRIMARY KEY (netns, sock_key)) ON COMMIT DROP",
+        // With no open lifetime for the host, a full table only opens lifetimes: its
+        // rows are copied straight in, with nothing to end and no conflict to handle.
+        // The host row is locked, so no other row can appear before the commit.
+        let fresh = head.full
+            && !sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM current_sockets WHERE host_id = $1)",
             )
-            .execute(&mut *tx)
+            .bind(host_id)
+            .fetch_one(&mut *tx)
             .await?;
-        }
         Ok(Begun::Open(BatchTx {
             tx,
             host_id,
@@ -566,6 +542,10 @@ impl Store {
             prev: last_report.unwrap_or(head.taken_at).min(head.taken_at),
             lease: self.lease,
             sockets: 0,
+            staged: 0,
+            writes: 0,
+            fresh,
+            fell_back: false,
         }))
     }
 }
@@ -612,6 +592,16 @@ pub struct BatchTx {
     lease: Duration,
     /// Socket records written so far (every chunk).
     sockets: usize,
+    /// Rows copied into the staging table (their `ord`).
+    staged: i64,
+    /// Messages written (a chunked full table writes several).
+    writes: usize,
+    /// A full table for a host with no open lifetime (see [`Store::begin`]): its
+    /// rows go straight into current_sockets.
+    fresh: bool,
+    /// A chunk of a fresh table listed a socket an earlier chunk did (a broken or
+    /// hostile agent): that chunk and the rest are staged and merged at the end.
+    fell_back: bool,
 }
 
 impl BatchTx {
@@ -620,44 +610,189 @@ impl BatchTx {
         self.sockets
     }
 
-    /// Writes one message's sockets: a full table's chunk (or the whole table), or a
-    /// delta. A full table's sockets must come as `Payload::Full`.
+    /// Writes one message's sockets into the staging table: a full table's chunk (or
+    /// the whole table), or a delta. A full table's sockets must come as
+    /// `Payload::Full`. They reach the socket tables in [`BatchTx::finish`].
     pub async fn write(&mut self, payload: &Payload) -> Result<(), StoreError> {
-        let (tx, host_id, prev, at) = (&mut self.tx, self.host_id, self.prev, self.head.taken_at);
-        match payload {
-            Payload::Full(records) => {
-                let records = dedup(records.iter());
-                let ids: (Vec<i64>, Vec<i64>) =
-                    records.iter().map(|r| (r.netns, r.sock_key)).unzip();
-                sqlx::query(
-                    "INSERT INTO listed_sockets SELECT * FROM UNNEST($1::bigint[], $2::bigint[]) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(&ids.0)
-                .bind(&ids.1)
-                .execute(&mut **tx)
-                .await?;
-                close_listed(tx, host_id, &records, &[], prev).await?;
-                upsert(tx, host_id, &records, at).await?;
-            }
+        let (records, removed, count) = match payload {
+            Payload::Full(records) => (dedup(records.iter()), &[][..], records.len()),
             Payload::Delta {
                 added,
                 removed,
                 changed,
-            } => {
-                let records = dedup(added.iter().chain(changed.iter()));
-                close_listed(tx, host_id, &records, removed, prev).await?;
-                upsert(tx, host_id, &records, at).await?;
+            } => (
+                dedup(added.iter().chain(changed.iter())),
+                removed.as_slice(),
+                added.len() + removed.len() + changed.len(),
+            ),
+        };
+        if self.fresh && !self.fell_back {
+            self.copy_current(&records).await?;
+        } else {
+            self.stage(&records, removed).await?;
+        }
+        self.sockets += count;
+        self.writes += 1;
+        Ok(())
+    }
+
+    /// Copies a fresh table's records straight into current_sockets. A later chunk
+    /// copies under a savepoint: a socket an earlier chunk listed too breaks the
+    /// identity key, and the chunk is staged instead (see `fell_back`).
+    async fn copy_current(&mut self, records: &[&SocketRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let later = self.writes > 0;
+        if later {
+            sqlx::query("SAVEPOINT chunk")
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        match self.copy_current_rows(records).await {
+            Ok(()) if later => {
+                sqlx::query("RELEASE SAVEPOINT chunk")
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+            Err(StoreError::Database(sqlx::Error::Database(e)))
+                if later && e.code().as_deref() == Some("23505") =>
+            {
+                sqlx::query("ROLLBACK TO SAVEPOINT chunk")
+                    .execute(&mut *self.tx)
+                    .await?;
+                tracing::warn!(
+                    host_id = self.host_id,
+                    "a chunk of a full table lists a socket an earlier chunk listed: the last listing stands"
+                );
+                self.fell_back = true;
+                self.stage(records, &[]).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn copy_current_rows(&mut self, records: &[&SocketRecord]) -> Result<(), StoreError> {
+        let (host_id, at) = (self.host_id, self.head.taken_at);
+        let mut copy = self
+            .tx
+            .copy_in_raw(&format!(
+                "COPY current_sockets ({CURRENT_COLUMNS}) FROM STDIN (FORMAT binary)"
+            ))
+            .await?;
+        let mut rows = CopyRows::new();
+        for r in records {
+            let key = pair_key(
+                host_id,
+                r.netns,
+                r.state,
+                (r.local_addr, r.local_port),
+                (r.remote_addr, r.remote_port),
+            );
+            rows.current(host_id, r, at, key);
+            if rows.len() >= COPY_PIECE {
+                copy.send(rows.take()).await?;
             }
         }
-        self.sockets += match payload {
-            Payload::Full(r) => r.len(),
-            Payload::Delta {
-                added,
-                removed,
-                changed,
-            } => added.len() + removed.len() + changed.len(),
-        };
+        copy.send(rows.finish()).await?;
+        copy.finish().await?;
+        Ok(())
+    }
+
+    /// Copies `removed` and `records` into the staging table, in pieces of about
+    /// [`COPY_PIECE`] bytes so the encoded rows never all sit in memory.
+    async fn stage(
+        &mut self,
+        records: &[&SocketRecord],
+        removed: &[SocketId],
+    ) -> Result<(), StoreError> {
+        if records.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        let mut copy = self
+            .tx
+            .copy_in_raw("COPY batch_sockets FROM STDIN (FORMAT binary)")
+            .await?;
+        let mut rows = CopyRows::new();
+        for &id in removed {
+            self.staged += 1;
+            rows.removed(self.staged, id);
+            if rows.len() >= COPY_PIECE {
+                copy.send(rows.take()).await?;
+            }
+        }
+        for r in records {
+            self.staged += 1;
+            rows.staged(self.staged, r);
+            if rows.len() >= COPY_PIECE {
+                copy.send(rows.take()).await?;
+            }
+        }
+        copy.send(rows.finish()).await?;
+        copy.finish().await?;
+        Ok(())
+    }
+
+    /// Merges the staged rows: ends the lifetimes they close, opens and rewrites the
+    /// rest, and after a full table ends those it did not list.
+    async fn merge(&mut self) -> Result<(), StoreError> {
+        let (tx, host_id, prev, at) = (&mut self.tx, self.host_id, self.prev, self.head.taken_at);
+        if self.staged > 0 && self.writes > 1 {
+            let twice: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM batch_sockets GROUP BY netns, sock_key \
+                 HAVING count(*) > 1)",
+            )
+            .fetch_one(&mut **tx)
+            .await?;
+            if twice {
+                sqlx::query(include_str!("sql/batch_dedup.sql"))
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        if self.fresh {
+            if self.staged > 0 {
+                // Chunks after a repeated listing were staged: they replace what the
+                // earlier chunks copied of the same sockets (nothing else is open).
+                sqlx::query(
+                    "DELETE FROM current_sockets c USING batch_sockets b \
+                     WHERE c.host_id = $1 AND c.netns = b.netns AND c.sock_key = b.sock_key",
+                )
+                .bind(host_id)
+                .execute(&mut **tx)
+                .await?;
+                sqlx::query(include_str!("sql/insert_current.sql"))
+                    .bind(host_id)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            return Ok(());
+        }
+        if self.staged > 0 {
+            sqlx::query(include_str!("sql/close_listed.sql"))
+                .bind(host_id)
+                .bind(prev)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query(concat!(
+                include_str!("sql/insert_current.sql"),
+                include_str!("sql/upsert_current.sql")
+            ))
+            .bind(host_id)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if self.head.full {
+            sqlx::query(include_str!("sql/close_unlisted.sql"))
+                .bind(host_id)
+                .bind(prev)
+                .execute(&mut **tx)
+                .await?;
+        }
         Ok(())
     }
 
@@ -665,14 +800,8 @@ impl BatchTx {
     /// namespaces and account stored, the batch entered in the ledger with `digest`,
     /// the host's position advanced, and the transaction committed.
     pub async fn finish(mut self, meta: &Batch, digest: &[u8]) -> Result<Applied, StoreError> {
+        self.merge().await?;
         let (host_id, b) = (self.host_id, &self.head);
-        if b.full {
-            sqlx::query(include_str!("sql/close_unlisted.sql"))
-                .bind(host_id)
-                .bind(self.prev)
-                .execute(&mut *self.tx)
-                .await?;
-        }
         let account = meta.account.as_ref().map(sqlx::types::Json);
         sqlx::query(
             "INSERT INTO ingest_batches (host_id, epoch, seq, full_table, taken_at, sockets, account, digest) \
@@ -713,7 +842,6 @@ impl BatchTx {
     }
 }
 
-/// Ends lifetimes of `removed` sockets and of `records` whose state changed.
 /// Records the batch's namespaces and their containers; a row is rewritten only when
 /// what it says changed, so the steady state writes nothing.
 async fn upsert_namespaces(
@@ -736,93 +864,6 @@ async fn upsert_namespaces(
         .bind(&cgroup)
         .bind(&service)
         .bind(&container)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-async fn close_listed(
-    tx: &mut Transaction<'_, Postgres>,
-    host_id: i64,
-    records: &[&SocketRecord],
-    removed: &[SocketId],
-    prev: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    if records.is_empty() && removed.is_empty() {
-        return Ok(());
-    }
-    let n = records.len() + removed.len();
-    let mut netns = Vec::with_capacity(n);
-    let mut key = Vec::with_capacity(n);
-    let mut state = Vec::with_capacity(n);
-    // The listed tuple, for the pair key it would give (none for a removed socket).
-    let (mut la, mut lp, mut ra, mut rp) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for &(ns, k) in removed {
-        netns.push(ns);
-        key.push(k);
-        state.push(0i16);
-        la.push(None);
-        lp.push(None);
-        ra.push(None);
-        rp.push(None);
-    }
-    for r in records {
-        netns.push(r.netns);
-        key.push(r.sock_key);
-        state.push(r.state);
-        la.push(Some(r.local_addr.to_string()));
-        lp.push(Some(i32::from(r.local_port)));
-        ra.push(Some(r.remote_addr.to_string()));
-        rp.push(Some(i32::from(r.remote_port)));
-    }
-    sqlx::query(include_str!("sql/close_listed.sql"))
-        .bind(host_id)
-        .bind(&netns)
-        .bind(&key)
-        .bind(&state)
-        .bind(prev)
-        .bind(&la)
-        .bind(&lp)
-        .bind(&ra)
-        .bind(&rp)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// Opens new lifetimes and rewrites changed open ones.
-async fn upsert(
-    tx: &mut Transaction<'_, Postgres>,
-    host_id: i64,
-    records: &[&SocketRecord],
-    at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    let c = Columns::of(records);
-    sqlx::query(include_str!("sql/upsert_current.sql"))
-        .bind(host_id)
-        .bind(at)
-        .bind(&c.netns)
-        .bind(&c.key)
-        .bind(&c.cookie)
-        .bind(&c.state)
-        .bind(&c.la)
-        .bind(&c.lp)
-        .bind(&c.ra)
-        .bind(&c.rp)
-        .bind(&c.inode)
-        .bind(&c.uid)
-        .bind(&c.rq)
-        .bind(&c.tq)
-        .bind(&c.timer)
-        .bind(&c.owners)
         .execute(&mut **tx)
         .await?;
     Ok(())

@@ -1,10 +1,9 @@
--- After a full table: ends every open lifetime of the host that the table does not
--- list (the transaction's temporary table listed_sockets, filled chunk by chunk).
--- last_seen = $2 (the previous report).
+-- After a full table: ends every open lifetime of the host ($1) that the table does not
+-- list (batch_sockets, filled chunk by chunk). last_seen = $2 (the previous report).
 WITH gone AS (
     DELETE FROM current_sockets c
     WHERE c.host_id = $1
-      AND NOT EXISTS (SELECT 1 FROM listed_sockets l
+      AND NOT EXISTS (SELECT 1 FROM batch_sockets l
                       WHERE l.netns = c.netns AND l.sock_key = c.sock_key)
     RETURNING c.*
 )

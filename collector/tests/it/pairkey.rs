@@ -520,3 +520,136 @@ async fn citus_is_refused_on_a_database_without_the_citus_extension() {
         "{msg}"
     );
 }
+
+/// A small deterministic generator (xorshift64*), so a failure is reproducible.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// An address of every shape PostgreSQL writes differently: IPv4 (loopback or
+    /// not), IPv4-mapped, IPv4-compatible, ::1, ::, runs of zero words of every length
+    /// and place (ties included), and dense IPv6.
+    fn addr(&mut self) -> std::net::IpAddr {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        let r = self.next();
+        let v4 = Ipv4Addr::from((r >> 32) as u32);
+        match r % 8 {
+            0 => IpAddr::V4(v4),
+            1 => IpAddr::V4(Ipv4Addr::new(
+                127,
+                (r >> 8) as u8,
+                (r >> 16) as u8,
+                (r >> 24) as u8,
+            )),
+            2 => IpAddr::V6(v4.to_ipv6_mapped()),
+            3 => IpAddr::V6(v4.to_ipv6_compatible()),
+            4 => IpAddr::V6(if r & 16 == 0 {
+                Ipv6Addr::LOCALHOST
+            } else {
+                Ipv6Addr::UNSPECIFIED
+            }),
+            _ => {
+                // Each word zero with probability 1/2, else small or large.
+                let mut w = [0u16; 8];
+                for x in &mut w {
+                    let b = self.next();
+                    *x = match b % 4 {
+                        0 | 1 => 0,
+                        2 => (b >> 8) as u16 % 16,
+                        _ => (b >> 8) as u16,
+                    };
+                }
+                IpAddr::V6(Ipv6Addr::from(w))
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_collectors_pair_key_is_the_sql_functions_for_every_shape_of_address() {
+    // The collector computes the key of a host's first table itself (it copies the rows
+    // straight in); the SQL function computes it everywhere else. They must agree.
+    let c = Collector::start(&[]).await;
+    let db = c.db().await;
+    let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+    let n = 20_000;
+    let (mut host, mut netns, mut state) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut la, mut lp, mut ra, mut rp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        host.push((g.next() % 1_000_000) as i64);
+        netns.push(4_026_531_840 + (g.next() % 1_000) as i64);
+        state.push((1 + i % 11) as i16);
+        let l = g.addr();
+        // Same-family peers mostly, the other family sometimes; equal ports sometimes.
+        let r = if i % 5 == 0 { l } else { g.addr() };
+        let p = (g.next() % 65_536) as u16;
+        la.push(l);
+        ra.push(r);
+        lp.push(p);
+        rp.push(if i % 7 == 0 {
+            p
+        } else {
+            (g.next() % 65_536) as u16
+        });
+    }
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT finwait_pair_key(h, n, s, la, lp, ra, rp), host(la) \
+         FROM UNNEST($1::bigint[], $2::bigint[], $3::smallint[], $4::inet[], $5::int[], \
+                     $6::inet[], $7::int[]) WITH ORDINALITY AS u(h, n, s, la, lp, ra, rp, o) \
+         ORDER BY o",
+    )
+    .bind(&host)
+    .bind(&netns)
+    .bind(&state)
+    .bind(
+        la.iter()
+            .map(|a| sqlx::types::ipnetwork::IpNetwork::from(*a))
+            .collect::<Vec<_>>(),
+    )
+    .bind(lp.iter().map(|&p| i32::from(p)).collect::<Vec<_>>())
+    .bind(
+        ra.iter()
+            .map(|a| sqlx::types::ipnetwork::IpNetwork::from(*a))
+            .collect::<Vec<_>>(),
+    )
+    .bind(rp.iter().map(|&p| i32::from(p)).collect::<Vec<_>>())
+    .fetch_all(&db)
+    .await
+    .expect("keys from SQL");
+    assert_eq!(rows.len(), n);
+    let mut wrong = Vec::new();
+    for (i, (sql_key, sql_host)) in rows.iter().enumerate() {
+        let ours = finwait_collector::pair_key::pair_key(
+            host[i],
+            netns[i],
+            state[i],
+            (la[i], lp[i]),
+            (ra[i], rp[i]),
+        );
+        let text = finwait_collector::pair_key::host_text(la[i]);
+        if ours != *sql_key || text != *sql_host {
+            wrong.push(format!(
+                "{} {} state {} {}:{} -> {}:{}: SQL {sql_key} {sql_host:?}, ours {ours} {text:?}",
+                host[i], netns[i], state[i], la[i], lp[i], ra[i], rp[i]
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {n} keys differ, e.g.:\n{}",
+        wrong.len(),
+        wrong
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    c.stop().await;
+}

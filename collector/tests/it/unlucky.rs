@@ -6,7 +6,7 @@
 use finwait_proto::v1 as pb;
 use finwait_proto::v1::collector_message::Body;
 use finwait_testkit::{Privilege, require_root};
-use pb::TcpState::{Established, Listen};
+use pb::TcpState::{CloseWait, Established, Listen};
 
 use crate::support::{AgentStream, Collector, delta, full, identity, now_ms, sock};
 
@@ -451,6 +451,77 @@ async fn a_full_table_in_chunks_is_one_batch_committed_whole_or_not_at_all() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("batch.chunk"), "{status:?}");
     assert_eq!(count(&db, "SELECT count(*) FROM ingest_batches").await, 2);
+    c.stop().await;
+}
+
+/// The state stored for socket `cookie` of the only host.
+async fn state_of(db: &sqlx::PgPool, cookie: u64) -> Vec<i16> {
+    sqlx::query_scalar("SELECT state FROM current_sockets WHERE cookie = $1")
+        .bind(cookie as i64)
+        .fetch_all(db)
+        .await
+        .expect("query")
+}
+
+#[tokio::test]
+async fn a_socket_listed_twice_in_a_chunked_table_is_stored_once_as_last_listed() {
+    if !root("a_socket_listed_twice_in_a_chunked_table") {
+        return;
+    }
+    let c = Collector::start(&[]).await;
+    let db = c.db().await;
+    let e = now_ms() as u64;
+    let t = now_ms() - 10_000;
+    let mut a = AgentStream::open(c.addr, identity("twice"), e, "i", None)
+        .await
+        .expect("hello");
+    // A broken agent lists socket 5 in the first chunk ESTABLISHED and again in the
+    // last one CLOSE_WAIT: the host has nothing open yet (the plain-insert path).
+    let mut parts = chunked(e, 1, t, 1, 30, 10);
+    let again = |p: &mut pb::Batch, cookie: u64, state: pb::TcpState| {
+        if let Some(pb::batch::Payload::Full(f)) = &mut p.payload {
+            f.sockets.push(sock(
+                cookie,
+                state,
+                80,
+                (cookie % 60_000) as u32 + 1,
+                Some(10),
+            ));
+        }
+    };
+    again(&mut parts[2], 5, CloseWait);
+    let body = send_parts(&mut a, parts).await.expect("answer");
+    assert!(acked(&body, 1, false), "{body:?}");
+    assert_eq!(count(&db, "SELECT count(*) FROM current_sockets").await, 30);
+    assert_eq!(state_of(&db, 5).await, vec![CloseWait as i16]);
+    // The next table (the merge path, with lifetimes open) lists socket 15 twice the
+    // other way round, CLOSE_WAIT in the first chunk and ESTABLISHED in the second: the
+    // last listing stands there too, and socket 5 back to ESTABLISHED ends its
+    // CLOSE_WAIT lifetime.
+    let mut parts = chunked(e, 2, t + 1_000, 1, 30, 10);
+    again(&mut parts[0], 15, CloseWait);
+    let body = send_parts(&mut a, parts).await.expect("answer");
+    assert!(acked(&body, 2, false), "{body:?}");
+    assert_eq!(count(&db, "SELECT count(*) FROM current_sockets").await, 30);
+    assert_eq!(state_of(&db, 15).await, vec![Established as i16]);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM socket_lifetimes WHERE cookie = 15"
+        )
+        .await,
+        0,
+        "a socket listed twice in one table opens one lifetime"
+    );
+    assert_eq!(state_of(&db, 5).await, vec![Established as i16]);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM socket_lifetimes WHERE cookie = 5 AND end_reason = 2"
+        )
+        .await,
+        1
+    );
     c.stop().await;
 }
 
