@@ -316,7 +316,8 @@ impl App {
             ingest,
             self.config.max_message_bytes,
             self.config.max_message_bytes,
-        );
+        )
+        .with_wire_budget(self.config.ingest_wire_bytes);
 
         // The fleet gauges of /metrics, refreshed by maintenance after each rollup.
         let fleet_gauges = Arc::new(crate::metrics::fleet::FleetGauges::default());

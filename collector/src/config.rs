@@ -52,6 +52,12 @@ pub struct Config {
     /// is decoded, and waits while the budget is spent.
     #[arg(long, env = "FINWAIT_INGEST_MEMORY_BYTES", default_value_t = 512 * 1024 * 1024)]
     pub ingest_memory_bytes: usize,
+    /// Raw message bytes all ingest streams together may have buffered before their
+    /// messages are decoded: each message reserves its length when its header
+    /// arrives, and its stream is not read while it waits (shed after
+    /// --ingest-batch-wait-ms). At least --max-message-bytes.
+    #[arg(long, env = "FINWAIT_INGEST_WIRE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub ingest_wire_bytes: usize,
     /// How far ahead of the collector's clock an agent's clock may run, in seconds: a
     /// batch taken (or an agent started) further in the future is refused.
     #[arg(long, env = "FINWAIT_MAX_CLOCK_AHEAD_SECONDS", default_value_t = 300)]
@@ -293,6 +299,12 @@ impl Config {
                 self.ingest_memory_bytes,
                 self.max_message_bytes,
                 crate::budget::DECODED_PER_WIRE_BYTE
+            ));
+        }
+        if self.ingest_wire_bytes < self.max_message_bytes {
+            problems.push(format!(
+                "--ingest-wire-bytes {} cannot hold one message of --max-message-bytes {}",
+                self.ingest_wire_bytes, self.max_message_bytes
             ));
         }
         if self.retention_days == 0 {

@@ -47,6 +47,7 @@ use crate::model::{Batch, Payload};
 use crate::shed::{ShedConfig, ShedReason, Shedder};
 use crate::store::{Applied, BatchHead, BatchTx, Begun, Store, StreamLease};
 use crate::validate::{self, Limits};
+use crate::wire_budget::WireLedger;
 
 /// How long an agent may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -91,7 +92,25 @@ pub struct IngestService {
 }
 
 type Outbound = mpsc::Sender<Result<pb::CollectorMessage, Status>>;
-type Inbound = Streaming<AgentEnvelope>;
+/// One stream's messages, with the wire bytes reserved for them (see
+/// [`crate::wire_budget`]): each message's are released once it is accounted for.
+struct Inbound {
+    messages: Streaming<AgentEnvelope>,
+    wire: Option<Arc<WireLedger>>,
+}
+
+impl Inbound {
+    async fn message(&mut self) -> Result<Option<AgentEnvelope>, Status> {
+        self.messages.message().await
+    }
+
+    /// The oldest message read is now held under the memory budget (or refused).
+    fn accounted(&self) {
+        if let Some(w) = &self.wire {
+            w.accounted();
+        }
+    }
+}
 /// What the collector sends on a stream.
 pub type StreamOut = Pin<Box<dyn Stream<Item = Result<pb::CollectorMessage, Status>> + Send>>;
 
@@ -165,6 +184,24 @@ impl IngestService {
         self
     }
 
+    /// How raw messages are bounded before tonic buffers them: `wire` bytes shared by
+    /// every stream, waited for as long as a batch waits for a write slot, the
+    /// stream shed (counted, with a retry delay) when the wait expires.
+    pub fn wire_gate(&self, wire: Budget, max_message: usize) -> crate::wire_budget::WireGate {
+        let shed = self.shed.clone();
+        crate::wire_budget::WireGate {
+            budget: wire,
+            wait: shed.batch_wait(),
+            max_message,
+            shed: Arc::new(move || {
+                shed.refuse(
+                    ShedReason::Memory,
+                    "the collector's ingest memory is spent; retry after the delay given",
+                )
+            }),
+        }
+    }
+
     /// Resolves, with the UNAVAILABLE to send, once the supervisor knows the database
     /// is unreachable (checked every 250 ms); never without a supervisor.
     async fn database_lost(&self) -> Status {
@@ -205,7 +242,10 @@ impl IngestService {
     }
 
     /// Accepts a stream (token, stream limit) and starts its task.
-    pub async fn open(&self, request: Request<Inbound>) -> Result<Response<StreamOut>, Status> {
+    pub async fn open(
+        &self,
+        request: Request<Streaming<AgentEnvelope>>,
+    ) -> Result<Response<StreamOut>, Status> {
         self.authorize(&request)?;
         let permit = Arc::clone(&self.streams).try_acquire_owned().map_err(|_| {
             reject("too_many_streams");
@@ -213,8 +253,13 @@ impl IngestService {
         })?;
         let (tx, rx) = mpsc::channel(8);
         let this = self.clone();
+        let wire = request.extensions().get::<Arc<WireLedger>>().cloned();
+        let inbound = Inbound {
+            messages: request.into_inner(),
+            wire,
+        };
         self.tracker.spawn(async move {
-            this.serve(request.into_inner(), tx).await;
+            this.serve(inbound, tx).await;
             drop(permit);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -226,6 +271,9 @@ impl IngestService {
             _ = self.stop.cancelled() => return Ok(None),
             m = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()) => m,
         };
+        // A hello is small (refused above MAX_HELLO_BYTES undecoded): read, it costs
+        // its wire bytes no longer.
+        inbound.accounted();
         let raw = match first {
             Ok(Ok(Some(AgentEnvelope {
                 hello: Some(h),
@@ -238,6 +286,7 @@ impl IngestService {
                 ));
             }
             Ok(Ok(None)) => return Ok(None),
+            Ok(Err(status)) if wire_shed(&status) => return Err(status),
             // An undecodable hello is the agent's mistake: say so, never end with OK.
             Ok(Err(status)) => {
                 return match unreadable(&status) {
@@ -414,6 +463,7 @@ impl IngestService {
                 ErrorCode::InvalidArgument.status("only batches may follow hello"),
             )),
             Ok(None) => Ok(None),
+            Err(status) if wire_shed(&status) => Err(status),
             Err(status) => {
                 // A message over the size limit or undecodable: tell the agent why
                 // (if it is still there); a closed transport just ends the stream.
@@ -518,6 +568,7 @@ impl IngestService {
             None
         };
         let (reserved, b, raw) = self.decode(raw).await?;
+        inbound.accounted();
         let (epoch, seq) = (b.epoch, b.seq);
         let span = tracing::info_span!("batch", epoch, seq, chunks = tracing::field::Empty);
         async move {
@@ -643,6 +694,7 @@ impl IngestService {
             };
             digest.update(&raw);
             let (reserved, c, _) = self.decode(raw).await?;
+            inbound.accounted();
             if (c.epoch, c.seq, c.chunk) != (id.0, id.1, next) {
                 return Err(Some(refuse(
                     "invalid_batch",
@@ -769,6 +821,12 @@ fn stream_id() -> i64 {
 /// transport itself closed (nobody to tell). A message that does not decode (invalid
 /// UTF-8 in a string, a malformed field: tonic reports INTERNAL) is the agent's
 /// mistake, INVALID_ARGUMENT naming why; one over the size limit stays OUT_OF_RANGE.
+/// A stream shed while a message waited for its wire bytes ([`crate::wire_budget`]):
+/// the status is passed on as it is, retry delay included.
+fn wire_shed(status: &Status) -> bool {
+    status.code() == tonic::Code::Unavailable && crate::shed::retry_delay(status).is_some()
+}
+
 fn unreadable(status: &Status) -> Option<Status> {
     match status.code() {
         tonic::Code::OutOfRange => Some(status.clone()),

@@ -1,7 +1,9 @@
 //! `finwait.v1.Ingest` served by hand instead of by the generated `IngestServer`: the
 //! same path and wire format, but the request messages are read as
 //! [`AgentEnvelope`]s (hello and batch left encoded), so [`crate::ingest`] can refuse
-//! an oversized hello and reserve memory for a batch before decoding either.
+//! an oversized hello and reserve memory for a batch before decoding either; and each
+//! request body is metered ([`crate::wire_budget`]) so tonic buffers no message whose
+//! bytes were not reserved.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use tonic::server::{NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::ingest::{IngestService, StreamOut};
+use crate::wire_budget::{MeteredBody, WireGate, WireLedger};
 
 /// The gRPC path of the one method.
 const STREAM_PATH: &str = "/finwait.v1.Ingest/Stream";
@@ -27,6 +30,8 @@ pub struct IngestServer {
     max_decoding: usize,
     /// Largest message encoded.
     max_encoding: usize,
+    /// Bounds raw messages before tonic buffers them (see [`crate::wire_budget`]).
+    wire: Option<WireGate>,
 }
 
 impl IngestServer {
@@ -36,7 +41,18 @@ impl IngestServer {
             inner: Arc::new(inner),
             max_decoding,
             max_encoding,
+            wire: None,
         }
+    }
+
+    /// Reserves every request message's bytes from a budget of `wire_bytes` before
+    /// tonic buffers it (`--ingest-wire-bytes`).
+    pub fn with_wire_budget(mut self, wire_bytes: usize) -> IngestServer {
+        self.wire = Some(
+            self.inner
+                .wire_gate(crate::budget::Budget::new(wire_bytes), self.max_decoding),
+        );
+        self
     }
 }
 
@@ -67,6 +83,16 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for IngestServer 
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let req = match &self.wire {
+            Some(gate) => {
+                let ledger = Arc::new(WireLedger::default());
+                let (mut parts, body) = req.into_parts();
+                parts.extensions.insert(Arc::clone(&ledger));
+                let body = tonic::body::Body::new(MeteredBody::new(body, gate.clone(), ledger));
+                http::Request::from_parts(parts, body)
+            }
+            None => req,
+        };
         if req.uri().path() != STREAM_PATH {
             return Box::pin(async move {
                 Ok(Status::unimplemented("no such method in finwait.v1.Ingest").into_http())

@@ -49,17 +49,24 @@ pub enum ShedReason {
     Saturated,
     /// The supervisor knows the database is unreachable.
     DatabaseDown,
+    /// A message waited the whole batch wait for its wire bytes (`--ingest-wire-bytes`).
+    Memory,
 }
 
 impl ShedReason {
     /// Every reason (the metric's series are exported from start, at 0).
-    pub const ALL: [ShedReason; 2] = [ShedReason::Saturated, ShedReason::DatabaseDown];
+    pub const ALL: [ShedReason; 3] = [
+        ShedReason::Saturated,
+        ShedReason::DatabaseDown,
+        ShedReason::Memory,
+    ];
 
     /// The `reason` label.
     pub fn label(self) -> &'static str {
         match self {
             ShedReason::Saturated => "saturated",
             ShedReason::DatabaseDown => "database_down",
+            ShedReason::Memory => "memory",
         }
     }
 }
@@ -179,6 +186,12 @@ impl Shedder {
             "ingest write shed"
         );
         unavailable(message, delay)
+    }
+
+    /// How long a batch on an established stream may wait (for a write slot, or for
+    /// its wire bytes).
+    pub fn batch_wait(&self) -> Duration {
+        self.config.batch_wait
     }
 
     /// Writes waiting for a slot now.

@@ -808,3 +808,123 @@ async fn oversized_metadata_is_refused_by_the_transport_and_costs_nothing() {
     assert!(welcomed(&got), "{got:?}");
     c.stop().await;
 }
+
+/// Opens an ingest stream below tonic's encoder whose body is what the returned sender
+/// sends, ending when it is dropped; the task resolves to the stream's final
+/// trailers (the headers of a trailers-only answer).
+async fn open_raw(
+    c: &Collector,
+) -> (
+    mpsc::Sender<Vec<u8>>,
+    tokio::task::JoinHandle<tonic::codegen::http::HeaderMap>,
+) {
+    use http_body_util::BodyExt;
+    use tonic::codegen::Service;
+    let mut channel = channel(c).await;
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .expect("ready");
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
+    let frames = tokio_stream::StreamExt::map(ReceiverStream::new(rx), |b| {
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(prost::bytes::Bytes::from(b)))
+    });
+    let req = tonic::codegen::http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{}/finwait.v1.Ingest/Stream", c.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(http_body_util::StreamBody::new(
+            frames,
+        )))
+        .expect("request");
+    let answer = tokio::spawn(async move {
+        let resp = channel.call(req).await.expect("an HTTP answer");
+        let headers = resp.headers().clone();
+        let collected = resp.into_body().collect().await.expect("body");
+        collected.trailers().cloned().unwrap_or(headers)
+    });
+    (tx, answer)
+}
+
+/// A gRPC length prefix declaring `len` bytes, followed by `sent` of them.
+fn declared(len: u32, sent: usize) -> Vec<u8> {
+    let mut m = vec![0];
+    m.extend_from_slice(&len.to_be_bytes());
+    m.extend(std::iter::repeat_n(0u8, sent));
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_waiting_for_wire_bytes_is_not_read_and_its_stream_is_shed_with_a_delay() {
+    if require_root("a_message_waiting_for_wire_bytes_is_not_read") == Privilege::OptedOut {
+        return;
+    }
+    // Wire bytes for one message of the limit: tonic may buffer no more than that.
+    let c = Collector::start(&[
+        "--max-message-bytes",
+        "1048576",
+        "--ingest-wire-bytes",
+        "1048576",
+        "--ingest-batch-wait-ms",
+        "1500",
+    ])
+    .await;
+    let wait = std::time::Duration::from_secs(20);
+    // A: a hello, then a batch declared 1,000,000 bytes of which 100,000 arrive; its
+    // stream holds those wire bytes while the rest does not come.
+    let (a, a_end) = open_raw(&c).await;
+    a.send(frames(&[(0, None, hello("wire-a").encode_to_vec())]))
+        .await
+        .expect("send");
+    a.send(declared(1_000_000, 100_000)).await.expect("send");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // B: its hello fits in what is left, its 500,000-byte batch does not. It is not
+    // read (the bytes would be buffered); after the batch wait the stream ends
+    // UNAVAILABLE with a retry delay, while A still holds the bytes.
+    let (b, b_end) = open_raw(&c).await;
+    b.send(frames(&[(0, None, hello("wire-b").encode_to_vec())]))
+        .await
+        .expect("send");
+    b.send(declared(500_000, 1_000)).await.expect("send");
+    let trailers = tokio::time::timeout(wait, b_end)
+        .await
+        .expect("B is shed within the wait")
+        .expect("task");
+    let status = trailers.get("grpc-status").and_then(|v| v.to_str().ok());
+    assert_eq!(status, Some("14"), "UNAVAILABLE: {trailers:?}");
+    let pushback: Option<u64> = trailers
+        .get("grpc-retry-pushback-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    assert!(
+        pushback.is_some_and(|ms| ms > 0),
+        "a retry delay for the agent: {trailers:?}"
+    );
+    assert!(
+        !a_end.is_finished(),
+        "A's stream is still open and holds the bytes"
+    );
+    // A's message never completes: when its body ends, the stream ends INVALID_ARGUMENT
+    // (the agent's mistake) and its bytes are released.
+    drop(a);
+    let trailers = tokio::time::timeout(wait, a_end)
+        .await
+        .expect("A ends")
+        .expect("task");
+    assert_eq!(
+        trailers.get("grpc-status").and_then(|v| v.to_str().ok()),
+        Some("3"),
+        "{trailers:?}"
+    );
+    drop(b);
+    // A well-formed agent is then welcomed and acknowledged: nothing stayed reserved.
+    let good = batch_msg(full(1, 1, now_ms(), vec![])).encode_to_vec();
+    let (got, _) = exchange(&c, vec![hello("wire-c").encode_to_vec(), good]).await;
+    assert!(welcomed(&got), "{got:?}");
+    assert!(
+        got.iter()
+            .any(|m| matches!(m.body, Some(pb::collector_message::Body::Ack(_)))),
+        "{got:?}"
+    );
+    c.stop().await;
+}

@@ -144,7 +144,7 @@ async fn metrics_of_a_real_collector_and_agent_pass_promtool_and_follow_real_ing
         0.0
     );
     assert_eq!(must(&before, "finwait_ingest_streams_active"), 0.0);
-    for reason in ["saturated", "database_down"] {
+    for reason in ["saturated", "database_down", "memory"] {
         let series = format!("finwait_ingest_shed_total{{reason=\"{reason}\"}}");
         assert_eq!(must(&before, &series), 0.0, "{series}");
     }
@@ -180,7 +180,7 @@ async fn metrics_of_a_real_collector_and_agent_pass_promtool_and_follow_real_ing
     assert!(must(&after, "finwait_ingest_ack_seconds_count") >= committed);
     assert!(must(&after, "finwait_db_acquire_seconds_count{pool=\"ingest\"}") >= committed);
     assert_eq!(must(&after, "finwait_ingest_streams_active"), 1.0);
-    for reason in ["saturated", "database_down"] {
+    for reason in ["saturated", "database_down", "memory"] {
         let series = format!("finwait_ingest_shed_total{{reason=\"{reason}\"}}");
         assert_eq!(must(&after, &series), 0.0, "{series}");
     }
