@@ -90,6 +90,9 @@ enum Listed {
         comm: String,
         /// Descriptor numbers.
         fds: Vec<u32>,
+        /// Its links were all read with the listing (a process the cache did not
+        /// know): the results are in [`Listing::links`], nothing is left to read.
+        prefetched: bool,
     },
     /// Known to be unreadable (same process as before).
     Denied,
@@ -99,10 +102,18 @@ enum Listed {
     Vanished,
 }
 
-/// Phase one of a scan: every process and its descriptor numbers. Taking it needs only
+/// Phase one of a scan: every process and its descriptor numbers, and the links of the
+/// processes the cache did not know (all of them on a cold start). Taking it needs only
 /// shared access, so it can run while the socket tables are dumped.
 #[derive(Debug)]
-pub struct Listing(Vec<(u32, Listed)>);
+pub struct Listing {
+    /// Per process, what listing gave.
+    procs: Vec<(u32, Listed)>,
+    /// Links read with the listing, per process (a process may come in several chunks).
+    links: Vec<(u32, Links)>,
+    /// How many links those are.
+    links_read: u64,
+}
 
 /// Finds the processes holding socket inodes; keeps its cache between calls.
 #[derive(Debug)]
@@ -241,9 +252,32 @@ impl OwnerScanner {
             std::cmp::Reverse(self.procs.get(p).map_or(0, |e| e.fds.len()))
         });
         let root = self.proc_root.as_str();
-        Listing(parallel(self.threads, &pids, |&pid| {
-            (pid, self.list_one(root, pid))
-        }))
+        let mut procs = parallel(self.threads, &pids, |&pid| (pid, self.list_one(root, pid)));
+        // A process the cache does not know has every link to read: read them now, so
+        // that on a cold start they overlap the table dump rather than follow it.
+        let mut fresh: Vec<(u32, &[u32])> = Vec::new();
+        for (pid, listed) in &mut procs {
+            if let Listed::Fds {
+                start_ticks,
+                fds,
+                prefetched,
+                ..
+            } = listed
+                && self
+                    .procs
+                    .get(pid)
+                    .is_none_or(|e| e.process.start_ticks != *start_ticks)
+            {
+                *prefetched = true;
+                fresh.push((*pid, fds.as_slice()));
+            }
+        }
+        let (links, links_read) = self.read_chunks(&fresh);
+        Listing {
+            procs,
+            links,
+            links_read,
+        }
     }
 
     fn list_one(&self, root: &str, pid: u32) -> Listed {
@@ -262,6 +296,7 @@ impl OwnerScanner {
                 start_ticks,
                 comm,
                 fds,
+                prefetched: false,
             },
             Err(e) if e.kind() == ErrorKind::PermissionDenied => Listed::Unreadable,
             Err(_) => Listed::Vanished,
@@ -323,13 +358,14 @@ impl OwnerScanner {
         stats: &mut OwnerScanStats,
     ) -> Vec<Work> {
         let mut work = Vec::new();
-        for (pid, listed) in listing.0 {
-            let (start_ticks, comm, fds) = match listed {
+        for (pid, listed) in listing.procs {
+            let (start_ticks, comm, fds, prefetched) = match listed {
                 Listed::Fds {
                     start_ticks,
                     comm,
                     fds,
-                } => (start_ticks, comm, fds),
+                    prefetched,
+                } => (start_ticks, comm, fds, prefetched),
                 Listed::Denied => {
                     if let Some(e) = self.procs.get_mut(&pid) {
                         e.seen = self.cycle;
@@ -395,26 +431,37 @@ impl OwnerScanner {
                 let keep: IntSet<u32> = fds.iter().copied().collect();
                 entry.fds.retain(|fd, _| keep.contains(fd));
             }
-            if !todo.is_empty() {
+            if !todo.is_empty() && !prefetched {
                 work.push(Work { pid, fds: todo });
             }
         }
         let cycle = self.cycle;
         self.procs.retain(|_, e| e.seen == cycle);
+        stats.links_read += listing.links_read;
+        self.apply_links(listing.links, stats);
         work
     }
 
     /// Reads the links in `work` (in parallel when there are many) into the cache.
     fn read_links(&mut self, work: &mut Vec<Work>, stats: &mut OwnerScanStats) {
+        let items: Vec<(u32, &[u32])> = work.iter().map(|w| (w.pid, w.fds.as_slice())).collect();
+        let (results, read) = self.read_chunks(&items);
+        stats.links_read += read;
+        self.apply_links(results, stats);
+        work.clear();
+    }
+
+    /// Reads the links of `work` (pid, descriptors), in parallel when there are many;
+    /// returns the results per chunk and how many links were read.
+    fn read_chunks(&self, work: &[(u32, &[u32])]) -> (Vec<(u32, Links)>, u64) {
         // Split big processes into chunks so threads share them evenly.
         let mut items: Vec<(u32, &[u32])> = Vec::new();
-        for w in work.iter() {
-            for c in w.fds.chunks(CHUNK) {
-                items.push((w.pid, c));
+        for &(pid, fds) in work {
+            for c in fds.chunks(CHUNK) {
+                items.push((pid, c));
             }
         }
         let total: usize = items.iter().map(|(_, c)| c.len()).sum();
-        stats.links_read += total as u64;
         let root = self.proc_root.as_str();
         let threads = if total < PARALLEL_MIN_LINKS {
             1
@@ -424,6 +471,11 @@ impl OwnerScanner {
         let results = parallel(threads, &items, |&(pid, fds)| {
             (pid, read_chunk(root, pid, fds))
         });
+        (results, total as u64)
+    }
+
+    /// Puts links read (per chunk) into the cache; a refusal marks the process denied.
+    fn apply_links(&mut self, results: Vec<(u32, Links)>, stats: &mut OwnerScanStats) {
         for (pid, links) in results {
             if let Some(entry) = self.procs.get_mut(&pid) {
                 let Links::Read(links) = links else {
@@ -446,37 +498,48 @@ impl OwnerScanner {
                 }
             }
         }
-        work.clear();
     }
 
     /// Builds inode → owners for the wanted inodes from the cache.
     /// Lists equal to the last listing's are that list again (shared, not copied), so
     /// an unchanged socket compares equal by pointer.
+    ///
+    /// The holders are gathered in one vector and sorted, so that each inode's are
+    /// adjacent and in (pid, fd) order: one allocation per inode (its shared list)
+    /// rather than a growing vector per inode and a copy of it.
     fn owner_map(&self, inodes: &IntSet<u64>) -> OwnerMap {
-        let mut map: IntMap<u64, Vec<Owner>> =
-            IntMap::with_capacity_and_hasher(inodes.len(), Default::default());
+        let mut held: Vec<(u64, u32, u32, &Arc<Process>)> = Vec::with_capacity(inodes.len());
         for entry in self.procs.values() {
             for (&fd, &inode) in &entry.fds {
                 if inode != 0 && inodes.contains(&inode) {
-                    map.entry(inode).or_default().push(Owner {
-                        process: Arc::clone(&entry.process),
-                        fd,
-                    });
+                    held.push((inode, entry.process.pid, fd, &entry.process));
                 }
             }
         }
-        map.into_iter()
-            .map(|(inode, mut owners)| {
-                if owners.len() > 1 {
-                    owners.sort_unstable_by_key(|o| (o.process.pid, o.fd));
-                }
-                let shared = match self.last_owners.get(&inode) {
-                    Some(prev) if **prev == *owners => Arc::clone(prev),
-                    _ => Arc::from(owners),
-                };
-                (inode, shared)
-            })
-            .collect()
+        held.sort_unstable_by_key(|&(inode, pid, fd, _)| (inode, pid, fd));
+        let mut map = OwnerMap::with_capacity_and_hasher(held.len(), Default::default());
+        for run in held.chunk_by(|a, b| a.0 == b.0) {
+            let inode = run[0].0;
+            let same = |prev: &[Owner]| {
+                prev.len() == run.len()
+                    && prev
+                        .iter()
+                        .zip(run)
+                        .all(|(o, &(_, _, fd, process))| o.fd == fd && o.process == *process)
+            };
+            let shared = match self.last_owners.get(&inode) {
+                Some(prev) if same(prev) => Arc::clone(prev),
+                _ => run
+                    .iter()
+                    .map(|&(_, _, fd, process)| Owner {
+                        process: Arc::clone(process),
+                        fd,
+                    })
+                    .collect(),
+            };
+            map.insert(inode, shared);
+        }
+        map
     }
 }
 
@@ -516,6 +579,7 @@ fn parse_fd_name(name: &CStr) -> Option<u32> {
 }
 
 /// What reading one chunk of links gave.
+#[derive(Debug)]
 enum Links {
     /// Per fd: `Some(inode)` for a socket, `Some(0)` for another file, `None` when the
     /// descriptor is gone.
