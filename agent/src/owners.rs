@@ -454,12 +454,23 @@ impl OwnerScanner {
     /// Reads the links of `work` (pid, descriptors), in parallel when there are many;
     /// returns the results per chunk and how many links were read.
     fn read_chunks(&self, work: &[(u32, &[u32])]) -> (Vec<(u32, Links)>, u64) {
-        // Split big processes into chunks so threads share them evenly.
+        // Split big processes into chunks so threads share them evenly, and deal the
+        // chunks out round-robin over processes: two threads reading one process's
+        // descriptors at once contend on its task lock (fget_task), two reading
+        // different processes do not.
         let mut items: Vec<(u32, &[u32])> = Vec::new();
-        for &(pid, fds) in work {
-            for c in fds.chunks(CHUNK) {
-                items.push((pid, c));
-            }
+        let mut chunks: Vec<(u32, std::slice::Chunks<'_, u32>)> = work
+            .iter()
+            .map(|&(pid, fds)| (pid, fds.chunks(CHUNK)))
+            .collect();
+        while !chunks.is_empty() {
+            chunks.retain_mut(|(pid, it)| match it.next() {
+                Some(c) => {
+                    items.push((*pid, c));
+                    true
+                }
+                None => false,
+            });
         }
         let total: usize = items.iter().map(|(_, c)| c.len()).sum();
         let root = self.proc_root.as_str();
