@@ -105,6 +105,9 @@ enum Listed {
         /// `fds` are not listed yet but the candidates `0..N`, N being the count of
         /// open descriptors the kernel reports (see [`OwnerScanner::list`]).
         probe: bool,
+        /// Command line and cgroup hint, read with the listing for a process the cache
+        /// did not know (in parallel, and overlapping the dump when the listing does).
+        details: Option<(String, String)>,
     },
     /// Known to be unreadable (same process as before).
     Denied,
@@ -342,6 +345,12 @@ impl OwnerScanner {
             return Listed::Denied;
         }
         let fresh = cached.is_none_or(|e| e.process.start_ticks != start_ticks);
+        let details = fresh.then(|| {
+            (
+                read_cmdline(root, pid),
+                crate::netns::cgroup_hint(root, pid),
+            )
+        });
         let dir = match open_fd_dir(root, pid) {
             Ok(dir) => dir,
             Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM) => return Listed::Unreadable,
@@ -362,6 +371,7 @@ impl OwnerScanner {
                 fds: (0..n).collect(),
                 prefetched: true,
                 probe: true,
+                details,
             };
         }
         match list_dir(&dir) {
@@ -371,6 +381,7 @@ impl OwnerScanner {
                 fds,
                 prefetched: fresh,
                 probe: false,
+                details,
             },
             Err(e) if e.kind() == ErrorKind::PermissionDenied => Listed::Unreadable,
             Err(_) => Listed::Vanished,
@@ -433,14 +444,15 @@ impl OwnerScanner {
     ) -> Vec<Work> {
         let mut work = Vec::new();
         for (pid, listed) in listing.procs {
-            let (start_ticks, comm, fds, prefetched) = match listed {
+            let (start_ticks, comm, fds, prefetched, details) = match listed {
                 Listed::Fds {
                     start_ticks,
                     comm,
                     fds,
                     prefetched,
+                    details,
                     ..
-                } => (start_ticks, comm, fds, prefetched),
+                } => (start_ticks, comm, fds, prefetched, details),
                 Listed::Denied => {
                     if let Some(e) = self.procs.get_mut(&pid) {
                         e.seen = self.cycle;
@@ -463,8 +475,12 @@ impl OwnerScanner {
                 .get(&pid)
                 .is_none_or(|e| e.process.start_ticks != start_ticks);
             if fresh {
-                let cmdline = read_cmdline(&self.proc_root, pid);
-                let cgroup = crate::netns::cgroup_hint(&self.proc_root, pid);
+                let (cmdline, cgroup) = details.unwrap_or_else(|| {
+                    (
+                        read_cmdline(&self.proc_root, pid),
+                        crate::netns::cgroup_hint(&self.proc_root, pid),
+                    )
+                });
                 let hostname = self.uts.hostname_of(&self.proc_root, pid);
                 self.procs.insert(
                     pid,
@@ -572,6 +588,10 @@ impl OwnerScanner {
                     }
                     continue;
                 };
+                if entry.fds.is_empty() {
+                    // A new process: sized once rather than grown link by link.
+                    entry.fds.reserve(links.len());
+                }
                 for (fd, inode) in links {
                     match inode {
                         Some(inode) => {
