@@ -22,6 +22,15 @@
 //!
 //! Link reads are spread over worker threads (one per core by default): the kernel
 //! work per link is the floor, and it parallelises.
+//!
+//! A process the cache does not know (every process, on a cold start) has all its
+//! links read with the listing itself, so that they overlap the table dump when the
+//! listing does. Its descriptors are then not listed with getdents but probed: the
+//! links of `0..N` are read, N being the count of open descriptors the kernel gives as
+//! the size of `/proc/PID/fd` (Linux 6.2 and later). When the numbers that answer are
+//! fewer than N (a table with holes), the directory is listed after all and only the
+//! descriptors the probe missed are read; with a size of 0 (older kernels) it is
+//! listed first, as for a known process.
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -90,6 +99,15 @@ enum Listed {
         comm: String,
         /// Descriptor numbers.
         fds: Vec<u32>,
+        /// Its links were all read with the listing (a process the cache did not
+        /// know): the results are in [`Listing::links`], nothing is left to read.
+        prefetched: bool,
+        /// `fds` are not listed yet but the candidates `0..N`, N being the count of
+        /// open descriptors the kernel reports (see [`OwnerScanner::list`]).
+        probe: bool,
+        /// Command line and cgroup hint, read with the listing for a process the cache
+        /// did not know (in parallel, and overlapping the dump when the listing does).
+        details: Option<(String, String)>,
     },
     /// Known to be unreadable (same process as before).
     Denied,
@@ -99,10 +117,18 @@ enum Listed {
     Vanished,
 }
 
-/// Phase one of a scan: every process and its descriptor numbers. Taking it needs only
+/// Phase one of a scan: every process and its descriptor numbers, and the links of the
+/// processes the cache did not know (all of them on a cold start). Taking it needs only
 /// shared access, so it can run while the socket tables are dumped.
 #[derive(Debug)]
-pub struct Listing(Vec<(u32, Listed)>);
+pub struct Listing {
+    /// Per process, what listing gave.
+    procs: Vec<(u32, Listed)>,
+    /// Links read with the listing, per process (a process may come in several chunks).
+    links: Vec<(u32, Links)>,
+    /// How many links those are.
+    links_read: u64,
+}
 
 /// Finds the processes holding socket inodes; keeps its cache between calls.
 #[derive(Debug)]
@@ -241,27 +267,121 @@ impl OwnerScanner {
             std::cmp::Reverse(self.procs.get(p).map_or(0, |e| e.fds.len()))
         });
         let root = self.proc_root.as_str();
-        Listing(parallel(self.threads, &pids, |&pid| {
-            (pid, self.list_one(root, pid))
-        }))
+        let mut procs = parallel(self.threads, &pids, |&pid| (pid, self.list_one(root, pid)));
+        // A process the cache does not know has every link to read: read them now, so
+        // that on a cold start they overlap the table dump rather than follow it.
+        let fresh: Vec<(u32, &[u32])> = procs
+            .iter()
+            .filter_map(|(pid, listed)| match listed {
+                Listed::Fds {
+                    fds,
+                    prefetched: true,
+                    ..
+                } => Some((*pid, fds.as_slice())),
+                _ => None,
+            })
+            .collect();
+        let (chunks, _) = self.read_chunks(&fresh);
+        drop(fresh);
+        // Per process, its chunks' links (None once one was refused).
+        let mut by_pid: IntMap<u32, Option<Vec<LinkRead>>> = IntMap::default();
+        for (pid, links) in chunks {
+            let slot = by_pid.entry(pid).or_insert_with(|| Some(Vec::new()));
+            match (links, slot.as_mut()) {
+                (Links::Read(read), Some(all)) => all.extend(read),
+                _ => *slot = None,
+            }
+        }
+        let mut links = Vec::new();
+        let mut links_read = 0;
+        for (pid, listed) in &mut procs {
+            let Listed::Fds {
+                fds,
+                prefetched: true,
+                probe,
+                ..
+            } = listed
+            else {
+                continue;
+            };
+            let read = match by_pid.remove(pid) {
+                Some(Some(read)) => read,
+                // No descriptors, no chunks.
+                None => Vec::new(),
+                Some(None) => {
+                    links_read += fds.len() as u64;
+                    links.push((*pid, Links::Denied));
+                    continue;
+                }
+            };
+            if *probe {
+                match settle_probe(root, *pid, fds.len(), read) {
+                    Ok((listed_fds, result)) => {
+                        *fds = listed_fds;
+                        *probe = false;
+                        links_read += fds.len() as u64;
+                        links.push((*pid, result));
+                    }
+                    Err(gone) => *listed = gone,
+                }
+                continue;
+            }
+            links_read += fds.len() as u64;
+            links.push((*pid, Links::Read(read)));
+        }
+        Listing {
+            procs,
+            links,
+            links_read,
+        }
     }
 
     fn list_one(&self, root: &str, pid: u32) -> Listed {
         let Some((start_ticks, comm)) = read_stat(root, pid) else {
             return Listed::Vanished;
         };
-        if self
-            .procs
-            .get(&pid)
-            .is_some_and(|e| e.denied && e.process.start_ticks == start_ticks)
-        {
+        let cached = self.procs.get(&pid);
+        if cached.is_some_and(|e| e.denied && e.process.start_ticks == start_ticks) {
             return Listed::Denied;
         }
-        match list_fds(root, pid) {
+        let fresh = cached.is_none_or(|e| e.process.start_ticks != start_ticks);
+        let details = fresh.then(|| {
+            (
+                read_cmdline(root, pid),
+                crate::netns::cgroup_hint(root, pid),
+            )
+        });
+        let dir = match open_fd_dir(root, pid) {
+            Ok(dir) => dir,
+            Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM) => return Listed::Unreadable,
+            Err(_) => return Listed::Vanished,
+        };
+        // A process the cache does not know has every link read anyway, and its
+        // descriptors are mostly 0..N: reading the links of 0..N, N being the count of
+        // open descriptors the kernel reports as the directory's size (Linux 6.2 and
+        // later; 0 before), lists them too, without getdents.
+        if fresh
+            && let Ok(st) = rustix::fs::fstat(&dir)
+            && let Ok(n) = u32::try_from(st.st_size)
+            && n > 0
+        {
+            return Listed::Fds {
+                start_ticks,
+                comm,
+                fds: (0..n).collect(),
+                prefetched: true,
+                probe: true,
+                details,
+            };
+        }
+        match list_dir(&dir) {
             Ok(fds) => Listed::Fds {
                 start_ticks,
                 comm,
                 fds,
+                prefetched: fresh,
+                probe: false,
+                details,
             },
             Err(e) if e.kind() == ErrorKind::PermissionDenied => Listed::Unreadable,
             Err(_) => Listed::Vanished,
@@ -323,13 +443,16 @@ impl OwnerScanner {
         stats: &mut OwnerScanStats,
     ) -> Vec<Work> {
         let mut work = Vec::new();
-        for (pid, listed) in listing.0 {
-            let (start_ticks, comm, fds) = match listed {
+        for (pid, listed) in listing.procs {
+            let (start_ticks, comm, fds, prefetched, details) = match listed {
                 Listed::Fds {
                     start_ticks,
                     comm,
                     fds,
-                } => (start_ticks, comm, fds),
+                    prefetched,
+                    details,
+                    ..
+                } => (start_ticks, comm, fds, prefetched, details),
                 Listed::Denied => {
                     if let Some(e) = self.procs.get_mut(&pid) {
                         e.seen = self.cycle;
@@ -352,8 +475,12 @@ impl OwnerScanner {
                 .get(&pid)
                 .is_none_or(|e| e.process.start_ticks != start_ticks);
             if fresh {
-                let cmdline = read_cmdline(&self.proc_root, pid);
-                let cgroup = crate::netns::cgroup_hint(&self.proc_root, pid);
+                let (cmdline, cgroup) = details.unwrap_or_else(|| {
+                    (
+                        read_cmdline(&self.proc_root, pid),
+                        crate::netns::cgroup_hint(&self.proc_root, pid),
+                    )
+                });
                 let hostname = self.uts.hostname_of(&self.proc_root, pid);
                 self.procs.insert(
                     pid,
@@ -395,26 +522,48 @@ impl OwnerScanner {
                 let keep: IntSet<u32> = fds.iter().copied().collect();
                 entry.fds.retain(|fd, _| keep.contains(fd));
             }
-            if !todo.is_empty() {
+            if !todo.is_empty() && !prefetched {
                 work.push(Work { pid, fds: todo });
             }
         }
         let cycle = self.cycle;
         self.procs.retain(|_, e| e.seen == cycle);
+        stats.links_read += listing.links_read;
+        self.apply_links(listing.links, stats);
         work
     }
 
     /// Reads the links in `work` (in parallel when there are many) into the cache.
     fn read_links(&mut self, work: &mut Vec<Work>, stats: &mut OwnerScanStats) {
-        // Split big processes into chunks so threads share them evenly.
+        let items: Vec<(u32, &[u32])> = work.iter().map(|w| (w.pid, w.fds.as_slice())).collect();
+        let (results, read) = self.read_chunks(&items);
+        stats.links_read += read;
+        self.apply_links(results, stats);
+        work.clear();
+    }
+
+    /// Reads the links of `work` (pid, descriptors), in parallel when there are many;
+    /// returns the results per chunk and how many links were read.
+    fn read_chunks(&self, work: &[(u32, &[u32])]) -> (Vec<(u32, Links)>, u64) {
+        // Split big processes into chunks so threads share them evenly, and deal the
+        // chunks out round-robin over processes: two threads reading one process's
+        // descriptors at once contend on its task lock (fget_task), two reading
+        // different processes do not.
         let mut items: Vec<(u32, &[u32])> = Vec::new();
-        for w in work.iter() {
-            for c in w.fds.chunks(CHUNK) {
-                items.push((w.pid, c));
-            }
+        let mut chunks: Vec<(u32, std::slice::Chunks<'_, u32>)> = work
+            .iter()
+            .map(|&(pid, fds)| (pid, fds.chunks(CHUNK)))
+            .collect();
+        while !chunks.is_empty() {
+            chunks.retain_mut(|(pid, it)| match it.next() {
+                Some(c) => {
+                    items.push((*pid, c));
+                    true
+                }
+                None => false,
+            });
         }
         let total: usize = items.iter().map(|(_, c)| c.len()).sum();
-        stats.links_read += total as u64;
         let root = self.proc_root.as_str();
         let threads = if total < PARALLEL_MIN_LINKS {
             1
@@ -424,6 +573,11 @@ impl OwnerScanner {
         let results = parallel(threads, &items, |&(pid, fds)| {
             (pid, read_chunk(root, pid, fds))
         });
+        (results, total as u64)
+    }
+
+    /// Puts links read (per chunk) into the cache; a refusal marks the process denied.
+    fn apply_links(&mut self, results: Vec<(u32, Links)>, stats: &mut OwnerScanStats) {
         for (pid, links) in results {
             if let Some(entry) = self.procs.get_mut(&pid) {
                 let Links::Read(links) = links else {
@@ -434,6 +588,10 @@ impl OwnerScanner {
                     }
                     continue;
                 };
+                if entry.fds.is_empty() {
+                    // A new process: sized once rather than grown link by link.
+                    entry.fds.reserve(links.len());
+                }
                 for (fd, inode) in links {
                     match inode {
                         Some(inode) => {
@@ -446,50 +604,70 @@ impl OwnerScanner {
                 }
             }
         }
-        work.clear();
     }
 
     /// Builds inode → owners for the wanted inodes from the cache.
     /// Lists equal to the last listing's are that list again (shared, not copied), so
     /// an unchanged socket compares equal by pointer.
+    ///
+    /// The holders are gathered in one vector and sorted, so that each inode's are
+    /// adjacent and in (pid, fd) order: one allocation per inode (its shared list)
+    /// rather than a growing vector per inode and a copy of it.
     fn owner_map(&self, inodes: &IntSet<u64>) -> OwnerMap {
-        let mut map: IntMap<u64, Vec<Owner>> =
-            IntMap::with_capacity_and_hasher(inodes.len(), Default::default());
+        let mut held: Vec<(u64, u32, u32, &Arc<Process>)> = Vec::with_capacity(inodes.len());
         for entry in self.procs.values() {
             for (&fd, &inode) in &entry.fds {
                 if inode != 0 && inodes.contains(&inode) {
-                    map.entry(inode).or_default().push(Owner {
-                        process: Arc::clone(&entry.process),
-                        fd,
-                    });
+                    held.push((inode, entry.process.pid, fd, &entry.process));
                 }
             }
         }
-        map.into_iter()
-            .map(|(inode, mut owners)| {
-                if owners.len() > 1 {
-                    owners.sort_unstable_by_key(|o| (o.process.pid, o.fd));
-                }
-                let shared = match self.last_owners.get(&inode) {
-                    Some(prev) if **prev == *owners => Arc::clone(prev),
-                    _ => Arc::from(owners),
-                };
-                (inode, shared)
-            })
-            .collect()
+        held.sort_unstable_by_key(|&(inode, pid, fd, _)| (inode, pid, fd));
+        let mut map = OwnerMap::with_capacity_and_hasher(held.len(), Default::default());
+        for run in held.chunk_by(|a, b| a.0 == b.0) {
+            let inode = run[0].0;
+            let same = |prev: &[Owner]| {
+                prev.len() == run.len()
+                    && prev
+                        .iter()
+                        .zip(run)
+                        .all(|(o, &(_, _, fd, process))| o.fd == fd && o.process == *process)
+            };
+            let shared = match self.last_owners.get(&inode) {
+                Some(prev) if same(prev) => Arc::clone(prev),
+                _ => run
+                    .iter()
+                    .map(|&(_, _, fd, process)| Owner {
+                        process: Arc::clone(process),
+                        fd,
+                    })
+                    .collect(),
+            };
+            map.insert(inode, shared);
+        }
+        map
     }
 }
 
-/// Lists the descriptor numbers in `/proc/PID/fd` with raw getdents (no allocation
-/// per entry).
-fn list_fds(root: &str, pid: u32) -> std::io::Result<Vec<u32>> {
-    let dir = rustix::fs::open(
+/// Opens `/proc/PID/fd`.
+fn open_fd_dir(root: &str, pid: u32) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::open(
         format!("{root}/{pid}/fd").as_str(),
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
-    )?;
+    )
+}
+
+/// Lists the descriptor numbers in `/proc/PID/fd`.
+fn list_fds(root: &str, pid: u32) -> std::io::Result<Vec<u32>> {
+    list_dir(&open_fd_dir(root, pid)?)
+}
+
+/// Lists the descriptor numbers in an open `/proc/PID/fd` with raw getdents (no
+/// allocation per entry).
+fn list_dir(dir: &OwnedFd) -> std::io::Result<Vec<u32>> {
     let mut buf = [MaybeUninit::<u8>::uninit(); 32 * 1024];
-    let mut raw = RawDir::new(&dir, &mut buf);
+    let mut raw = RawDir::new(dir, &mut buf);
     let mut fds = Vec::new();
     while let Some(ent) = raw.next() {
         let ent = ent?;
@@ -515,24 +693,22 @@ fn parse_fd_name(name: &CStr) -> Option<u32> {
     })
 }
 
+/// One descriptor's link: `Some(inode)` for a socket, `Some(0)` for another file,
+/// `None` when the descriptor is gone.
+type LinkRead = (u32, Option<u64>);
+
 /// What reading one chunk of links gave.
+#[derive(Debug)]
 enum Links {
-    /// Per fd: `Some(inode)` for a socket, `Some(0)` for another file, `None` when the
-    /// descriptor is gone.
-    Read(Vec<(u32, Option<u64>)>),
+    /// Per descriptor read.
+    Read(Vec<LinkRead>),
     /// The kernel refused (ptrace access check): the process cannot be attributed.
     Denied,
 }
 
 /// Reads the links of `fds` in `/proc/PID/fd`.
 fn read_chunk(root: &str, pid: u32, fds: &[u32]) -> Links {
-    let dir: Option<OwnedFd> = rustix::fs::open(
-        format!("{root}/{pid}/fd").as_str(),
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok();
-    let Some(dir) = dir else {
+    let Ok(dir) = open_fd_dir(root, pid) else {
         return Links::Read(fds.iter().map(|&fd| (fd, None)).collect());
     };
     let mut buf = Vec::with_capacity(64);
@@ -552,6 +728,47 @@ fn read_chunk(root: &str, pid: u32, fds: &[u32]) -> Links {
         }
     }
     Links::Read(out)
+}
+
+/// Settles a probe of `/proc/PID/fd`: `read` holds the links of `0..count`, count
+/// being the number of open descriptors. The descriptors are the numbers that
+/// answered; when they are fewer than `count` (a table with holes, or one that changed
+/// meanwhile), the directory is listed after all and what the probe missed is read.
+/// Gives the descriptors and their links, or what the process turned out to be.
+fn settle_probe(
+    root: &str,
+    pid: u32,
+    count: usize,
+    mut read: Vec<LinkRead>,
+) -> Result<(Vec<u32>, Links), Listed> {
+    read.retain(|(_, inode)| inode.is_some());
+    read.sort_unstable_by_key(|&(fd, _)| fd);
+    if read.len() == count {
+        return Ok((read.iter().map(|&(fd, _)| fd).collect(), Links::Read(read)));
+    }
+    let listed = list_fds(root, pid).map_err(|e| {
+        if e.kind() == ErrorKind::PermissionDenied {
+            Listed::Unreadable
+        } else {
+            Listed::Vanished
+        }
+    })?;
+    let have: IntSet<u32> = read.iter().map(|&(fd, _)| fd).collect();
+    let missing: Vec<u32> = listed
+        .iter()
+        .copied()
+        .filter(|fd| !have.contains(fd))
+        .collect();
+    let keep: IntSet<u32> = listed.iter().copied().collect();
+    read.retain(|(fd, _)| keep.contains(fd));
+    let links = match read_chunk(root, pid, &missing) {
+        Links::Read(more) => {
+            read.extend(more);
+            Links::Read(read)
+        }
+        Links::Denied => Links::Denied,
+    };
+    Ok((listed, links))
 }
 
 /// Parses a `socket:[12345]` link target.
@@ -720,5 +937,97 @@ mod tests {
             stats2.links_read < stats.links_read,
             "{stats2:?} vs {stats:?}"
         );
+    }
+
+    #[test]
+    fn a_new_process_is_read_whole_whether_its_descriptors_are_dense_or_not() {
+        use std::os::fd::AsRawFd;
+        let inode_of = |fd: i32| {
+            let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).expect("read own fd link");
+            parse_socket_link(link.to_string_lossy().as_bytes()).expect("a socket link")
+        };
+        let low = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        // A descriptor far above the count of open ones: reading 0..count cannot find
+        // it, so the probe must fall back to listing.
+        let high = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let far = rustix::io::fcntl_dupfd_cloexec(&high, 4000).expect("dup to fd 4000");
+        drop(high);
+        let wanted: IntSet<u64> = [inode_of(low.as_raw_fd()), inode_of(far.as_raw_fd())]
+            .into_iter()
+            .collect();
+        // A child that holds still: 0, 1, 2 and whatever it inherited.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn sleep");
+        // Wait (bounded) until it is sleep, not our fork, that /proc shows.
+        for _ in 0..200 {
+            if read_stat("/proc", child.id()).is_some_and(|(_, comm)| comm == "sleep") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let mut scanner = OwnerScanner::new(2);
+        let listing = scanner.list();
+        let kid = listing.procs.iter().find(|(pid, _)| *pid == child.id());
+        let kid_fds = list_fds("/proc", child.id()).expect("list the child's descriptors");
+        let _ = child.kill();
+        let _ = child.wait();
+        match kid.map(|k| &k.1) {
+            Some(Listed::Fds {
+                fds,
+                comm,
+                prefetched,
+                probe,
+                ..
+            }) => {
+                assert_eq!(comm, "sleep");
+                assert!(*prefetched && !*probe);
+                assert_eq!(fds, &kid_fds, "as getdents lists them");
+                assert!(fds.starts_with(&[0, 1, 2]), "{fds:?}");
+            }
+            other => panic!("child not listed: {other:?}"),
+        }
+        let own = listing
+            .procs
+            .iter()
+            .find(|(pid, _)| *pid == std::process::id())
+            .expect("own process listed");
+        match &own.1 {
+            Listed::Fds {
+                fds,
+                prefetched,
+                probe,
+                ..
+            } => {
+                assert!(*prefetched && !*probe, "read whole, probe resolved");
+                assert!(fds.contains(&(far.as_raw_fd() as u32)), "{fds:?}");
+                assert!(fds.windows(2).all(|w| w[0] < w[1]), "{fds:?}");
+            }
+            other => panic!("own process not listed: {other:?}"),
+        }
+        let stats = scanner.resolve(listing, &wanted);
+        for (fd, inode) in [
+            (low.as_raw_fd(), inode_of(low.as_raw_fd())),
+            (far.as_raw_fd(), inode_of(far.as_raw_fd())),
+        ] {
+            let owners = scanner.owners().get(&inode).expect("socket owned");
+            assert_eq!(owners[0].pid(), std::process::id());
+            assert_eq!(owners[0].fd, fd as u32);
+        }
+        assert!(!stats.full_rescan, "{stats:?}");
+        // Known now: the next listing reads none of this process's links again.
+        let again = scanner.list();
+        assert!(again.procs.iter().all(|(pid, l)| *pid != std::process::id()
+            || matches!(
+                l,
+                Listed::Fds {
+                    prefetched: false,
+                    ..
+                }
+            )));
     }
 }
