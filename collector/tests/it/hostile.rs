@@ -624,35 +624,13 @@ fn frames(parts: &[Frame]) -> Vec<u8> {
 /// (which never writes a bad flag or a short message), and returns the gRPC status
 /// code and message the collector ended it with.
 async fn raw_body(c: &Collector, body: Vec<u8>) -> (i32, String) {
-    use http_body_util::BodyExt;
-    use tonic::codegen::Service;
-    let mut channel = channel(c).await;
-    std::future::poll_fn(|cx| channel.poll_ready(cx))
+    let (tx, answer) = open_raw(c).await;
+    tx.send(body).await.expect("send the body");
+    drop(tx);
+    let trailers = tokio::time::timeout(std::time::Duration::from_secs(15), answer)
         .await
-        .expect("ready");
-    let req = tonic::codegen::http::Request::builder()
-        .method("POST")
-        .uri(format!("http://{}/finwait.v1.Ingest/Stream", c.addr))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(tonic::body::Body::new(http_body_util::Full::new(
-            prost::bytes::Bytes::from(body),
-        )))
-        .expect("request");
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(15), channel.call(req))
-        .await
-        .expect("an answer within 15 s")
-        .expect("the collector answers at the HTTP level");
-    let headers = resp.headers().clone();
-    let collected = tokio::time::timeout(
-        std::time::Duration::from_secs(15),
-        resp.into_body().collect(),
-    )
-    .await
-    .expect("the stream ends within 15 s")
-    .expect("body");
-    // A trailers-only answer carries the status in the headers.
-    let trailers = collected.trailers().cloned().unwrap_or(headers);
+        .expect("the stream ends within 15 s")
+        .expect("task");
     let code = trailers
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
@@ -745,14 +723,20 @@ async fn broken_framing_is_the_agents_mistake_and_costs_nothing() {
         .expect("count batches");
     assert_eq!(batches, 0, "nothing from a broken message was stored");
     // A well-formed agent is welcomed afterwards and its batch acknowledged.
-    let (got, _) = exchange(&c, vec![hello("after-framing").encode_to_vec(), good]).await;
+    a_good_agent_is_acknowledged(&c, "after-framing").await;
+    c.stop().await;
+}
+
+/// A well-formed agent named `name` is welcomed and its (empty) table acknowledged.
+async fn a_good_agent_is_acknowledged(c: &Collector, name: &str) {
+    let good = batch_msg(full(1, 1, now_ms(), vec![])).encode_to_vec();
+    let (got, _) = exchange(c, vec![hello(name).encode_to_vec(), good]).await;
     assert!(welcomed(&got), "{got:?}");
     assert!(
         got.iter()
             .any(|m| matches!(m.body, Some(pb::collector_message::Body::Ack(_)))),
         "{got:?}"
     );
-    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -918,13 +902,6 @@ async fn a_message_waiting_for_wire_bytes_is_not_read_and_its_stream_is_shed_wit
     );
     drop(b);
     // A well-formed agent is then welcomed and acknowledged: nothing stayed reserved.
-    let good = batch_msg(full(1, 1, now_ms(), vec![])).encode_to_vec();
-    let (got, _) = exchange(&c, vec![hello("wire-c").encode_to_vec(), good]).await;
-    assert!(welcomed(&got), "{got:?}");
-    assert!(
-        got.iter()
-            .any(|m| matches!(m.body, Some(pb::collector_message::Body::Ack(_)))),
-        "{got:?}"
-    );
+    a_good_agent_is_acknowledged(&c, "wire-c").await;
     c.stop().await;
 }
