@@ -9,7 +9,8 @@
 //! declared length from a budget shared by every stream (`--ingest-wire-bytes`). The
 //! reservation is held until the stream has the message's decoding share
 //! ([`WireLedger::accounted`]). While a stream waits, its body is not read, so HTTP/2
-//! flow control stops its agent at the window. A reservation not granted within the
+//! flow control stops its agent at the window (the header itself passes, so the
+//! message before it is never held back with it). A reservation not granted within the
 //! wait (`--ingest-batch-wait-ms`) ends the stream with UNAVAILABLE and a retry delay,
 //! like any other shed write: that expiry is also what undoes the one cycle possible,
 //! a chunked table holding its write slot while waiting for wire bytes that the
@@ -81,6 +82,11 @@ impl WireLedger {
 type Reserving = Pin<Box<dyn Future<Output = Result<Reserved, Status>> + Send>>;
 
 /// A request body that reserves each gRPC message's bytes before passing them on.
+///
+/// A data frame is cut right after each header that needs a reservation: what comes
+/// before (the previous message's tail and the header) passes at once, the rest waits
+/// for the reservation. Holding the whole frame instead would hold the previous
+/// message's tail too, and with it the release of that message's own reservation.
 pub struct MeteredBody<B> {
     inner: B,
     gate: WireGate,
@@ -90,10 +96,8 @@ pub struct MeteredBody<B> {
     have: usize,
     /// Payload bytes of the current message still to pass.
     remaining: usize,
-    /// A data frame held until the messages whose headers it completes are reserved.
-    held: Option<Frame<Bytes>>,
-    /// Those messages' lengths, in order (`None`: nothing to reserve).
-    to_reserve: VecDeque<Option<usize>>,
+    /// The part of a data frame not yet scanned (after a cut).
+    rest: Option<Bytes>,
     reserving: Option<Reserving>,
 }
 
@@ -107,25 +111,27 @@ impl<B> MeteredBody<B> {
             header: [0; HEADER],
             have: 0,
             remaining: 0,
-            held: None,
-            to_reserve: VecDeque::new(),
+            rest: None,
             reserving: None,
         }
     }
 
-    /// Walks a data frame's bytes through the framing, noting each header completed.
-    fn scan(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
+    /// Walks `data` through the framing up to the first header that completes and
+    /// needs a reservation: returns where that header ends and the length to reserve.
+    /// Headers that need none (empty or over-limit messages) are entered as they pass.
+    fn scan(&mut self, data: &[u8]) -> Option<(usize, usize)> {
+        let mut at = 0;
+        while at < data.len() {
             if self.remaining > 0 {
-                let n = self.remaining.min(data.len());
+                let n = self.remaining.min(data.len() - at);
                 self.remaining -= n;
-                data = &data[n..];
+                at += n;
                 continue;
             }
-            let n = (HEADER - self.have).min(data.len());
-            self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+            let n = (HEADER - self.have).min(data.len() - at);
+            self.header[self.have..self.have + n].copy_from_slice(&data[at..at + n]);
             self.have += n;
-            data = &data[n..];
+            at += n;
             if self.have == HEADER {
                 self.have = 0;
                 let len = u32::from_be_bytes([
@@ -135,10 +141,13 @@ impl<B> MeteredBody<B> {
                     self.header[4],
                 ]) as usize;
                 self.remaining = len;
-                self.to_reserve
-                    .push_back((len > 0 && len <= self.gate.max_message).then_some(len));
+                if len > 0 && len <= self.gate.max_message {
+                    return Some((at, len));
+                }
+                self.ledger.push(None);
             }
         }
+        None
     }
 
     fn reserve(&self, len: usize) -> Reserving {
@@ -180,34 +189,37 @@ where
                     }
                     Poll::Ready(Err(status)) => {
                         this.reserving = None;
-                        this.held = None;
+                        this.rest = None;
                         return Poll::Ready(Some(Err(status)));
                     }
                 }
             }
-            if this.held.is_some() {
-                match this.to_reserve.pop_front() {
-                    Some(Some(len)) => this.reserving = Some(this.reserve(len)),
-                    Some(None) => this.ledger.push(None),
-                    None => return Poll::Ready(this.held.take().map(Ok)),
+            if let Some(mut data) = this.rest.take() {
+                match this.scan(&data) {
+                    None => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Some((cut, len)) => {
+                        let head = data.split_to(cut);
+                        if !data.is_empty() {
+                            this.rest = Some(data);
+                        }
+                        this.reserving = Some(this.reserve(len));
+                        // The header passes now; its message's bytes after the reservation.
+                        return Poll::Ready(Some(Ok(Frame::data(head))));
+                    }
                 }
-                continue;
             }
             match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(data) = frame.data_ref() {
-                        let data = data.clone();
-                        this.scan(&data);
-                    }
-                    this.held = Some(frame);
-                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => this.rest = Some(data),
+                    Err(other) => return Poll::Ready(Some(Ok(other))),
+                },
                 other => return other,
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.held.is_none() && self.reserving.is_none() && self.inner.is_end_stream()
+        self.rest.is_none() && self.reserving.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -274,13 +286,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_next_message_waiting_for_bytes_never_holds_back_the_tail_of_the_one_before() {
+        // Room for one 10 KiB message at a time, both in one frame: the first message's
+        // tail must pass while the second waits, or the first is never accounted and
+        // both wait until the stream is shed.
+        let g = gate(16 * 1024, 2_000);
+        let ledger = Arc::new(WireLedger::default());
+        let mut all = message(10 * 1024);
+        all.extend(message(10 * 1024));
+        let mut b = MeteredBody::new(body(vec![all.clone()]), g, Arc::clone(&ledger));
+        let (mut got, mut accounted) = (Vec::new(), false);
+        while let Some(frame) = b.frame().await {
+            let data = frame.expect("no shedding").into_data().expect("data");
+            got.extend_from_slice(&data);
+            // What the stream does: the first message whole, its share reserved.
+            if !accounted && got.len() >= 5 + 10 * 1024 {
+                ledger.accounted();
+                accounted = true;
+            }
+        }
+        assert_eq!(got, all);
+    }
+
+    #[tokio::test]
     async fn a_message_that_cannot_get_its_bytes_in_time_ends_the_stream_shed() {
         let g = gate(16 * 1024, 100);
         let hold = g.budget.reserve(10 * 1024).await.expect("fits");
         let ledger = Arc::new(WireLedger::default());
         let mut b = MeteredBody::new(body(vec![message(8 * 1024)]), g, ledger);
-        let first = b.frame().await.expect("a frame");
-        let status = first.expect_err("shed");
+        let header = b
+            .frame()
+            .await
+            .expect("a frame")
+            .expect("the header passes");
+        assert_eq!(header.into_data().expect("data").len(), 5);
+        let status = b.frame().await.expect("a frame").expect_err("shed");
         assert_eq!(status.code(), tonic::Code::Unavailable);
         drop(hold);
     }
