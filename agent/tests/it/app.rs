@@ -303,16 +303,19 @@ async fn a_restarted_app_first_sends_what_its_last_run_left_in_the_spool_under_t
     let dir_flag = dir.to_str().context("utf-8 path")?.to_owned();
     // Run 1: a collector that never acknowledges; everything stays in the spool.
     let (addr, first, _closed) = fake_collector().await?;
-    let url = format!("http://{addr}");
-    let flags = [
-        "--collector",
-        &url,
-        "--interval",
-        "0.2",
-        "--spool-dir",
-        &dir_flag,
-    ];
-    let r = start(config(&flags)?)?;
+    // Each run: the agent against `addr`, on the same spool.
+    let run = |addr: std::net::SocketAddr| {
+        let url = format!("http://{addr}");
+        start(config(&[
+            "--collector",
+            &url,
+            "--interval",
+            "0.2",
+            "--spool-dir",
+            &dir_flag,
+        ])?)
+    };
+    let r = run(addr)?;
     until("four batches", || seen(&first).batches.len() >= 4).await?;
     stop(r).await?;
     let (e1, sent1) = {
@@ -324,16 +327,7 @@ async fn a_restarted_app_first_sends_what_its_last_run_left_in_the_spool_under_t
     // epoch and numbers, on a stream of their own; then run 2's, under a later epoch.
     let (addr, second, open) = fake_collector().await?;
     open.send(true)?;
-    let url = format!("http://{addr}");
-    let flags = [
-        "--collector",
-        &url,
-        "--interval",
-        "0.2",
-        "--spool-dir",
-        &dir_flag,
-    ];
-    let r = start(config(&flags)?)?;
+    let r = run(addr)?;
     until("run 2's own batches", || {
         seen(&second).sent.iter().filter(|&&(e, _)| e != e1).count() >= 2
     })

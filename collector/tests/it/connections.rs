@@ -21,6 +21,18 @@ use crate::support::{AgentStream, Collector, certificates, full, identity, now_m
 /// The HTTP/2 client preface and an empty SETTINGS frame.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
 
+/// Asks the collector at `addr` in `ns` for the hosts once (the query pool opens lazily)
+/// and expects 200.
+fn first_query(ns: &NetNs, addr: SocketAddr) {
+    let warm = on_thread_in(ns, move || {
+        http_get(addr, "/api/v1/hosts", Duration::from_secs(10))
+    })
+    .join()
+    .expect("thread")
+    .expect("a first query");
+    assert_eq!(warm.0, 200, "{warm:?}");
+}
+
 /// Whether the collector closed `s` before `deadline`: reads (discarding what the
 /// server sends, such as SETTINGS and pings) until end of stream or a reset.
 fn closed_by_server(s: &mut TcpStream, deadline: Instant) -> bool {
@@ -72,13 +84,7 @@ async fn idle_silent_and_over_cap_connections_are_closed_while_a_query_is_answer
     let addr: SocketAddr = addr.parse().expect("address");
     // The collector's own descriptors (listener, pools, embedded server's log): the
     // query pool opens lazily, so ask once first.
-    let warm = on_thread_in(&ns, move || {
-        http_get(addr, "/api/v1/hosts", Duration::from_secs(10))
-    })
-    .join()
-    .expect("thread")
-    .expect("a first query");
-    assert_eq!(warm.0, 200, "{warm:?}");
+    first_query(&ns, addr);
     let baseline = fd_count(pid);
 
     let (figures, outcome) = on_thread_in(&ns, move || {
@@ -269,13 +275,7 @@ async fn running_out_of_descriptors_backs_off_and_recovers() {
     let (mut collector, addr) = start_collector(&ns, &data, "127.0.0.1:0", &[]);
     let pid = collector.0.id();
     let addr: SocketAddr = addr.parse().expect("address");
-    let warm = on_thread_in(&ns, move || {
-        http_get(addr, "/api/v1/hosts", Duration::from_secs(10))
-    })
-    .join()
-    .expect("thread")
-    .expect("a first query");
-    assert_eq!(warm.0, 200, "{warm:?}");
+    first_query(&ns, addr);
     // Leave the running collector ten descriptors of head room.
     let limit = fd_count(pid) + 10;
     let set = std::process::Command::new("prlimit")

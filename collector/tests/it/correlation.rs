@@ -5,33 +5,16 @@
 //! connections with holder and peers right, confidence exact, and nothing for the
 //! well-behaved traffic; when the leaking process exits, the leaks are reported ended.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use finwait_testkit::{Lan, NetNs, Privilege, Sockpop, require_root, workspace_bin};
 
+use crate::e2e::spawn_announced;
 use crate::support::{TestDb, certificates};
 
-pub(crate) struct Proc(Child);
-
-impl From<Child> for Proc {
-    fn from(c: Child) -> Proc {
-        Proc(c)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        drop(self.0.stdin.take());
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.0.wait();
-    }
-}
+pub(crate) use crate::e2e::Proc;
 
 /// The real collector inside `ns`, plaintext on the namespace's loopback (where pages
 /// and API are open), on `database`, logging to `dir/collector.log`; its process and
@@ -42,21 +25,13 @@ pub(crate) fn loopback_collector(
     database: &crate::support::TestDb,
     dir: &Path,
 ) -> (Proc, String) {
-    let mut c = ns
-        .command(env!("CARGO_BIN_EXE_finwait-collector"))
-        .args(["--insecure-loopback", "--listen", "127.0.0.1:0"])
+    let mut cmd = ns.command(env!("CARGO_BIN_EXE_finwait-collector"));
+    cmd.args(["--insecure-loopback", "--listen", "127.0.0.1:0"])
         .args(extra)
-        .args(["--database-url-file", database.url_file_arg()])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("collector.log")).expect("log"))
-        .spawn()
-        .expect("collector");
-    let mut line = String::new();
-    BufReader::new(c.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address");
+        .args(["--database-url-file", database.url_file_arg()]);
+    let (c, line) = spawn_announced(cmd, &dir.join("collector.log"));
     let addr = line.trim().rsplit(' ').next().expect("address").to_owned();
-    (Proc(c), format!("http://{addr}"))
+    (c, format!("http://{addr}"))
 }
 
 pub(crate) fn sockpop(ns: &NetNs, args: &[&str]) -> (Sockpop, serde_json::Value) {
@@ -481,35 +456,28 @@ impl Fixture {
         let token_file = write(&dir, "token", &token);
         let agent_token_file = write(&dir, "agent-token", &agent_token);
         let database = TestDb::create();
-        let mut c = lan
+        let mut cmd = lan
             .router()
-            .command(env!("CARGO_BIN_EXE_finwait-collector"))
-            .args([
-                "--listen",
-                "10.77.0.1:0",
-                "--tls-cert",
-                &cert,
-                "--tls-key",
-                &key,
-                "--tokens-file",
-                &tokens,
-            ])
-            .args([
-                "--leak-threshold-seconds",
-                "2",
-                "--correlation-slack-seconds",
-                "5",
-                "--database-url-file",
-                database.url_file_arg(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.join("collector.log")).expect("log"))
-            .spawn()
-            .expect("collector");
-        let mut line = String::new();
-        BufReader::new(c.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("address");
+            .command(env!("CARGO_BIN_EXE_finwait-collector"));
+        cmd.args([
+            "--listen",
+            "10.77.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tokens-file",
+            &tokens,
+        ])
+        .args([
+            "--leak-threshold-seconds",
+            "2",
+            "--correlation-slack-seconds",
+            "5",
+            "--database-url-file",
+            database.url_file_arg(),
+        ]);
+        let (collector, line) = spawn_announced(cmd, &dir.join("collector.log"));
         let port = line.trim().rsplit(':').next().expect("port").to_owned();
         let api = Api {
             url: format!("https://10.77.0.1:{port}"),
@@ -523,7 +491,7 @@ impl Fixture {
             ca,
             token_file,
             agent_token_file,
-            _collector: Proc(c),
+            _collector: collector,
         }
     }
 

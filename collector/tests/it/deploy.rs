@@ -11,7 +11,6 @@
 //! (`--database-url-file`, `--data-dir`), shorter leak thresholds so the leak counts
 //! within seconds, and the agent's identity and sampling interval.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -19,6 +18,7 @@ use finwait_testkit::{Lan, NetNs, Privilege, TempDir, require_root, workspace_bi
 use serde_json::Value;
 
 use crate::correlation::{Proc, poll, sockpop};
+use crate::e2e::spawn_announced;
 use crate::support::TestDb;
 
 const NAME: &str = "collector.finwait.test";
@@ -92,9 +92,8 @@ fn the_readme_deploy_steps_work_on_clean_namespace_hosts() {
     // Step 2: the collector, as printed, on host A.
     let database = TestDb::create();
     let log = scratch.path().join("collector.log");
-    let mut c = host_a
-        .command(built("finwait-collector"))
-        .args(printed(&said, "finwait-collector"))
+    let mut cmd = host_a.command(built("finwait-collector"));
+    cmd.args(printed(&said, "finwait-collector"))
         .arg("--database-url-file")
         .arg(&database.url_file)
         .arg("--data-dir")
@@ -105,16 +104,8 @@ fn the_readme_deploy_steps_work_on_clean_namespace_hosts() {
             "--correlation-slack-seconds",
             "5",
         ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("start collector");
-    let mut line = String::new();
-    BufReader::new(c.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address line");
-    let _collector = Proc::from(c);
+        .stdin(Stdio::null());
+    let (_collector, line) = spawn_announced(cmd, &log);
     assert!(
         line.contains("listening on 0.0.0.0:7070"),
         "{line:?}; see {}",

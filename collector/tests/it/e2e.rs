@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use finwait_collector::postgres::{EmbeddedOptions, EmbeddedPostgres};
@@ -33,10 +33,33 @@ impl Proc {
     }
 }
 
+impl From<Child> for Proc {
+    fn from(c: Child) -> Proc {
+        Proc(c)
+    }
+}
+
 impl Drop for Proc {
+    /// Ends the process: its stdin closed (a population ends at EOF), then SIGTERM.
     fn drop(&mut self) {
+        drop(self.0.stdin.take());
         self.signal("-TERM");
     }
+}
+
+/// Starts `cmd` with its stderr in `log` and returns it with the first line it prints
+/// (a collector's or an agent's `… listening on ADDR`).
+pub(crate) fn spawn_announced(mut cmd: Command, log: &Path) -> (Proc, String) {
+    let mut c = cmd
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("start the process");
+    let mut line = String::new();
+    BufReader::new(c.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the first line it prints");
+    (Proc(c), line)
 }
 
 pub(crate) fn scratch(tag: &str) -> PathBuf {
@@ -64,26 +87,18 @@ pub(crate) fn start_collector(
     listen: &str,
     extra: &[&str],
 ) -> (Proc, String) {
-    let mut c = ns
-        .command(env!("CARGO_BIN_EXE_finwait-collector"))
-        .args(["--insecure-loopback", "--listen", listen, "--data-dir"])
+    let mut cmd = ns.command(env!("CARGO_BIN_EXE_finwait-collector"));
+    cmd.args(["--insecure-loopback", "--listen", listen, "--data-dir"])
         .arg(data)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(data.join("collector.log")).expect("collector log"))
-        .spawn()
-        .expect("start collector");
-    let mut line = String::new();
-    BufReader::new(c.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("collector prints its address");
+        .args(extra);
+    let (c, line) = spawn_announced(cmd, &data.join("collector.log"));
     assert!(
         line.contains("listening on"),
         "collector did not start: {line:?} (see {}/collector.log)",
         data.display()
     );
     let addr = line.trim().rsplit(' ').next().expect("address").to_owned();
-    (Proc(c), addr)
+    (c, addr)
 }
 
 pub(crate) fn start_agent(ns: &NetNs, addr: &str, data: &Path, interval: &str) -> Proc {

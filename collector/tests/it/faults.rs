@@ -7,7 +7,6 @@
 //! - the agent's namespace cut off from the collector for a minute,
 //! - the agent's clock stepped back a day between two runs (faketime).
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -17,28 +16,20 @@ use finwait_testkit::{Lan, NetNs, Privilege, require_root, workspace_bin};
 
 use crate::e2e::{
     ENDED_CLOSE_WAIT, OPEN_CLOSE_WAIT, Proc, current_matches_ss, embedded_url, recovered, scratch,
-    start_agent, start_collector, start_population, wait_for,
+    spawn_announced, start_agent, start_collector, start_population, wait_for,
 };
 use crate::support::{TestDb, certificates};
 
 /// Starts `cmd` (a collector), returning it and the address it printed.
-fn spawn_collector(mut cmd: Command, data: &Path) -> (Proc, String) {
-    let mut c = cmd
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(data.join("collector.log")).expect("collector log"))
-        .spawn()
-        .expect("start collector");
-    let mut line = String::new();
-    BufReader::new(c.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("collector prints its address");
+fn spawn_collector(cmd: Command, data: &Path) -> (Proc, String) {
+    let (c, line) = spawn_announced(cmd, &data.join("collector.log"));
     assert!(
         line.contains("listening on"),
         "collector did not start: {line:?} (see {}/collector.log)",
         data.display()
     );
     let addr = line.trim().rsplit(' ').next().expect("address").to_owned();
-    (Proc(c), addr)
+    (c, addr)
 }
 
 #[tokio::test]

@@ -5,15 +5,15 @@
 //! with real ingest and carry no host, address or pid; the agent's count its cycles
 //! and notice the collector going away.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use finwait_testkit::promtool::check_metrics;
 use finwait_testkit::{NetNs, Privilege, require_root, workspace_bin};
 
-use crate::e2e::{OPEN_CLOSE_WAIT, Proc, scratch, start_collector, start_population, wait_for};
+use crate::e2e::{
+    OPEN_CLOSE_WAIT, Proc, scratch, spawn_announced, start_collector, start_population, wait_for,
+};
 use crate::support::TestDb;
 
 const READ: &str = "metrics-read-token";
@@ -71,30 +71,22 @@ fn scrape_until(
 fn start_agent(ns: &NetNs, addr: &str, data: &Path) -> (Proc, String) {
     let token = data.join("agent.token");
     std::fs::write(&token, INGEST).expect("agent token");
-    let mut c = ns
-        .command(workspace_bin("finwait-agent").expect("agent binary"))
-        .args(["run", "--insecure-loopback", "--interval", "0.5"])
+    let mut cmd = ns.command(workspace_bin("finwait-agent").expect("agent binary"));
+    cmd.args(["run", "--insecure-loopback", "--interval", "0.5"])
         .args(["--hostname", "e2e", "--machine-id", "metrics-machine"])
         .args(["--metrics-listen", "127.0.0.1:0", "--token-file"])
         .arg(&token)
         .arg("--spool-dir")
         .arg(data.join("agent-spool"))
-        .args(["--collector", &format!("http://{addr}")])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(data.join("agent.log")).expect("agent log"))
-        .spawn()
-        .expect("start agent");
-    let mut line = String::new();
-    BufReader::new(c.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("agent prints its metrics address");
+        .args(["--collector", &format!("http://{addr}")]);
+    let (c, line) = spawn_announced(cmd, &data.join("agent.log"));
     assert!(
         line.contains("metrics listening on"),
         "agent did not start: {line:?} (see {}/agent.log)",
         data.display()
     );
     let maddr = line.trim().rsplit(' ').next().expect("address").to_owned();
-    (Proc(c), maddr)
+    (c, maddr)
 }
 
 #[tokio::test]

@@ -4,7 +4,6 @@
 //! removed token is refused, the new token streams (the real agent), a broken file is
 //! refused with the old set kept, and a new certificate is served to new connections.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-use crate::e2e::Proc;
+use crate::e2e::{Proc, spawn_announced};
 use crate::support::{TestDb, identity};
 
 /// `finwait-collector init DIR ARGS…`; panics with its output when it fails.
@@ -182,8 +181,8 @@ async fn tokens_and_certificate_rotate_on_sighup_and_a_bad_file_keeps_the_old_se
     let token_a = token_a.trim().to_owned();
     let database = TestDb::create();
     let log = scratch.path().join("collector.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_finwait-collector"))
-        .args(["--listen", "127.0.0.1:0", "--database-url-file"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_finwait-collector"));
+    cmd.args(["--listen", "127.0.0.1:0", "--database-url-file"])
         .arg(&database.url_file)
         .arg("--tls-cert")
         .arg(p("tls/server.pem"))
@@ -193,16 +192,8 @@ async fn tokens_and_certificate_rotate_on_sighup_and_a_bad_file_keeps_the_old_se
         .arg(p("tokens"))
         .args(["--data-dir"])
         .arg(scratch.path().join("data"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("start collector");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address line");
-    let collector = Proc(child);
+        .stdin(Stdio::null());
+    let (collector, line) = spawn_announced(cmd, &log);
     assert!(
         line.contains("listening on"),
         "{line:?}; see {}",

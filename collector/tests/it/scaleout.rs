@@ -7,7 +7,6 @@
 //! survivor answers the questions asked as of an instant before the kill exactly as
 //! both did before.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use std::time::{Duration, Instant};
 use finwait_testkit::{Lan, NetNs, Privilege, require_root, workspace_bin};
 
 use crate::correlation::{poll, sockpop};
-use crate::e2e::Proc;
+use crate::e2e::{Proc, spawn_announced};
 use crate::support::{TestDb, certificates, stable};
 
 /// A collector process on the LAN's router.
@@ -73,11 +72,11 @@ impl Site {
 
     /// Starts a collector process on the router, on the shared database.
     fn collector(&self, name: &str) -> Node {
-        let mut c = self
+        let mut cmd = self
             .lan
             .router()
-            .command(env!("CARGO_BIN_EXE_finwait-collector"))
-            .args(["--listen", "10.77.0.1:0", "--tls-cert", &self.cert])
+            .command(env!("CARGO_BIN_EXE_finwait-collector"));
+        cmd.args(["--listen", "10.77.0.1:0", "--tls-cert", &self.cert])
             .args(["--tls-key", &self.key, "--tokens-file", &self.tokens])
             .args([
                 "--leak-threshold-seconds",
@@ -86,22 +85,15 @@ impl Site {
                 "5",
                 "--database-url-file",
                 self.database.url_file_arg(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(self.dir.join(format!("{name}.log"))).expect("log"))
-            .spawn()
-            .expect("collector");
-        let mut line = String::new();
-        BufReader::new(c.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("address");
+            ]);
+        let (proc, line) = spawn_announced(cmd, &self.dir.join(format!("{name}.log")));
         assert!(
             line.contains("listening on"),
             "{name} did not start: {line:?}"
         );
         let port = line.trim().rsplit(':').next().expect("port").to_owned();
         Node {
-            proc: Proc(c),
+            proc,
             url: format!("https://10.77.0.1:{port}"),
         }
     }
